@@ -1,0 +1,214 @@
+"""edge-run: run, benchmark and describe a bundle on the device.
+
+Standard library, numpy and a TFLite runtime only: this runs on the Pi.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .errors import UserError
+
+
+def _read_input(path: str, model) -> dict[str, np.ndarray]:
+    file = Path(path)
+    if not file.is_file():
+        raise UserError(f"input file {path} does not exist", "pass a .npy (one-input model) or .npz")
+    try:
+        data = np.load(file, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:
+        raise UserError(
+            f"{path} is not a readable numpy file without pickles ({exc})",
+            "save plain arrays with np.save / np.savez",
+        ) from None
+    if isinstance(data, np.ndarray):
+        if len(model.inputs) != 1:
+            names = ", ".join(s["name"] for s in model.inputs)
+            raise UserError(f"a .npy feeds a one-input model; this one takes {names}", "pass a .npz keyed by input name")
+        return {model.inputs[0]["name"]: data}
+    with data:
+        return {key: data[key] for key in data.files}
+
+
+def cmd_run(args) -> int:
+    from . import load
+
+    model = load(args.bundle, threads=args.threads, delegate=args.delegate)
+    outputs = model.predict(_read_input(args.input, model), raw=args.raw)
+    if args.output:
+        out = Path(args.output)
+        tmp = out.with_name(out.name + ".tmp.npz")  # savez appends .npz otherwise
+        np.savez(tmp, **outputs)
+        os.replace(tmp, out)
+        print(f"wrote {out}: " + ", ".join(f"{k} {v.shape} {v.dtype}" for k, v in outputs.items()))
+    else:
+        for key, value in outputs.items():
+            print(f"{key} {value.shape} {value.dtype}")
+            print(np.array2string(value, threshold=50, precision=5))
+    return 0
+
+
+def _peak_rss_mb() -> float:
+    # ru_maxrss is KiB on Linux.
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def benchmark(model, runs: int, warmup: int) -> dict:
+    """Latency of the interpreter on quantized zero-point-ish random inputs."""
+    rng = np.random.default_rng(0)
+    tensors = []
+    for spec in model.inputs:
+        dtype = np.dtype(spec["tflite_dtype"])
+        if dtype.kind in "iu":
+            info = np.iinfo(dtype)
+            lo, hi = (max(info.min, -128), min(info.max, 127)) if np.dtype(spec["dtype"]).kind == "f" else (0, 1)
+            tensors.append(rng.integers(lo, hi + 1, spec["tflite_shape"]).astype(dtype))
+        else:
+            tensors.append(rng.standard_normal(spec["tflite_shape"]).astype(dtype))
+    for _ in range(warmup):
+        model.invoke(tensors)
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        model.invoke(tensors)
+        times.append((time.perf_counter() - start) * 1000.0)
+    arr = np.array(times)
+    engine = model.engine
+    return {
+        "model": model.name,
+        "runtime": f"{engine.runtime} {engine.runtime_version}",
+        "delegate": engine.delegate,
+        "fallback": engine.fallback,
+        "threads": engine.threads,
+        "runs": runs,
+        "warmup": warmup,
+        "latency_ms": {
+            "min": float(arr.min()),
+            "median": float(np.median(arr)),
+            "p90": float(np.percentile(arr, 90)),
+            "max": float(arr.max()),
+        },
+        "throughput_per_s": float(1000.0 / np.median(arr)),
+        "peak_rss_mb": _peak_rss_mb(),
+    }
+
+
+def cmd_bench(args) -> int:
+    from . import load
+
+    if args.runs < 1 or args.warmup < 0:
+        raise UserError(f"--runs must be >= 1 and --warmup >= 0, found {args.runs} and {args.warmup}")
+    model = load(args.bundle, threads=args.threads, delegate=args.delegate)
+    result = benchmark(model, args.runs, args.warmup)
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return 0
+    lat = result["latency_ms"]
+    print(f"model      {result['model']}")
+    print(f"runtime    {result['runtime']}, delegate {result['delegate']}, {result['threads']} threads")
+    if result["fallback"]:
+        print(f"fallback   {result['fallback']}")
+    print(f"runs       {result['runs']} (+{result['warmup']} warm-up)")
+    print(
+        f"latency    min {lat['min']:.3f} ms  median {lat['median']:.3f} ms  "
+        f"p90 {lat['p90']:.3f} ms  max {lat['max']:.3f} ms"
+    )
+    print(f"throughput {result['throughput_per_s']:.1f} inferences/s")
+    print(f"peak RSS   {result['peak_rss_mb']:.1f} MB")
+    return 0
+
+
+def describe(manifest: dict) -> str:
+    """A human summary of a manifest (shared with `edgepack inspect`)."""
+    lines = [
+        f"bundle     {manifest['name']} (edgepack {manifest.get('edgepack_version')}, {manifest.get('created_at')})",
+        f"target     {manifest['target']['name']}: {manifest['target']['human_name']}",
+        f"source     {manifest['source']['file']} sha256 {manifest['source']['sha256'][:16]}...",
+    ]
+    for kind in ("inputs", "outputs"):
+        for s in manifest[kind]:
+            q = f" scale {s['scale']:.6g} zp {s['zero_point']}" if s.get("scale") else ""
+            lines.append(
+                f"{kind[:-1]:<10} {s['name']} {s['shape']} {s['dtype']} -> tflite {s['tflite_shape']} "
+                f"{s['tflite_dtype']} perm {s['permutation']}{q}"
+            )
+    fid = manifest.get("fidelity", {})
+    if fid:
+        lines.append(f"fidelity   on {fid.get('samples')} held-out samples, float ONNX vs int8:")
+        for name, m in fid.get("outputs", {}).items():
+            top1 = f"  top1 {m['top1_agreement'] * 100:.1f}%" if m.get("top1_agreement") is not None else ""
+            lines.append(
+                f"           {name}: cosine {m['cosine']:.5f}  max|err| {m['max_abs_error']:.5g}  "
+                f"mean|err| {m['mean_abs_error']:.5g}{top1}"
+            )
+    ops = manifest.get("ops", {})
+    if ops:
+        counts = ", ".join(f"{op}/{dt} {n}" for op, per in sorted(ops["counts"].items()) for dt, n in sorted(per.items()))
+        lines.append(f"ops        {ops['total']} ops: {counts}")
+        floats = ops.get("float_ops", [])
+        lines.append(
+            "float ops  none" if not floats else "float ops  " + "; ".join(f"{f['type']} ({f['output']})" for f in floats)
+        )
+    return "\n".join(lines)
+
+
+def cmd_info(args) -> int:
+    from .bundle import open_bundle
+
+    _, manifest = open_bundle(args.bundle)
+    print(json.dumps(manifest, indent=2) if args.json else describe(manifest))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="edge-run", description="Run an edgepack bundle on this device.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="show tracebacks")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def common(p):
+        p.add_argument("bundle", help="bundle folder or .tar.gz")
+        p.add_argument("--threads", type=int, default=None, help="CPU threads (default: the target's)")
+        p.add_argument("--delegate", choices=("xnnpack", "cpu", "edgetpu"), default=None)
+
+    run = sub.add_parser("run", help="run the model on an input file")
+    common(run)
+    run.add_argument("--input", required=True, help=".npy (one-input model) or .npz keyed by input name")
+    run.add_argument("--output", help="write outputs to this .npz (keyed by output name)")
+    run.add_argument("--raw", action="store_true", help="feed and return the quantized TFLite tensors as they are")
+    run.set_defaults(func=cmd_run)
+
+    bench = sub.add_parser("bench", help="measure latency, throughput and memory")
+    common(bench)
+    bench.add_argument("--runs", type=int, default=100)
+    bench.add_argument("--warmup", type=int, default=10)
+    bench.add_argument("--json", action="store_true")
+    bench.set_defaults(func=cmd_bench)
+
+    info = sub.add_parser("info", help="describe the bundle")
+    info.add_argument("bundle")
+    info.add_argument("--json", action="store_true")
+    info.set_defaults(func=cmd_info)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except UserError as exc:
+        if args.verbose:
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

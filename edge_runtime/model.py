@@ -1,0 +1,118 @@
+"""A loaded bundle that predicts in the ONNX contract."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from .bundle import open_bundle
+from .errors import UserError
+from .interpreter import Engine, make_engine
+from .tensors import batched_samples, check_dtype, from_tflite, raw_to_tflite, to_tflite
+
+
+class Model:
+    """A verified bundle with its interpreter.
+
+    Use :func:`edge_runtime.load` rather than building one directly.
+    """
+
+    def __init__(self, folder: Path, manifest: dict, engine: Engine):
+        self.folder = folder
+        self.manifest = manifest
+        self.engine = engine
+        self.inputs: list[dict] = manifest["inputs"]
+        self.outputs: list[dict] = manifest["outputs"]
+
+    @property
+    def name(self) -> str:
+        return self.manifest["name"]
+
+    def _check_names(self, feeds: dict) -> None:
+        expected = [s["name"] for s in self.inputs]
+        missing = [n for n in expected if n not in feeds]
+        unknown = [n for n in feeds if n not in expected]
+        if missing or unknown:
+            raise UserError(
+                f"the model's inputs are {', '.join(expected)}; "
+                f"missing: {', '.join(missing) or 'none'}; unknown: {', '.join(unknown) or 'none'}",
+                "name each array after an ONNX input (a .npy works for a one-input model)",
+            )
+
+    def invoke(self, tensors: list[np.ndarray]) -> list[np.ndarray]:
+        """Run once on TFLite-ready tensors (in manifest input order)."""
+        interp = self.engine.interpreter
+        for spec, tensor in zip(self.inputs, tensors):
+            interp.set_tensor(spec["tflite_index"], tensor)
+        interp.invoke()
+        return [interp.get_tensor(spec["tflite_index"]) for spec in self.outputs]
+
+    def predict(self, feeds: dict[str, np.ndarray], raw: bool = False) -> dict[str, np.ndarray]:
+        """Run the model on ONNX-contract inputs.
+
+        Args:
+            feeds: {ONNX input name: array}. Each array is one sample in the
+                ONNX shape, or (for batch-1 models) N samples along the batch
+                axis, or N samples stacked in front.
+            raw: feed and return the TFLite tensors as they are (quantized,
+                TFLite layout), one sample.
+
+        Returns:
+            {ONNX output name: float array in the ONNX layout}; for N
+            samples, outputs are joined the same way the inputs were.
+        """
+        self._check_names(feeds)
+        if raw:
+            tensors = [raw_to_tflite(np.asarray(feeds[s["name"]]), s) for s in self.inputs]
+            return {s["name"]: out for s, out in zip(self.outputs, self.invoke(tensors))}
+        batches, stacked = [], []
+        for spec in self.inputs:
+            array = np.asarray(feeds[spec["name"]])
+            check_dtype(array, spec, "input")
+            samples = batched_samples(array, spec["shape"], spec["name"], "input")
+            if np.dtype(spec["dtype"]).kind == "f" and not np.all(np.isfinite(samples)):
+                raise UserError(f"input '{spec['name']}' holds NaN or Inf values", "clean the input")
+            batches.append(samples)
+            stacked.append(array.ndim == len(spec["shape"]) + 1)
+        counts = {len(b) for b in batches}
+        if len(counts) != 1:
+            raise UserError(
+                f"inputs hold different numbers of samples: {[len(b) for b in batches]}",
+                "give every input the same number of samples",
+            )
+        results: list[list[np.ndarray]] = [[] for _ in self.outputs]
+        for i in range(counts.pop()):
+            tensors = [to_tflite(b[i], s) for b, s in zip(batches, self.inputs)]
+            for slot, spec, out in zip(results, self.outputs, self.invoke(tensors)):
+                slot.append(from_tflite(out, spec))
+        join = np.stack if all(stacked) else np.concatenate
+        return {s["name"]: join(slot) for s, slot in zip(self.outputs, results)}
+
+
+def load(bundle: str | os.PathLike, threads: int | None = None, delegate: str | None = None) -> Model:
+    """Verify a bundle and load its model.
+
+    Args:
+        bundle: the bundle folder or its .tar.gz.
+        threads: CPU threads; default: the target profile's.
+        delegate: "xnnpack", "cpu" or "edgetpu"; default: the target's first.
+
+    Returns:
+        A :class:`Model`.
+
+    Raises:
+        UserError: the bundle is missing, modified, or cannot be loaded.
+    """
+    folder, manifest = open_bundle(bundle)
+    target = manifest.get("target", {})
+    threads = threads or target.get("default_threads") or os.cpu_count() or 1
+    if threads < 1:
+        raise UserError(f"--threads must be at least 1, found {threads}")
+    delegate = delegate or (target.get("delegates") or ["xnnpack"])[0]
+    model_file = folder / "model.tflite"
+    if delegate == "edgetpu" and (folder / "model_edgetpu.tflite").is_file():
+        model_file = folder / "model_edgetpu.tflite"
+    engine = make_engine(str(model_file), threads, delegate)
+    return Model(folder, manifest, engine)

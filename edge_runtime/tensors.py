@@ -1,0 +1,94 @@
+"""Tensor I/O between the ONNX contract and the TFLite model.
+
+The user speaks ONNX: names, layout (e.g. NCHW) and float dtype as in the
+original model. The TFLite model may differ in layout (the converter moves
+channels last) and in dtype (int8/uint8 quantized). The manifest records,
+per tensor, the ``permutation`` (tflite = onnx.transpose(permutation)) and
+the ``scale``/``zero_point``; this module applies them both ways.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .errors import UserError
+
+
+def batched_samples(array: np.ndarray, shape: list[int], name: str, source: str) -> np.ndarray:
+    """View an array as samples of one input: returns (N, *shape).
+
+    Accepted: ``(N, *shape)``, and when the input's first dimension is a
+    batch of 1, ``(N, *shape[1:])`` (samples along the batch axis; a single
+    sample of exactly ``shape`` is that with N=1).
+    """
+    shape = list(shape)
+    got = list(array.shape)
+    if len(got) == len(shape) + 1 and got[1:] == shape:
+        return array
+    if shape and shape[0] == 1 and len(got) == len(shape) and got[1:] == shape[1:]:
+        return array.reshape(got[0], *shape)
+    accepted = f"(N, {', '.join(map(str, shape))})"
+    if shape and shape[0] == 1:
+        accepted += f" or (N, {', '.join(map(str, shape[1:]))})"
+    raise UserError(
+        f"{source}: input '{name}' must have shape {accepted}, found {tuple(got)}",
+        "give samples in the ONNX model's own layout (the one onnxruntime takes), one per row",
+    )
+
+
+def check_dtype(array: np.ndarray, spec: dict, source: str) -> None:
+    """Refuse an array whose dtype is not the input's kind (float vs integer)."""
+    want = np.dtype(spec["dtype"])
+    kind_ok = (want.kind == "f" and array.dtype.kind == "f") or (
+        want.kind in "iub" and array.dtype.kind in "iub"
+    )
+    if not kind_ok:
+        raise UserError(
+            f"{source}: input '{spec['name']}' takes {want.name}, found {array.dtype.name}",
+            f"give {want.name} values as you would to onnxruntime",
+        )
+
+
+def quantize(x: np.ndarray, dtype: np.dtype, scale: float, zero_point: int) -> np.ndarray:
+    """Float -> integer with the tensor's affine parameters (saturating)."""
+    info = np.iinfo(dtype)
+    q = np.round(x.astype(np.float32) / np.float32(scale)) + zero_point
+    return np.clip(q, info.min, info.max).astype(dtype)
+
+
+def dequantize(q: np.ndarray, scale: float, zero_point: int) -> np.ndarray:
+    return (q.astype(np.float32) - np.float32(zero_point)) * np.float32(scale)
+
+
+def _is_quantized(spec: dict) -> bool:
+    return bool(spec.get("scale")) and np.dtype(spec["tflite_dtype"]).kind in "iu" and np.dtype(spec["dtype"]).kind == "f"
+
+
+def to_tflite(sample: np.ndarray, spec: dict) -> np.ndarray:
+    """One sample in the ONNX contract -> the TFLite input tensor."""
+    x = np.transpose(sample, spec["permutation"])
+    tdtype = np.dtype(spec["tflite_dtype"])
+    if _is_quantized(spec):
+        return quantize(x, tdtype, spec["scale"], spec["zero_point"])
+    return np.ascontiguousarray(x.astype(tdtype))
+
+
+def from_tflite(tensor: np.ndarray, spec: dict) -> np.ndarray:
+    """A TFLite output tensor -> the ONNX contract (layout, float dtype)."""
+    if _is_quantized(spec):
+        y = dequantize(tensor, spec["scale"], spec["zero_point"])
+    else:
+        y = tensor.astype(spec["dtype"])
+    return np.transpose(y, np.argsort(spec["permutation"]))
+
+
+def raw_to_tflite(sample: np.ndarray, spec: dict) -> np.ndarray:
+    """``--raw``: the TFLite tensor as given, checked for shape and dtype."""
+    want = tuple(spec["tflite_shape"])
+    if sample.shape != want or sample.dtype != np.dtype(spec["tflite_dtype"]):
+        raise UserError(
+            f"--raw input '{spec['name']}' must be the TFLite tensor {want} {spec['tflite_dtype']}, "
+            f"found {sample.shape} {sample.dtype}",
+            "drop --raw to give ONNX-layout float values",
+        )
+    return sample

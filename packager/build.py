@@ -1,0 +1,207 @@
+"""`edgepack build`: the host pipeline, stage by stage.
+
+load ONNX -> fix shapes -> read calibration -> convert (float) -> map and
+check layout -> quantize (int8) -> measure fidelity -> op report -> bundle.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+from typing import Callable
+
+from edge_runtime.errors import UserError
+
+from . import __version__
+from .bundle import publish, seal, stage_files
+from .calibration import load_calibration, split_holdout
+from .convert import DEFAULT_CONVERTER, convert
+from .fidelity import check_min_cosine, format_table, measure
+from .layout import map_tensors
+from .onnx_model import load_onnx
+from .ops import op_report
+from .profiles import load_profile
+from .quantize import IO_DTYPES, quantize
+from .quiet import captured_output
+from .reference import Reference
+from .shapes import fix_shapes, parse_input_shapes, resolve_shapes
+
+STAGES = 8
+
+
+@dataclasses.dataclass
+class BuildOptions:
+    """Everything `edgepack build` takes; see DESIGN.md for the meaning."""
+
+    model: str
+    target: str
+    calibration: str
+    out_dir: str = "dist"
+    input_shapes: tuple[str, ...] = ()
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+    io_dtype: str | None = None  # default: the profile's
+    per_tensor: bool = False
+    min_cosine: float | None = None
+    verbose: bool = False
+
+
+@dataclasses.dataclass
+class BuildResult:
+    bundle_dir: Path
+    archive: Path
+    manifest: dict
+
+
+def _say(step: int, text: str) -> None:
+    print(f"[{step}/{STAGES}] {text}", file=sys.stderr, flush=True)
+
+
+def _warn(text: str) -> None:
+    print(f"warning: {text}", file=sys.stderr, flush=True)
+
+
+def _io_entry(tmap, facts: dict) -> dict:
+    spec = tmap.spec
+    return {
+        "name": spec.name,
+        "shape": list(tmap.shape),
+        "declared_shape": list(spec.shape),
+        "dtype": spec.dtype,
+        "permutation": list(tmap.permutation),
+        "signature_key": tmap.key,
+        **facts[tmap.key],
+    }
+
+
+def build(opts: BuildOptions, say: Callable[[int, str], None] = _say) -> BuildResult:
+    """Run the whole pipeline and publish the bundle.
+
+    Raises:
+        UserError: any bad input; nothing is left in ``out_dir`` then.
+    """
+    profile = load_profile(opts.target)
+    io_dtype = opts.io_dtype or profile.io_dtype
+    if io_dtype not in IO_DTYPES:
+        raise UserError(f"--io-dtype must be one of {', '.join(IO_DTYPES)}, found {io_dtype!r}")
+    if opts.min_cosine is not None and not 0 < opts.min_cosine <= 1:
+        raise UserError(f"--min-cosine must be in (0, 1], found {opts.min_cosine}")
+    overrides = parse_input_shapes(opts.input_shapes)
+
+    say(1, f"loading {opts.model}")
+    model = load_onnx(opts.model)
+    shapes = resolve_shapes(model.inputs, overrides)
+    fixed = fix_shapes(model, shapes)
+    reference = Reference(fixed)
+
+    say(2, f"reading calibration data from {opts.calibration}")
+    if opts.calibration == "random":
+        _warn(
+            "--calibration random: the model is calibrated on noise; its accuracy figures mean "
+            "NOTHING. Use real samples for anything you ship."
+        )
+    data = load_calibration(opts.calibration, model.inputs, shapes, opts.mean, opts.std)
+    calib, holdout = split_holdout(data)
+
+    out_dir = Path(opts.out_dir)
+    created_out = not out_dir.exists()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    name = f"{model.path.stem}-{profile.name}"
+    private = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=out_dir))
+    try:
+        with tempfile.TemporaryDirectory(prefix="edgepack-") as work:
+            work = Path(work)
+            fixed_path = work / "fixed.onnx"
+            import onnx
+
+            onnx.save(fixed, str(fixed_path))
+            say(3, f"converting with {DEFAULT_CONVERTER} (float SavedModel)")
+            saved_model = convert(fixed_path, work, calib, opts.verbose)
+
+            say(4, "checking the float conversion against onnxruntime")
+            with captured_output(show=opts.verbose):
+                in_maps, out_maps, float_scores = map_tensors(
+                    saved_model, model.inputs, model.outputs, shapes, calib, reference
+                )
+
+            say(5, f"quantizing to full integer ({'per-tensor' if opts.per_tensor else 'per-channel'}, "
+                   f"{io_dtype} I/O) on {len(next(iter(calib.values())))} samples")
+            q = quantize(saved_model, in_maps, calib, io_dtype, opts.per_tensor, opts.verbose)
+            if not q.strict:
+                _warn("some ops have no integer kernel and stay float (named in the op report)")
+
+            stage = private / name
+            stage.mkdir()
+            (stage / "model.tflite").write_bytes(q.tflite)
+            stage_files(stage)
+            manifest = {
+                "schema_version": 1,
+                "name": name,
+                "target": profile.to_dict(),
+                "created_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+                "edgepack_version": __version__,
+                "source": {"file": model.path.name, "sha256": model.sha256},
+                "converter": _converter_versions(),
+                "quantization": {
+                    "io_dtype": io_dtype,
+                    "per_channel": not opts.per_tensor,
+                    "full_integer": q.strict,
+                    "calibration": {
+                        "source": "random" if opts.calibration == "random" else Path(opts.calibration).name,
+                        "samples": len(next(iter(calib.values()))),
+                        "held_out": len(next(iter(holdout.values()))),
+                    },
+                },
+                "inputs": [_io_entry(m, q.io) for m in in_maps],
+                "outputs": [_io_entry(m, q.io) for m in out_maps],
+                "float_conversion_cosine": float_scores,
+            }
+
+            say(6, f"measuring int8 fidelity on {len(next(iter(holdout.values())))} held-out samples")
+            with captured_output(show=opts.verbose):
+                fidelity = _measure(stage, manifest, reference, holdout)
+            manifest["fidelity"] = fidelity
+            print(format_table(fidelity), file=sys.stderr, flush=True)
+
+            say(7, "op report")
+            manifest["ops"] = op_report(q.tflite)
+            if manifest["ops"]["float_ops"]:
+                _warn(f"{len(manifest['ops']['float_ops'])} float op(s) left in the graph: "
+                      + ", ".join(f["type"] for f in manifest["ops"]["float_ops"][:8]))
+            check_min_cosine(fidelity, opts.min_cosine)
+
+            say(8, f"writing {out_dir / name} and {name}.tar.gz")
+            manifest = seal(stage, manifest)
+            bundle_dir, archive = publish(stage, out_dir)
+    except BaseException:
+        shutil.rmtree(private, ignore_errors=True)
+        if created_out and not any(out_dir.iterdir()):
+            out_dir.rmdir()
+        raise
+    shutil.rmtree(private, ignore_errors=True)
+    return BuildResult(bundle_dir, archive, manifest)
+
+
+def _measure(stage: Path, manifest: dict, reference: Reference, holdout) -> dict:
+    """Fidelity through edge_runtime itself, as the device will run it."""
+    from edge_runtime.interpreter import make_engine
+    from edge_runtime.model import Model
+
+    engine = make_engine(str(stage / "model.tflite"), threads=2, delegate="xnnpack")
+    return measure(Model(stage, manifest, engine), reference, holdout)
+
+
+def _converter_versions() -> dict:
+    from importlib.metadata import version
+
+    return {
+        "name": DEFAULT_CONVERTER,
+        "onnx2tf": version("onnx2tf"),
+        "tensorflow": version("tensorflow"),
+        "onnx": version("onnx"),
+        "onnxruntime": version("onnxruntime"),
+    }

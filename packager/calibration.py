@@ -1,0 +1,248 @@
+"""Stage 3: the calibration set, read from what the user already has.
+
+Every source is turned into ``{input name: array (N, *input shape)}`` in the
+ONNX model's own layout and dtype: exactly what the user would feed
+onnxruntime. Layout changes for the converter happen elsewhere, never here
+and never by the user.
+
+Sources:
+  * a folder of images (jpg/png/bmp) for a model with one image input:
+    resized to the input's HxW, scaled to 0..1, then ``(x - mean) / std``;
+  * a ``.npy`` for a model with one input;
+  * a ``.npz`` with one array per input name;
+  * ``random``, only when asked for by name (the figures then mean nothing).
+"""
+
+from __future__ import annotations
+
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+from edge_runtime.errors import UserError
+from edge_runtime.tensors import batched_samples
+
+from .onnx_model import TensorSpec
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
+MIN_SAMPLES = 10
+
+Calibration = dict[str, np.ndarray]
+
+
+def _image_layout(spec: TensorSpec, shape: list[int]) -> tuple[str, int, int, int]:
+    """Which axis of a 4-D input holds the channels: ("NCHW"|"NHWC", C, H, W)."""
+    if len(shape) == 4 and shape[1] in (1, 3):
+        return "NCHW", shape[1], shape[2], shape[3]
+    if len(shape) == 4 and shape[3] in (1, 3):
+        return "NHWC", shape[3], shape[1], shape[2]
+    raise UserError(
+        f"an image folder can calibrate only a 4-D image input with 1 or 3 channels; "
+        f"input '{spec.name}' has shape {shape}",
+        "pass a .npy (one input) or .npz (one array per input name) of real samples instead",
+    )
+
+
+def _norm_values(values: tuple[float, ...] | None, channels: int, flag: str, default: float) -> np.ndarray:
+    if not values:
+        return np.full(channels, default, dtype=np.float32)
+    if len(values) not in (1, channels):
+        raise UserError(
+            f"{flag} has {len(values)} values, the input has {channels} channels",
+            f"give 1 or {channels} comma-separated values",
+        )
+    arr = np.asarray(values, dtype=np.float32)
+    if flag == "--std" and np.any(arr == 0):
+        raise UserError("--std has a zero value", "give non-zero standard deviations")
+    return np.broadcast_to(arr, (channels,)).copy()
+
+
+def load_image_folder(folder: Path, spec: TensorSpec, shape: list[int], mean, std) -> np.ndarray:
+    """Images -> (N, *shape[1:]) float array in the input's layout."""
+    from PIL import Image, UnidentifiedImageError
+
+    layout, channels, height, width = _image_layout(spec, shape)
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    if not files:
+        raise UserError(
+            f"calibration folder {folder} holds no images (looked for {', '.join(IMAGE_SUFFIXES)})",
+            "put representative images from the device's real input in the folder",
+        )
+    mean_v = _norm_values(mean, channels, "--mean", 0.0)
+    std_v = _norm_values(std, channels, "--std", 1.0)
+    samples = []
+    for file in files:
+        try:
+            with Image.open(file) as img:
+                img = img.convert("RGB" if channels == 3 else "L")
+                img = img.resize((width, height), Image.BILINEAR)
+                pixels = np.asarray(img, dtype=np.float32).reshape(height, width, channels)
+        except (UnidentifiedImageError, OSError) as exc:
+            raise UserError(
+                f"calibration image {file} cannot be read ({exc})",
+                "remove or replace the file",
+            ) from None
+        x = (pixels / 255.0 - mean_v) / std_v
+        samples.append(x.transpose(2, 0, 1) if layout == "NCHW" else x)
+    return np.stack(samples).astype(spec.dtype)
+
+
+def _load_array_file(path: Path):
+    try:
+        return np.load(path, allow_pickle=False)
+    except ValueError as exc:
+        if "pickle" in str(exc).lower():
+            raise UserError(
+                f"{path} holds pickled Python objects; edgepack never loads pickles",
+                "save plain numeric arrays: np.save(path, array) with a numeric dtype",
+            ) from None
+        raise UserError(f"{path} is not a readable numpy file ({exc})", "write it with np.save / np.savez") from None
+    except (OSError, EOFError, zipfile.BadZipFile) as exc:
+        raise UserError(f"{path} is not a readable numpy file ({exc})", "write it with np.save / np.savez") from None
+
+
+def check_samples(array: np.ndarray, spec: TensorSpec, shape: list[int], source: str) -> np.ndarray:
+    """Check one input's samples: shape, dtype, finite values.
+
+    Returns the samples as (N, *shape) in the input's dtype.
+    """
+    if array.dtype == object or array.dtype.kind not in "biuf":
+        raise UserError(
+            f"{source}: input '{spec.name}' expects numbers ({spec.dtype}), found dtype {array.dtype}",
+            "save numeric arrays",
+        )
+    want_float = spec.is_float
+    if want_float and array.dtype.kind != "f":
+        raise UserError(
+            f"{source}: input '{spec.name}' takes {spec.dtype}, found {array.dtype}",
+            "give the float values you feed onnxruntime (already scaled and normalised), not raw integers",
+        )
+    if not want_float and array.dtype.kind == "f":
+        raise UserError(
+            f"{source}: input '{spec.name}' takes {spec.dtype} (e.g. ids), found {array.dtype}",
+            f"save the values as {spec.dtype}",
+        )
+    samples = batched_samples(array, shape, spec.name, source)
+    if want_float:
+        if not np.all(np.isfinite(samples)):
+            raise UserError(f"{source}: input '{spec.name}' holds NaN or Inf values", "clean the samples")
+        return samples.astype(spec.dtype)
+    info = np.iinfo(spec.dtype) if spec.dtype != "bool" else None
+    if info is not None and samples.size and (samples.min() < info.min or samples.max() > info.max):
+        raise UserError(
+            f"{source}: input '{spec.name}' values span {samples.min()}..{samples.max()}, outside {spec.dtype}",
+            "check the samples",
+        )
+    return samples.astype(spec.dtype)
+
+
+def random_calibration(inputs: list[TensorSpec], shapes: dict[str, list[int]], count: int = 64) -> Calibration:
+    """Random samples: lets a pipeline run, proves nothing about accuracy."""
+    rng = np.random.default_rng(0)
+    data = {}
+    for spec in inputs:
+        shape = (count, *shapes[spec.name])
+        if spec.is_float:
+            data[spec.name] = rng.standard_normal(shape).astype(spec.dtype)
+        else:
+            data[spec.name] = rng.integers(0, 2, shape).astype(spec.dtype)
+    return data
+
+
+def load_calibration(
+    source: str,
+    inputs: list[TensorSpec],
+    shapes: dict[str, list[int]],
+    mean: tuple[float, ...] | None = None,
+    std: tuple[float, ...] | None = None,
+) -> Calibration:
+    """Read the calibration set.
+
+    Args:
+        source: folder of images, .npy, .npz, or "random".
+        inputs: the model's inputs.
+        shapes: the static shape of every input (after stage 2).
+        mean, std: image normalisation, for image folders only.
+
+    Returns:
+        {input name: (N, *shape) array in the ONNX layout and dtype}.
+    """
+    if source == "random":
+        return random_calibration(inputs, shapes)
+    path = Path(source)
+    if not path.exists():
+        raise UserError(
+            f"calibration data {source} does not exist",
+            "pass a folder of images, a .npy, a .npz, or --calibration random",
+        )
+    if (mean or std) and not path.is_dir():
+        raise UserError(
+            "--mean/--std apply to image folders only; arrays must already be normalised",
+            "drop --mean/--std, or pass an image folder",
+        )
+    names = [s.name for s in inputs]
+    if path.is_dir():
+        if len(inputs) != 1:
+            raise UserError(
+                f"an image folder calibrates a model with one input; this model has {len(inputs)}: {', '.join(names)}",
+                "pass a .npz with one array per input name",
+            )
+        spec = inputs[0]
+        images = load_image_folder(path, spec, shapes[spec.name], mean, std)
+        data = {spec.name: check_samples(images, spec, shapes[spec.name], str(path))}
+    elif path.suffix == ".npy":
+        if len(inputs) != 1:
+            raise UserError(
+                f"a .npy calibrates a model with one input; this model has {len(inputs)}: {', '.join(names)}",
+                "pass a .npz with one array per input name",
+            )
+        spec = inputs[0]
+        data = {spec.name: check_samples(_load_array_file(path), spec, shapes[spec.name], str(path))}
+    elif path.suffix == ".npz":
+        with _load_array_file(path) as archive:
+            keys = list(archive.files)
+            missing = [n for n in names if n not in keys]
+            extra = [k for k in keys if k not in names]
+            if missing or extra:
+                raise UserError(
+                    f"{path}: arrays must be named after the model's inputs ({', '.join(names)}); "
+                    f"missing: {', '.join(missing) or 'none'}; unexpected: {', '.join(extra) or 'none'}",
+                    "np.savez(path, **{input_name: samples})",
+                )
+            data = {s.name: check_samples(archive[s.name], s, shapes[s.name], str(path)) for s in inputs}
+    else:
+        raise UserError(
+            f"calibration data {source} is neither a folder, a .npy nor a .npz",
+            "pass a folder of images, a .npy, a .npz, or --calibration random",
+        )
+    counts = {name: len(arr) for name, arr in data.items()}
+    if len(set(counts.values())) != 1:
+        raise UserError(
+            f"{source}: every input needs the same number of samples, found {counts}",
+            "give each input one sample per calibration example",
+        )
+    count = next(iter(counts.values()))
+    if count < MIN_SAMPLES:
+        raise UserError(
+            f"{source}: {count} calibration samples, at least {MIN_SAMPLES} are needed "
+            "(some are held out to measure int8 fidelity)",
+            "give 100-500 representative samples",
+        )
+    return data
+
+
+def split_holdout(data: Calibration, fraction: float = 0.2, max_holdout: int = 200) -> tuple[Calibration, Calibration]:
+    """Split into (calibration, held-out) sets; held-out samples never calibrate.
+
+    Every k-th sample is held out, so a folder sorted by class still gives
+    both sets every class.
+    """
+    count = len(next(iter(data.values())))
+    n_hold = max(2, min(max_holdout, int(round(count * fraction))))
+    hold_idx = np.linspace(0, count - 1, n_hold).round().astype(int)
+    mask = np.zeros(count, dtype=bool)
+    mask[hold_idx] = True
+    calib = {k: v[~mask] for k, v in data.items()}
+    hold = {k: v[mask] for k, v in data.items()}
+    return calib, hold

@@ -1,0 +1,124 @@
+"""`edgepack`: the host command line.
+
+User errors become one ``error: ...`` line and exit code 2; tracebacks only
+with -v. Heavy imports happen inside the commands that need them, so
+``edgepack --help`` and ``edgepack targets`` are instant.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+
+from edge_runtime.errors import UserError
+
+EXIT_USER_ERROR = 2
+
+
+def _floats(ctx, param, value):
+    if value is None:
+        return None
+    try:
+        return tuple(float(v) for v in value.split(","))
+    except ValueError:
+        raise click.BadParameter(f"expected comma-separated numbers like 0.485,0.456,0.406, found {value!r}")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="edgepack", prog_name="edgepack")
+def cli():
+    """Turn an ONNX model into a calibrated full-integer TFLite bundle for an edge device."""
+
+
+@cli.command()
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.option("--target", required=True, help="Device profile name (edgepack targets) or path to a profile .toml.")
+@click.option("--calibration", required=True,
+              help="Folder of images, .npy (one input), .npz (one array per input name), or 'random'.")
+@click.option("-o", "--out-dir", default="dist", show_default=True, help="Where the bundle folder and .tar.gz go.")
+@click.option("--input-shape", "input_shapes", multiple=True, metavar="NAME=D0,D1,...",
+              help="Fix an input's dynamic dimensions (repeatable). Batch defaults to 1.")
+@click.option("--mean", callback=_floats, help="Image folders: per-channel mean after scaling to 0..1.")
+@click.option("--std", callback=_floats, help="Image folders: per-channel std after scaling to 0..1.")
+@click.option("--io-dtype", type=click.Choice(["int8", "uint8", "float32"]), default=None,
+              help="Dtype of the model's inputs/outputs (default: the target's).")
+@click.option("--per-tensor", is_flag=True, help="One quantization scale per tensor instead of per channel.")
+@click.option("--min-cosine", type=float, default=None, help="Fail the build if an output's int8 cosine is below this.")
+@click.option("--no-wheels", is_flag=True, help="Leave the device wheels out of the bundle.")
+@click.option("-v", "--verbose", is_flag=True, help="Show the converters' logs and tracebacks.")
+def build(model, target, calibration, out_dir, input_shapes, mean, std, io_dtype, per_tensor, min_cosine,
+          no_wheels, verbose):
+    """Build MODEL.onnx into a bundle for --target."""
+    from .build import BuildOptions
+    from .build import build as run_build
+
+    opts = BuildOptions(
+        model=model, target=target, calibration=calibration, out_dir=out_dir, input_shapes=input_shapes,
+        mean=mean, std=std, io_dtype=io_dtype, per_tensor=per_tensor, min_cosine=min_cosine, verbose=verbose,
+    )
+    result = run_build(opts)
+    from edge_runtime.cli import describe
+
+    click.echo(describe(result.manifest))
+    click.echo(f"bundle     {result.bundle_dir}")
+    click.echo(f"archive    {result.archive}")
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def targets(as_json):
+    """List the device profiles."""
+    from .profiles import all_profiles
+
+    profiles = all_profiles()
+    if as_json:
+        click.echo(json.dumps([p.to_dict() for p in profiles], indent=2))
+        return
+    header = f"{'name':<10} {'arch':<8} {'cpu':<11} {'cores':>5} {'mem MB':>7} {'os':<26} {'python':<6} {'runtime':<22} delegates"
+    click.echo(header)
+    for p in profiles:
+        os_name = f"{p.os['name']} {p.os['debian_suite']}"
+        runtime = f"{p.runtime['package']} {p.runtime['version']}"
+        click.echo(
+            f"{p.name:<10} {p.arch:<8} {p.cpu:<11} {p.cores:>5} {p.memory_mb:>7} {os_name:<26} "
+            f"{p.os['python']:<6} {runtime:<22} {','.join(p.delegates)}"
+        )
+
+
+@cli.command()
+@click.argument("bundle", type=click.Path())
+@click.option("--json", "as_json", is_flag=True, help="Print the whole manifest.")
+def inspect(bundle, as_json):
+    """Show a bundle's manifest, op report and fidelity report."""
+    from edge_runtime.bundle import open_bundle
+    from edge_runtime.cli import describe
+
+    _, manifest = open_bundle(bundle)
+    click.echo(json.dumps(manifest, indent=2) if as_json else describe(manifest))
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    verbose = "-v" in argv or "--verbose" in argv
+    try:
+        cli.main(args=argv, prog_name="edgepack", standalone_mode=False)
+    except UserError as exc:
+        if verbose:
+            raise
+        click.echo(f"error: {exc}", err=True)
+        return EXIT_USER_ERROR
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    except click.ClickException as exc:
+        exc.show()
+        return exc.exit_code
+    except click.Abort:
+        click.echo("aborted", err=True)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

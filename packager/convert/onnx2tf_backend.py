@@ -1,0 +1,111 @@
+"""The onnx2tf backend, with its three known traps handled.
+
+1. For models whose inputs are all 4-D with 3 channels, onnx2tf checks its
+   output on a sample-image file it downloads from GitHub unless the file is
+   in its working folder. We write that file ourselves, from the user's own
+   calibration samples, so the check runs on real data and nothing is
+   fetched (the worker also refuses any network connection).
+2. Its shape overwrite and simplifier shell out to the ``onnxsim`` CLI; the
+   child gets this Python's bin folder first on PATH so the pinned onnxsim
+   is the one found, even when the venv is not activated.
+3. Node names that are not valid TensorFlow scope names (empty ones, or
+   ``Softmax@0`` as sng4onnx writes them) abort it; they are renamed first.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from edge_runtime.errors import UserError
+
+# What TensorFlow accepts as a name scope.
+_VALID_SCOPE = re.compile(r"^[A-Za-z0-9.][A-Za-z0-9_.\-/>]*$")
+SAMPLE_FILE = "calibration_image_sample_data_20x128x128x3_float32.npy"
+
+
+def sanitize_node_names(proto) -> int:
+    """Give every node a unique, TF-valid name; returns how many changed."""
+    used: set[str] = set()
+    changed = 0
+    for i, node in enumerate(proto.graph.node):
+        name = node.name
+        if not _VALID_SCOPE.match(name) or name in used:
+            base = re.sub(r"[^A-Za-z0-9_.\-]", "_", name).strip("_") or node.op_type
+            if not _VALID_SCOPE.match(base):
+                base = f"n_{base}"
+            name = f"{base}_{i}"
+            while name in used:
+                name += "_"
+            node.name = name
+            changed += 1
+        used.add(name)
+    return changed
+
+
+def write_sample_images(samples: dict[str, np.ndarray], workdir: Path) -> bool:
+    """Put the user's image samples where onnx2tf looks for its test file.
+
+    Returns True when the model has a 4-D, 3-channel input (the case where
+    onnx2tf would otherwise download).
+    """
+    for array in samples.values():
+        if array.ndim == 5 and array.shape[2] == 3:  # (N, 1, 3, H, W): NCHW
+            nhwc = array[:20, 0].transpose(0, 2, 3, 1)
+        elif array.ndim == 5 and array.shape[-1] == 3:  # (N, 1, H, W, 3): already NHWC
+            nhwc = array[:20, 0]
+        else:
+            continue
+        np.save(workdir / SAMPLE_FILE, np.ascontiguousarray(nhwc, dtype=np.float32))
+        return True
+    return False
+
+
+def _tail(log: Path, lines: int = 15) -> str:
+    text = log.read_text(encoding="utf-8", errors="replace").strip().splitlines()
+    keep = [ln for ln in text if ln.strip()][-lines:]
+    return "\n".join("    " + ln for ln in keep)
+
+
+def convert(onnx_path: Path, workdir: Path, samples: dict[str, np.ndarray], verbose: bool) -> Path:
+    """onnx2tf: shape-fixed ONNX -> float SavedModel folder."""
+    import onnx
+
+    proto = onnx.load(str(onnx_path))
+    sanitize_node_names(proto)
+    model = workdir / "onnx2tf_input.onnx"
+    onnx.save(proto, str(model))
+    write_sample_images(samples, workdir)
+
+    out_dir = workdir / "saved_model"
+    log = workdir / "onnx2tf.log"
+    env = dict(os.environ)
+    env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
+    if not verbose:
+        env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    # The worker is importable from wherever this package is.
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[2]) + os.pathsep + env.get("PYTHONPATH", "")
+    cmd = [sys.executable, "-m", "packager.convert.onnx2tf_worker", str(model), str(out_dir)]
+    if verbose:
+        cmd.append("--verbose")
+    with open(log, "w", encoding="utf-8") as out:
+        proc = subprocess.run(
+            cmd,
+            cwd=workdir,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=None if verbose else out,
+            stderr=None if verbose else subprocess.STDOUT,
+        )
+    if proc.returncode != 0 or not (out_dir / "saved_model.pb").is_file():
+        detail = "" if verbose else "\n" + _tail(log)
+        raise UserError(
+            f"onnx2tf could not convert the model (exit code {proc.returncode}){detail}",
+            "run again with -v for the converter's full log; unsupported ops are named there",
+        )
+    return out_dir

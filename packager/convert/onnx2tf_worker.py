@@ -1,0 +1,41 @@
+"""Runs onnx2tf in its own process, with the network cut off.
+
+onnx2tf sets environment variables and global state on import and prints a
+wall of logs; a child process keeps all that out of edgepack. Any attempt
+to open a network connection fails loudly instead of hanging or fetching.
+
+    python -m packager.convert.onnx2tf_worker MODEL.onnx OUT_DIR [--verbose]
+"""
+
+import socket
+import sys
+
+
+class NetworkBlocked(RuntimeError):
+    pass
+
+
+def _no_network(*args, **kwargs):
+    raise NetworkBlocked(f"edgepack runs offline; the converter tried to connect to {args[1:2] or args}")
+
+
+def main(argv: list[str]) -> int:
+    model, out_dir = argv[0], argv[1]
+    verbose = "--verbose" in argv
+    socket.socket.connect = _no_network
+    socket.socket.connect_ex = _no_network
+    socket.create_connection = _no_network
+
+    import onnx2tf
+
+    onnx2tf.convert(
+        input_onnx_file_path=model,
+        output_folder_path=out_dir,
+        output_signaturedefs=True,
+        non_verbose=not verbose,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

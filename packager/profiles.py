@@ -1,0 +1,161 @@
+"""Device profiles: the TOML files in devices/, read and validated.
+
+A profile is data: what the device is (architecture, CPU, memory), what it
+runs (Debian suite, Python, glibc) and which TFLite runtime and delegates the
+bundle targets. A user can pass a path to their own profile file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from edge_runtime.errors import UserError
+
+DEVICES_DIR = Path(__file__).resolve().parent.parent / "devices"
+
+ARCHES = ("aarch64", "armv7l", "x86_64")
+DELEGATES = ("xnnpack", "edgetpu", "nnapi")
+IO_DTYPES = ("int8", "uint8", "float32")
+
+# key -> (type, required); tables are checked key by key below.
+_TOP = {
+    "name": (str, True),
+    "human_name": (str, True),
+    "arch": (str, True),
+    "cpu": (str, True),
+    "cores": (int, True),
+    "memory_mb": (int, True),
+    "default_threads": (int, True),
+    "io_dtype": (str, True),
+    "delegates": (list, True),
+    "os": (dict, True),
+    "runtime": (dict, True),
+}
+_OS = {
+    "name": (str, True),
+    "debian_suite": (str, True),
+    "python": (str, True),
+    "glibc": (str, True),
+}
+_RUNTIME = {
+    "package": (str, True),
+    "version": (str, True),
+    "numpy": (str, True),
+    "why": (str, False),
+}
+RUNTIME_PACKAGES = ("ai-edge-litert", "tflite-runtime")
+
+
+@dataclasses.dataclass(frozen=True)
+class Profile:
+    """A validated device profile."""
+
+    name: str
+    human_name: str
+    arch: str
+    cpu: str
+    cores: int
+    memory_mb: int
+    default_threads: int
+    io_dtype: str
+    delegates: tuple[str, ...]
+    os: dict[str, str]
+    runtime: dict[str, str]
+    source: str
+
+    def to_dict(self) -> dict[str, Any]:
+        """The whole profile as plain JSON-able data (for the manifest)."""
+        data = dataclasses.asdict(self)
+        data["delegates"] = list(self.delegates)
+        return data
+
+
+def _check_table(table: dict, schema: dict, where: str, source: str) -> None:
+    for key, (kind, required) in schema.items():
+        if key not in table:
+            if required:
+                raise UserError(
+                    f"device profile {source}: missing key '{where}{key}'",
+                    "see devices/rpi4.toml for a complete profile",
+                )
+            continue
+        value = table[key]
+        # bool is an int in Python; a profile saying `cores = true` is wrong.
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            raise UserError(
+                f"device profile {source}: '{where}{key}' must be a {kind.__name__}, "
+                f"found {type(value).__name__} {value!r}",
+                "fix the value in the profile file",
+            )
+    unknown = sorted(set(table) - set(schema))
+    if unknown:
+        raise UserError(
+            f"device profile {source}: unknown key(s) {', '.join(where + k for k in unknown)}",
+            f"allowed here: {', '.join(schema)}",
+        )
+
+
+def _check_choice(value: Any, choices: tuple, key: str, source: str) -> None:
+    if value not in choices:
+        raise UserError(
+            f"device profile {source}: '{key}' must be one of {', '.join(choices)}, found {value!r}",
+            "fix the value in the profile file",
+        )
+
+
+def parse_profile(data: dict, source: str) -> Profile:
+    """Validate a profile's parsed TOML and build the Profile."""
+    _check_table(data, _TOP, "", source)
+    _check_table(data["os"], _OS, "os.", source)
+    _check_table(data["runtime"], _RUNTIME, "runtime.", source)
+    _check_choice(data["arch"], ARCHES, "arch", source)
+    _check_choice(data["io_dtype"], IO_DTYPES, "io_dtype", source)
+    _check_choice(data["runtime"]["package"], RUNTIME_PACKAGES, "runtime.package", source)
+    for delegate in data["delegates"]:
+        _check_choice(delegate, DELEGATES, "delegates", source)
+    for key in ("cores", "memory_mb", "default_threads"):
+        if data[key] < 1:
+            raise UserError(f"device profile {source}: '{key}' must be at least 1, found {data[key]}")
+    python = data["os"]["python"].split(".")
+    if len(python) != 2 or not all(p.isdigit() for p in python):
+        raise UserError(
+            f"device profile {source}: 'os.python' must be MAJOR.MINOR like \"3.11\", "
+            f"found {data['os']['python']!r}"
+        )
+    fields = {k: data[k] for k in _TOP}
+    fields["delegates"] = tuple(data["delegates"])
+    return Profile(**fields, source=source)
+
+
+def profile_names() -> list[str]:
+    """Names of the profiles shipped in devices/."""
+    return sorted(p.stem for p in DEVICES_DIR.glob("*.toml"))
+
+
+def load_profile(target: str) -> Profile:
+    """Load a profile by name (devices/NAME.toml) or from a file path."""
+    path = Path(target)
+    if target.endswith(".toml") or path.is_file():
+        if not path.is_file():
+            raise UserError(f"device profile file {target} does not exist", "check the path")
+    else:
+        path = DEVICES_DIR / f"{target}.toml"
+        if not path.is_file():
+            raise UserError(
+                f"unknown target '{target}'",
+                f"known targets: {', '.join(profile_names())} (edgepack targets), "
+                "or pass the path to a profile .toml file",
+            )
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise UserError(f"device profile {path} is not valid TOML: {exc}", "fix the file") from None
+    return parse_profile(data, str(path))
+
+
+def all_profiles() -> list[Profile]:
+    """Every profile in devices/, validated."""
+    return [load_profile(name) for name in profile_names()]

@@ -1,0 +1,43 @@
+"""The float reference: the user's ONNX model run in onnxruntime.
+
+Every figure edgepack reports compares against this, because it is what the
+user ran before (same names, layout, dtype).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from edge_runtime.errors import UserError
+
+
+class Reference:
+    """An onnxruntime session on the shape-fixed ONNX model."""
+
+    def __init__(self, proto):
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        try:
+            self.session = ort.InferenceSession(
+                proto.SerializeToString(), options, providers=["CPUExecutionProvider"]
+            )
+        except Exception as exc:  # onnxruntime raises its own untyped errors
+            raise UserError(
+                f"onnxruntime cannot load the model: {str(exc).strip().splitlines()[0]}",
+                "the model must run in onnxruntime before it can be converted; check the export",
+            ) from None
+        self.output_names = [o.name for o in self.session.get_outputs()]
+
+    def run(self, samples: dict[str, np.ndarray], index: int) -> dict[str, np.ndarray]:
+        """Outputs for sample ``index`` of (N, *shape) arrays."""
+        feeds = {name: arr[index] for name, arr in samples.items()}
+        try:
+            values = self.session.run(self.output_names, feeds)
+        except Exception as exc:
+            raise UserError(
+                f"onnxruntime failed on a calibration sample: {str(exc).strip().splitlines()[0]}",
+                "check that the samples are what the model takes",
+            ) from None
+        return dict(zip(self.output_names, values))
