@@ -43,7 +43,7 @@ def _flag_example(spec: TensorSpec, given: list[int] | None = None) -> str:
         elif given:
             dims.append(str(given[i]))
         else:
-            dims.append("1" if i == 0 else f"<{d}>")
+            dims.append("1" if i == 0 else f"<{d}>" if d != "?" else f"<dim{i}>")
     return f"--input-shape {spec.name}={','.join(dims)}"
 
 

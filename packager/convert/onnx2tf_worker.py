@@ -19,12 +19,17 @@ def _no_network(*args, **kwargs):
     raise NetworkBlocked(f"edgepack runs offline; the converter tried to connect to {args[1:2] or args}")
 
 
-def main(argv: list[str]) -> int:
-    model, out_dir = argv[0], argv[1]
-    verbose = "--verbose" in argv
+def block_network() -> None:
+    """Make every outgoing connection in this process fail at once."""
     socket.socket.connect = _no_network
     socket.socket.connect_ex = _no_network
     socket.create_connection = _no_network
+
+
+def main(argv: list[str]) -> int:
+    model, out_dir = argv[0], argv[1]
+    verbose = "--verbose" in argv
+    block_network()
 
     import onnx2tf
 

@@ -1,0 +1,85 @@
+"""End to end on the example model: build, then edge-run on the held-out split."""
+
+import json
+import tarfile
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+from tests.conftest import accuracy, run_cli
+
+pytestmark = pytest.mark.slow
+
+
+def test_int8_accuracy_within_one_point_of_float(digits, digits_bundle, tmp_path):
+    test_x, test_y = np.load(digits / "test_x.npy"), np.load(digits / "test_y.npy")
+    session = ort.InferenceSession(str(digits / "digits.onnx"), providers=["CPUExecutionProvider"])
+    float_acc = accuracy(session.run(None, {"image": test_x})[0], test_y)
+
+    run_cli("edge_runtime", "run", digits_bundle, "--input", digits / "test_x.npy", "--output", tmp_path / "y.npz")
+    with np.load(tmp_path / "y.npz") as y:
+        assert list(y.files) == ["scores"]
+        scores = y["scores"]
+    assert scores.shape == (len(test_y), 10) and scores.dtype == np.float32
+    int8_acc = accuracy(scores, test_y)
+    assert float_acc > 0.95, "the example model did not train"
+    assert abs(int8_acc - float_acc) <= 0.01, (float_acc, int8_acc)
+
+
+def test_bundle_layout_and_manifest(digits, digits_bundle):
+    manifest = json.loads((digits_bundle / "manifest.json").read_text())
+    assert manifest["schema_version"] == 1 and manifest["name"] == "digits-rpi4"
+    assert manifest["target"]["cpu"] == "cortex-a72"
+    assert manifest["source"]["file"] == "digits.onnx" and len(manifest["source"]["sha256"]) == 64
+    (inp,) = manifest["inputs"]
+    assert inp["name"] == "image" and inp["shape"] == [1, 1, 8, 8] and inp["declared_shape"] == ["N", 1, 8, 8]
+    assert inp["dtype"] == "float32" and inp["tflite_dtype"] == "int8"
+    assert inp["tflite_shape"] == [1, 8, 8, 1] and inp["permutation"] == [0, 2, 3, 1]
+    assert inp["scale"] > 0
+    (out,) = manifest["outputs"]
+    assert out["name"] == "scores" and out["tflite_dtype"] == "int8"
+    fid = manifest["fidelity"]["outputs"]["scores"]
+    assert fid["cosine"] > 0.99 and fid["top1_agreement"] >= 0.95
+    assert manifest["ops"]["float_ops"] == []
+    assert manifest["ops"]["counts"]["CONV_2D"] == {"int8": 2}
+    assert {"model.tflite", "edge-run", "edge_runtime/cli.py"} <= set(manifest["files"])
+    # the archive holds the same folder
+    archive = digits_bundle.parent / "digits-rpi4.tar.gz"
+    with tarfile.open(archive) as tar:
+        names = set(tar.getnames())
+    assert "digits-rpi4/manifest.json" in names and "digits-rpi4/model.tflite" in names
+
+
+def test_inspect_shows_fidelity_and_ops(digits_bundle):
+    text = run_cli("packager", "inspect", digits_bundle).stdout
+    assert "fidelity" in text and "scores: cosine" in text and "CONV_2D/int8 2" in text
+    data = json.loads(run_cli("packager", "inspect", digits_bundle, "--json").stdout)
+    assert data["name"] == "digits-rpi4"
+
+
+def test_uint8_io_per_tensor(digits, tmp_path):
+    run_cli("packager", "build", digits / "digits.onnx", "--target", "rpi4", "--calibration",
+            digits / "calibration.npy", "-o", tmp_path, "--io-dtype", "uint8", "--per-tensor", "--min-cosine", "0.98")
+    manifest = json.loads((tmp_path / "digits-rpi4" / "manifest.json").read_text())
+    assert manifest["inputs"][0]["tflite_dtype"] == "uint8"
+    assert manifest["quantization"]["per_channel"] is False
+    test_x, test_y = np.load(digits / "test_x.npy"), np.load(digits / "test_y.npy")
+    import edge_runtime
+
+    scores = edge_runtime.load(tmp_path / "digits-rpi4").predict({"image": test_x})["scores"]
+    assert accuracy(scores, test_y) > 0.95
+
+
+def test_failed_build_writes_nothing_and_keeps_the_previous_bundle(digits, tmp_path):
+    out = tmp_path / "dist"
+    (out / "digits-rpi4").mkdir(parents=True)
+    (out / "digits-rpi4" / "manifest.json").write_text("{}")
+    proc = run_cli("packager", "build", digits / "digits.onnx", "--target", "rpi4", "--calibration",
+                   digits / "calibration.npy", "-o", out, "--min-cosine", "1.0", check=False)
+    assert proc.returncode == 2
+    assert "error: int8 fidelity below --min-cosine 1.0" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert "int8 vs float ONNX" in proc.stderr  # the figures that failed are shown
+    assert (out / "digits-rpi4" / "manifest.json").read_text() == "{}"
+    assert sorted(p.name for p in out.iterdir()) == ["digits-rpi4"]

@@ -1,0 +1,43 @@
+"""A real third-party model: PaddleOCR's text-direction classifier (MobileNetV3,
+dynamic H/W), calibrated on a folder of rendered text lines."""
+
+import json
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+from tests.conftest import run_cli
+from tests.fixtures.text_lines import to_input, write_lines
+
+pytestmark = pytest.mark.slow
+OUTPUT = "save_infer_model/scale_0.tmp_1"
+
+
+def test_ppocr_agreement_through_edge_run(ppocr_model, tmp_path):
+    write_lines(tmp_path / "calib", 200, seed=1)
+    labels = np.array(write_lines(tmp_path / "held_out", 150, seed=2))
+    out = tmp_path / "dist"
+    build = run_cli("packager", "build", ppocr_model, "--target", "rpi4", "--calibration", tmp_path / "calib",
+                    "--input-shape", "x=1,3,48,192", "--mean", "0.5", "--std", "0.5", "-o", out)
+    assert "int8 vs float ONNX" in build.stderr
+    bundle = out / "ch_ppocr_mobile_v2.0_cls_infer-rpi4"
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    assert manifest["inputs"][0]["declared_shape"][2:] == ["?", "?"]
+    assert manifest["inputs"][0]["shape"] == [1, 3, 48, 192]
+    assert manifest["ops"]["float_ops"] == []
+    assert manifest["fidelity"]["outputs"][OUTPUT]["top1_agreement"] >= 0.95
+
+    x = to_input(tmp_path / "held_out")
+    np.save(tmp_path / "x.npy", x)
+    run_cli("edge_runtime", "run", bundle.parent / f"{bundle.name}.tar.gz", "--input", tmp_path / "x.npy",
+            "--output", tmp_path / "y.npz")
+    with np.load(tmp_path / "y.npz") as y:
+        int8 = y[OUTPUT]
+    session = ort.InferenceSession(str(ppocr_model), providers=["CPUExecutionProvider"])
+    ref = np.concatenate([session.run(None, {"x": x[i:i + 1]})[0] for i in range(len(x))])
+    assert int8.shape == ref.shape == (150, 2)
+    agreement = float((int8.argmax(1) == ref.argmax(1)).mean())
+    assert agreement >= 0.98, agreement
+    # and the classifier still does its job on these lines
+    assert float((int8.argmax(1) == labels).mean()) >= 0.9
