@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml requirements/host.txt requirements/dev.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements/dev.txt
-	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
+	$(PY) -m pip install --quiet --no-deps -e .
 	touch $@
 
 fixtures: $(PPOCR_CLS)
@@ -37,8 +37,8 @@ test: $(STAMP) $(PPOCR_CLS)
 test-fast: $(STAMP)
 	$(PY) -m pytest -m "not slow and not emulated"
 
-bench: $(STAMP)
-	$(PY) examples/digits/demo.py --bench-only
+bench: $(STAMP) $(PPOCR_CLS)
+	EDGEPACK_PPOCR_CLS=$(PPOCR_CLS) $(PY) benchmarks/bench.py
 
 clean:
 	rm -rf $(VENV) build dist .pytest_cache

@@ -57,8 +57,20 @@ def cmd_run(args) -> int:
 
 
 def _peak_rss_mb() -> float:
-    # ru_maxrss is KiB on Linux.
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    """Peak resident memory of this process, in MB.
+
+    VmHWM belongs to this process image; ru_maxrss survives exec and would
+    report a bigger parent's peak (e.g. a Python with TensorFlow that
+    started us).
+    """
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux
 
 
 def benchmark(model, runs: int, warmup: int) -> dict:
