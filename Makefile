@@ -3,13 +3,18 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 CACHE  ?= $(HOME)/.cache/edgepack
+export EDGEPACK_CACHE := $(CACHE)
 STAMP  := $(VENV)/.installed
 
 # The PP-OCR text-direction classifier ships inside this wheel (test fixture).
 RAPIDOCR_WHEEL := rapidocr-onnxruntime==1.4.4
 PPOCR_CLS      := $(CACHE)/models/ch_ppocr_mobile_v2.0_cls_infer.onnx
 
-.PHONY: install demo test test-fast bench fixtures clean
+# The emulated device's host tools (Debian packages).
+EMULATOR_TOOLS := qemu-user-static proot mmdebstrap
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: install demo test test-fast bench fixtures wheels emulator-tools device clean
 
 install: $(STAMP)
 
@@ -28,10 +33,22 @@ $(PPOCR_CLS): | $(STAMP)
 	$(PY) -m zipfile -e $(CACHE)/downloads/rapidocr_onnxruntime-1.4.4-py3-none-any.whl $(CACHE)/downloads/rapidocr
 	cp $(CACHE)/downloads/rapidocr/rapidocr_onnxruntime/models/ch_ppocr_mobile_v2.0_cls_infer.onnx $@
 
-demo: $(STAMP)
+emulator-tools:
+	@command -v qemu-aarch64-static >/dev/null && command -v proot >/dev/null && command -v mmdebstrap >/dev/null \
+	  || { $(SUDO) apt-get update -qq && $(SUDO) DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(EMULATOR_TOOLS); }
+
+# Set-up for the emulated tests: the rpi4 root filesystem and the device wheels,
+# both cached under $(CACHE); network is used here, never in the tests.
+wheels: $(STAMP)
+	$(PY) -m packager.wheels rpi4
+
+device: wheels emulator-tools
+	$(PY) -m packager.emulator rpi4
+
+demo: wheels
 	$(PY) examples/digits/demo.py
 
-test: $(STAMP) $(PPOCR_CLS)
+test: $(STAMP) $(PPOCR_CLS) device
 	EDGEPACK_PPOCR_CLS=$(PPOCR_CLS) $(PY) -m pytest
 
 test-fast: $(STAMP)

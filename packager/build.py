@@ -28,9 +28,10 @@ from .profiles import load_profile
 from .quantize import IO_DTYPES, quantize
 from .quiet import captured_output
 from .reference import Reference
+from .wheels import fetch_wheels, pinned, requirements, stage_wheels
 from .shapes import fix_shapes, parse_input_shapes, resolve_shapes
 
-STAGES = 8
+STAGES = 9
 
 
 @dataclasses.dataclass
@@ -47,6 +48,7 @@ class BuildOptions:
     io_dtype: str | None = None  # default: the profile's
     per_tensor: bool = False
     min_cosine: float | None = None
+    wheels: bool = True
     verbose: bool = False
 
 
@@ -119,16 +121,26 @@ def build(opts: BuildOptions, say: Callable[[int, str], None] = _say) -> BuildRe
             import onnx
 
             onnx.save(fixed, str(fixed_path))
-            say(3, f"converting with {DEFAULT_CONVERTER} (float SavedModel)")
+            # Wheels first: a device we cannot equip should fail before minutes of conversion.
+            wheels = []
+            if opts.wheels:
+                say(3, f"device wheels for {profile.arch} / Python {profile.os['python']} "
+                       f"({', '.join(requirements(profile))})")
+                wheels = fetch_wheels(profile, work)
+                packages = pinned(wheels, profile)
+            else:
+                say(3, "no device wheels (--no-wheels)")
+                packages = requirements(profile)
+            say(4, f"converting with {DEFAULT_CONVERTER} (float SavedModel)")
             saved_model = convert(fixed_path, work, calib, opts.verbose)
 
-            say(4, "checking the float conversion against onnxruntime")
+            say(5, "checking the float conversion against onnxruntime")
             with captured_output(show=opts.verbose):
                 in_maps, out_maps, float_scores = map_tensors(
                     saved_model, model.inputs, model.outputs, shapes, calib, reference
                 )
 
-            say(5, f"quantizing to full integer ({'per-tensor' if opts.per_tensor else 'per-channel'}, "
+            say(6, f"quantizing to full integer ({'per-tensor' if opts.per_tensor else 'per-channel'}, "
                    f"{io_dtype} I/O) on {len(next(iter(calib.values())))} samples")
             q = quantize(saved_model, in_maps, calib, io_dtype, opts.per_tensor, opts.verbose)
             if not q.strict:
@@ -137,7 +149,9 @@ def build(opts: BuildOptions, say: Callable[[int, str], None] = _say) -> BuildRe
             stage = private / name
             stage.mkdir()
             (stage / "model.tflite").write_bytes(q.tflite)
-            stage_files(stage)
+            if wheels:
+                stage_wheels(wheels, stage)
+            stage_files(stage, profile.arch, profile.os["python"], packages)
             manifest = {
                 "schema_version": 1,
                 "name": name,
@@ -159,22 +173,24 @@ def build(opts: BuildOptions, say: Callable[[int, str], None] = _say) -> BuildRe
                 "inputs": [_io_entry(m, q.io) for m in in_maps],
                 "outputs": [_io_entry(m, q.io) for m in out_maps],
                 "float_conversion_cosine": float_scores,
+                "device_packages": packages,
+                "wheels": opts.wheels,
             }
 
-            say(6, f"measuring int8 fidelity on {len(next(iter(holdout.values())))} held-out samples")
+            say(7, f"measuring int8 fidelity on {len(next(iter(holdout.values())))} held-out samples")
             with captured_output(show=opts.verbose):
                 fidelity = _measure(stage, manifest, reference, holdout)
             manifest["fidelity"] = fidelity
             print(format_table(fidelity), file=sys.stderr, flush=True)
 
-            say(7, "op report")
+            say(8, "op report")
             manifest["ops"] = op_report(q.tflite)
             if manifest["ops"]["float_ops"]:
                 _warn(f"{len(manifest['ops']['float_ops'])} float op(s) left in the graph: "
                       + ", ".join(f["type"] for f in manifest["ops"]["float_ops"][:8]))
             check_min_cosine(fidelity, opts.min_cosine)
 
-            say(8, f"writing {out_dir / name} and {name}.tar.gz")
+            say(9, f"writing {out_dir / name} and {name}.tar.gz")
             manifest = seal(stage, manifest)
             bundle_dir, archive = publish(stage, out_dir)
     except BaseException:

@@ -17,17 +17,7 @@ from pathlib import Path
 import edge_runtime
 from edge_runtime.bundle import MANIFEST, manifest_digest, sha256_file
 
-LAUNCHER = """#!/bin/sh
-# edge-run launcher: runs this bundle's runner with the Python that
-# install.sh set up (its venv), or the system python3 before that.
-set -e
-HERE=$(cd "$(dirname "$0")" && pwd)
-PY="${EDGE_RUN_PYTHON:-}"
-if [ -z "$PY" ]; then
-  if [ -x "$HERE/.venv/bin/python" ]; then PY="$HERE/.venv/bin/python"; else PY=python3; fi
-fi
-PYTHONPATH="$HERE${PYTHONPATH:+:$PYTHONPATH}" exec "$PY" -m edge_runtime "$@"
-"""
+DEVICE_FILES = Path(__file__).resolve().parent / "device_files"
 
 
 def runtime_sources() -> list[Path]:
@@ -36,15 +26,25 @@ def runtime_sources() -> list[Path]:
     return sorted(p for p in root.glob("*.py"))
 
 
-def stage_files(stage: Path) -> None:
-    """Put the runner and its launcher into a staging bundle folder."""
+def stage_files(stage: Path, arch: str, python: str, packages: list[str]) -> None:
+    """Put the runner, its launcher and install.sh into a staging bundle.
+
+    Args:
+        stage: the staging bundle folder.
+        arch, python: what install.sh insists the device has.
+        packages: the pip requirements install.sh installs from wheels/.
+    """
     runtime_dir = stage / "edge_runtime"
     runtime_dir.mkdir(parents=True, exist_ok=True)
     for src in runtime_sources():
         shutil.copy2(src, runtime_dir / src.name)
-    launcher = stage / "edge-run"
-    launcher.write_text(LAUNCHER, encoding="utf-8")
-    launcher.chmod(0o755)
+    shutil.copy2(DEVICE_FILES / "edge-run", stage / "edge-run")
+    script = (DEVICE_FILES / "install.sh").read_text(encoding="utf-8")
+    for key, value in (("NAME", stage.name), ("ARCH", arch), ("PYTHON", python), ("PACKAGES", " ".join(packages))):
+        script = script.replace(f"@{key}@", value)
+    (stage / "install.sh").write_text(script, encoding="utf-8")
+    for name in ("edge-run", "install.sh"):
+        (stage / name).chmod(0o755)
 
 
 def seal(stage: Path, manifest: dict) -> dict:

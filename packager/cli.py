@@ -56,7 +56,8 @@ def build(model, target, calibration, out_dir, input_shapes, mean, std, io_dtype
 
     opts = BuildOptions(
         model=model, target=target, calibration=calibration, out_dir=out_dir, input_shapes=input_shapes,
-        mean=mean, std=std, io_dtype=io_dtype, per_tensor=per_tensor, min_cosine=min_cosine, verbose=verbose,
+        mean=mean, std=std, io_dtype=io_dtype, per_tensor=per_tensor, min_cosine=min_cosine, wheels=not no_wheels,
+        verbose=verbose,
     )
     result = run_build(opts)
     from edge_runtime.cli import describe
@@ -97,6 +98,33 @@ def inspect(bundle, as_json):
 
     _, manifest = open_bundle(bundle)
     click.echo(json.dumps(manifest, indent=2) if as_json else describe(manifest))
+
+
+@cli.command(context_settings={"ignore_unknown_options": True})
+@click.argument("bundle", type=click.Path())
+@click.option("--target", default=None, help="Device profile to emulate (default: the bundle's own target).")
+@click.argument("edge_run_args", nargs=-1, type=click.UNPROCESSED)
+def emulate(bundle, target, edge_run_args):
+    """Install BUNDLE on the emulated device and run edge-run there.
+
+    \b
+    edgepack emulate dist/model-rpi4 -- run --input x.npy --output y.npz
+    edgepack emulate dist/model-rpi4 -- bench --runs 20
+    """
+    from edge_runtime.bundle import open_bundle
+
+    from .emulator import emulate as run_emulated
+    from .profiles import load_profile, parse_profile
+
+    folder, manifest = open_bundle(bundle)
+    if target:
+        profile = load_profile(target)
+    else:
+        data = {k: v for k, v in manifest["target"].items() if k != "source"}
+        profile = parse_profile(data, f"{bundle} manifest")
+    code = run_emulated(profile, folder, list(edge_run_args))
+    if code:
+        raise click.exceptions.Exit(code)
 
 
 def main(argv: list[str] | None = None) -> int:

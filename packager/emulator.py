@@ -1,0 +1,272 @@
+"""The emulated device: a Debian root filesystem of the profile's suite and
+architecture, run under QEMU user-mode emulation with the profile's CPU.
+
+* The tree is unpacked from Debian's own packages by mmdebstrap (no
+  maintainer scripts run, nothing from elsewhere), cached under
+  ``~/.cache/edgepack/rootfs/`` with a checksum of every file, and verified
+  before each use: a corrupt cache is rebuilt, never silently used.
+* It runs under proot + qemu-*-static (no root-only kernel features, no
+  binfmt_misc) with ``-cpu`` set to the profile's CPU, so an instruction the
+  real CPU lacks faults here too.
+* No network inside: the run is wrapped in a fresh network namespace.
+* The bundle is copied in, its own install.sh installs it from its own
+  wheels, then edge-run runs. Timings taken here are emulator timings, never
+  device timings.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from edge_runtime.errors import UserError
+
+from .profiles import Profile
+from .wheels import cache_root
+
+# profile arch -> (QEMU user-mode binary, Debian architecture)
+EMULATORS = {
+    "aarch64": ("qemu-aarch64-static", "arm64"),
+}
+# What a Raspberry Pi OS Lite image brings that the bundle relies on.
+ROOTFS_PACKAGES = ("python3", "python3-venv", "libstdc++6", "libgcc-s1", "coreutils", "dash")
+# What /proc/cpuinfo says on the real board, per profile cpu: (part, features).
+# The host's x86 cpuinfo would crash TFLite's CPU probe (and lie to it).
+CPU_INFO = {
+    "cortex-a53": ("0xd03", "fp asimd evtstrm crc32 cpuid"),
+    "cortex-a72": ("0xd08", "fp asimd evtstrm crc32 cpuid"),
+    "cortex-a76": ("0xd0b", "fp asimd evtstrm aes pmull sha1 sha2 crc32 atomics fphp asimdhp cpuid "
+                            "asimdrdm lrcpc dcpop asimddp"),
+}
+HOST_TOOLS = ("proot", "mmdebstrap", "unshare")
+DEBIAN_MIRROR = "http://deb.debian.org/debian"
+CHECKSUMS = "rootfs.sha256.json"
+
+
+def _stderr_log(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+def emulator_for(profile: Profile) -> tuple[str, str]:
+    """(QEMU binary, Debian arch) for the profile, or a clear error."""
+    if profile.arch not in EMULATORS:
+        raise UserError(
+            f"no emulator for target '{profile.name}' (arch {profile.arch}); "
+            f"emulated architectures: {', '.join(EMULATORS)}",
+            "test this target on the real device",
+        )
+    qemu, debian_arch = EMULATORS[profile.arch]
+    missing = [tool for tool in (qemu, *HOST_TOOLS) if shutil.which(tool) is None]
+    if missing:
+        raise UserError(
+            f"the emulated device needs {', '.join(missing)} on this host",
+            "make emulator-tools (apt-get install qemu-user-static proot mmdebstrap)",
+        )
+    return qemu, debian_arch
+
+
+def _tree_checksums(root: Path) -> dict[str, str]:
+    sums = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames.sort()
+        for name in sorted(filenames):
+            path = Path(dirpath) / name
+            rel = path.relative_to(root).as_posix()
+            if path.is_symlink():
+                sums[rel] = "link:" + os.readlink(path)
+            elif path.is_file():
+                sums[rel] = hashlib.sha256(path.read_bytes()).hexdigest()
+            else:
+                sums[rel] = "special"  # a device node or fifo: never expected
+    return sums
+
+
+def _spec(profile: Profile) -> dict:
+    qemu, debian_arch = emulator_for(profile)
+    return {"suite": profile.os["debian_suite"], "arch": debian_arch, "qemu": qemu,
+            "python": profile.os["python"], "packages": list(ROOTFS_PACKAGES), "layout": 2}
+
+
+def rootfs_dir(profile: Profile) -> Path:
+    _, debian_arch = emulator_for(profile)
+    return cache_root() / "rootfs" / f"{profile.os['debian_suite']}-{debian_arch}"
+
+
+def check_rootfs(cache: Path, spec: dict) -> str | None:
+    """Why the cached tree cannot be used, or None when it is intact."""
+    record = cache / CHECKSUMS
+    if not (cache / "root").is_dir() or not record.is_file():
+        return "not built yet"
+    try:
+        saved = json.loads(record.read_text())
+    except json.JSONDecodeError:
+        return "its checksum record is unreadable"
+    if saved.get("spec") != spec:
+        return "it was built for other packages"
+    actual = _tree_checksums(cache / "root")
+    expected = saved.get("files", {})
+    for rel, digest in expected.items():
+        if rel not in actual:
+            return f"{rel} is missing"
+        if actual[rel] != digest:
+            return f"{rel} was modified"
+    extra = sorted(set(actual) - set(expected))
+    if extra:
+        return f"{extra[0]} appeared"
+    return None
+
+
+def build_rootfs(cache: Path, spec: dict, log=_stderr_log) -> None:
+    """Unpack a fresh tree with mmdebstrap, then swap it in atomically."""
+    mirror = os.environ.get("EDGEPACK_DEBIAN_MIRROR", DEBIAN_MIRROR)
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{cache.name}.", dir=cache.parent))
+    try:
+        root = work / "root"
+        cmd = ["mmdebstrap", "--variant=extract", f"--arch={spec['arch']}",
+               f"--include={','.join(spec['packages'])}", spec["suite"], str(root), mirror]
+        start = time.monotonic()
+        proc = subprocess.run(cmd, capture_output=True, text=True, stdin=subprocess.DEVNULL)
+        if proc.returncode != 0:
+            tail = " ".join(proc.stderr.strip().splitlines()[-3:])
+            raise UserError(f"mmdebstrap could not build the {spec['suite']}/{spec['arch']} tree: {tail}",
+                            "check that Debian's package mirror is reachable")
+        # No maintainer scripts ran: give the tree what they would have,
+        # including the byte-compiled standard library (py3compile's job), so
+        # runs never write into the cached tree.
+        (root / "etc" / "hostname").write_text("edgepack-emulated\n")
+        # /dev comes from the host at run time; device nodes in a cached tree
+        # would only be a hazard to anyone copying it (/dev/zero never ends).
+        shutil.rmtree(root / "dev")
+        (root / "dev").mkdir()
+        for d in ("proc", "sys", "tmp", "root"):
+            (root / d).mkdir(parents=True, exist_ok=True)
+        python = f"/usr/lib/python{spec['python']}"
+        subprocess.run(_proot(spec["qemu"], "max", root, [], "/", f"python3 -m compileall -q -j2 {python} >/dev/null 2>&1 || true"),
+                       stdin=subprocess.DEVNULL, capture_output=True)
+        record = {"spec": spec, "files": _tree_checksums(root), "build_seconds": round(time.monotonic() - start, 1)}
+        (work / CHECKSUMS).write_text(json.dumps(record))
+        old = cache.parent / f".{cache.name}.old"
+        if cache.exists():
+            os.replace(cache, old)
+        os.replace(work, cache)
+        shutil.rmtree(old, ignore_errors=True)
+        log(f"emulated device: built {spec['suite']}/{spec['arch']} root filesystem in {record['build_seconds']} s")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def ensure_rootfs(profile: Profile, log=_stderr_log) -> Path:
+    """The verified cached tree for a profile, rebuilt if absent or corrupt."""
+    cache = rootfs_dir(profile)
+    spec = _spec(profile)
+    problem = check_rootfs(cache, spec)
+    if problem:
+        if problem != "not built yet":
+            log(f"emulated device: cached root filesystem {cache} is unusable ({problem}); rebuilding")
+        build_rootfs(cache, spec, log)
+        problem = check_rootfs(cache, spec)
+        if problem:
+            raise UserError(f"the freshly built root filesystem fails its own check ({problem})", "report this bug")
+    return cache / "root"
+
+
+def _network_isolation() -> list[str]:
+    """A prefix that runs a command with no network at all."""
+    for prefix in (["unshare", "--net"], ["unshare", "--net", "--map-root-user"]):
+        if subprocess.run([*prefix, "true"], capture_output=True).returncode == 0:
+            return prefix
+    raise UserError("cannot create a network namespace (unshare --net) for the emulated device",
+                    "run where unprivileged user namespaces are allowed, or as root")
+
+
+def cpuinfo(profile: Profile) -> str:
+    """The /proc/cpuinfo the emulated board shows (ARM's format, the profile's cores)."""
+    part, features = CPU_INFO.get(profile.cpu, ("0xd08", "fp asimd evtstrm crc32 cpuid"))
+    block = (f"BogoMIPS\t: 108.00\nFeatures\t: {features}\nCPU implementer\t: 0x41\n"
+             f"CPU architecture: 8\nCPU variant\t: 0x0\nCPU part\t: {part}\nCPU revision\t: 3\n")
+    cpus = "\n".join(f"processor\t: {i}\n{block}" for i in range(profile.cores))
+    return f"{cpus}\nModel\t\t: {profile.human_name}\n"
+
+
+def _proot(qemu: str, cpu: str, root: Path, binds: list[tuple[str, str]], workdir: str, script: str) -> list[str]:
+    cmd = ["proot", "-q", f"{qemu} -cpu {cpu}", "-r", str(root), "-b", "/proc", "-b", "/sys", "-b", "/dev"]
+    for host, guest in binds:
+        cmd += ["-b", f"{host}:{guest}"]
+    return cmd + [
+        "-w", workdir,
+        "/usr/bin/env", "-i", "HOME=/root", "PATH=/usr/local/bin:/usr/bin:/bin", "LANG=C.UTF-8",
+        "/bin/sh", "-c", script,
+    ]
+
+
+def run_on_device(profile: Profile, bundle: Path, script: str, cwd: Path | None = None,
+                  log=_stderr_log, capture: bool = False) -> tuple[subprocess.CompletedProcess, str]:
+    """Copy a bundle into the emulated device and run a shell script there.
+
+    The script gets the bundle's in-device path as ``$BUNDLE``; the host's
+    ``cwd`` is mounted at the same path and is the working directory, so
+    relative input/output paths work as on the host.
+
+    Returns:
+        (the finished process, the bundle's path inside the device).
+    """
+    qemu, _ = emulator_for(profile)
+    root = ensure_rootfs(profile, log)
+    cwd = (cwd or Path.cwd()).resolve()
+    # Outside /tmp (rebound below) and mounted at the same path inside: proot
+    # does not translate paths in the newest syscalls (statx, faccessat2), so
+    # identical paths keep `ls` and `test -x` truthful on the bundle.
+    with tempfile.TemporaryDirectory(prefix="edgepack-device-", dir="/var/tmp") as tmp:
+        copy = Path(tmp) / "bundle"
+        shutil.copytree(bundle, copy, symlinks=True, ignore=shutil.ignore_patterns(".venv", "__pycache__"))
+        # The device's writable places, fresh each run: the cached tree stays pristine.
+        for d in ("tmp", "home"):
+            (Path(tmp) / d).mkdir()
+        (Path(tmp) / "cpuinfo").write_text(cpuinfo(profile))
+        binds = [(str(copy), str(copy)), (f"{tmp}/tmp", "/tmp"), (f"{tmp}/home", "/root"),
+                 (f"{tmp}/cpuinfo", "/proc/cpuinfo"), (str(cwd), str(cwd))]
+        cmd = [*_network_isolation(), *_proot(qemu, profile.cpu, root, binds, str(cwd),
+                                              f"BUNDLE={shlex.quote(str(copy))}; export BUNDLE; {script}")]
+        proc = subprocess.run(cmd, stdin=subprocess.DEVNULL, text=True, capture_output=capture)
+        return proc, str(copy)
+
+
+def emulate(profile: Profile, bundle: Path, edge_run_args: list[str], log=_stderr_log) -> int:
+    """`edgepack emulate`: install the bundle on the emulated device, run edge-run there."""
+    if not edge_run_args:
+        raise UserError("no edge-run command given", "e.g. edgepack emulate BUNDLE -- run --input x.npy")
+    command, rest = edge_run_args[0], edge_run_args[1:]
+    guest_args = " ".join(shlex.quote(a) for a in rest)
+    script = (
+        'set -e; "$BUNDLE/install.sh" >/tmp/install.log 2>&1 || { cat /tmp/install.log >&2; exit 3; }; '
+        f"echo 'emulated {profile.name} ({profile.cpu}, QEMU user mode): timings are not device timings' >&2; "
+        f'exec "$BUNDLE/edge-run" {shlex.quote(command)} "$BUNDLE" {guest_args}'
+    )
+    proc, _ = run_on_device(profile, bundle, script, log=log)
+    return proc.returncode
+
+
+
+
+def main(argv: list[str]) -> int:
+    """`python -m packager.emulator TARGET...`: build or verify the cached trees (set-up step)."""
+    from .profiles import load_profile
+
+    for target in argv or ["rpi4"]:
+        start = time.monotonic()
+        root = ensure_rootfs(load_profile(target))
+        print(f"emulated device for {target}: {root} ready ({time.monotonic() - start:.1f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,137 @@
+"""Device wheels: the TFLite runtime and numpy for the target's arch and Python.
+
+Fetched with pip's platform/ABI options into a host cache
+(``~/.cache/edgepack/wheels/<arch>-cp<XY>/``, or ``$EDGEPACK_CACHE``) and
+reused from there, so a build reaches the package index only the first time
+a target's wheels are needed (``make test`` fetches them during set-up).
+Every wheel is pure Python or built for exactly the profile's arch, Python
+and a glibc no newer than the profile's.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from edge_runtime.errors import UserError
+
+from .profiles import Profile
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("EDGEPACK_CACHE", Path.home() / ".cache" / "edgepack"))
+
+
+def requirements(profile: Profile) -> list[str]:
+    """The top-level packages the device needs, as pip requirement strings."""
+    rt = profile.runtime
+    return [f"{rt['package']}=={rt['version']}", rt["numpy"]]
+
+
+def pip_platform_args(profile: Profile) -> list[str]:
+    """pip download options that select wheels the device can install."""
+    major, minor = profile.os["glibc"].split(".")[:2]
+    arch = profile.arch
+    platforms = [f"manylinux_{major}_{m}_{arch}" for m in range(17, int(minor) + 1)]
+    platforms.append(f"manylinux2014_{arch}")
+    py = profile.os["python"].replace(".", "")
+    args = ["--only-binary=:all:", "--implementation", "cp", "--python-version", profile.os["python"],
+            "--abi", f"cp{py}", "--abi", "abi3", "--abi", "none"]
+    for p in platforms:
+        args += ["--platform", p]
+    return args
+
+
+def _cache_dir(profile: Profile) -> Path:
+    return cache_root() / "wheels" / f"{profile.arch}-glibc{profile.os['glibc']}-cp{profile.os['python'].replace('.', '')}"
+
+
+def _pip(args: list[str], log_to: Path) -> int:
+    with open(log_to, "w", encoding="utf-8") as log:
+        return subprocess.run(
+            [sys.executable, "-m", "pip", "download", "--disable-pip-version-check", "--quiet", *args],
+            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        ).returncode
+
+
+def fetch_wheels(profile: Profile, log_dir: Path) -> list[Path]:
+    """The wheels for a profile: from the cache, else from the package index.
+
+    Returns:
+        Paths of every wheel needed (requirements and their dependencies).
+
+    Raises:
+        UserError: the wheels are neither cached nor downloadable.
+    """
+    cache = _cache_dir(profile)
+    cache.mkdir(parents=True, exist_ok=True)
+    dest = log_dir / "wheels"
+    dest.mkdir()
+    base = pip_platform_args(profile) + ["--dest", str(dest), *requirements(profile)]
+    # Offline first: resolve only against the cache.
+    if _pip(["--no-index", "--find-links", str(cache), *base], log_dir / "pip-offline.log") != 0:
+        code = _pip(["--find-links", str(cache), *base], log_dir / "pip.log")
+        if code != 0:
+            tail = (log_dir / "pip.log").read_text(errors="replace").strip().splitlines()[-3:]
+            raise UserError(
+                f"cannot get the {profile.arch} / Python {profile.os['python']} wheels for "
+                f"{', '.join(requirements(profile))}: {' '.join(tail)}",
+                "connect once to the package index to fill the wheel cache (make wheels), "
+                "or build with --no-wheels and install the runtime on the device yourself",
+            )
+        for wheel in dest.glob("*.whl"):
+            if not (cache / wheel.name).exists():
+                shutil.copy2(wheel, cache / wheel.name)
+    wheels = sorted(dest.glob("*.whl"))
+    if not wheels:
+        raise UserError(f"pip returned no wheels for {profile.arch}", "run with -v and check the profile's runtime")
+    return wheels
+
+
+def stage_wheels(wheels: list[Path], stage: Path) -> dict[str, str]:
+    """Copy wheels into the bundle with a SHA256SUMS that install.sh checks."""
+    folder = stage / "wheels"
+    folder.mkdir()
+    sums = {}
+    for wheel in wheels:
+        shutil.copy2(wheel, folder / wheel.name)
+        sums[wheel.name] = hashlib.sha256(wheel.read_bytes()).hexdigest()
+    (folder / "SHA256SUMS").write_text("".join(f"{h}  {n}\n" for n, h in sorted(sums.items())), encoding="ascii")
+    return sums
+
+
+def pinned(wheels: list[Path], profile: Profile) -> list[str]:
+    """Exact pins of the top-level packages as found among the wheels."""
+    names = {}
+    for wheel in wheels:
+        dist, version = wheel.name.split("-")[:2]
+        names[dist.lower().replace("_", "-")] = version
+    pins = []
+    for req in (profile.runtime["package"], "numpy"):
+        key = req.lower().replace("_", "-")
+        if key not in names:
+            raise UserError(f"the fetched wheels lack {req}", "check the profile's runtime entries")
+        pins.append(f"{req}=={names[key]}")
+    return pins
+
+
+def main(argv: list[str]) -> int:
+    """`python -m packager.wheels TARGET...`: fill the wheel cache (set-up step)."""
+    import tempfile
+
+    from .profiles import load_profile
+
+    for target in argv or ["rpi4"]:
+        profile = load_profile(target)
+        with tempfile.TemporaryDirectory() as tmp:
+            wheels = fetch_wheels(profile, Path(tmp))
+        print(f"device wheels for {target}: {', '.join(w.name for w in wheels)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,142 @@
+"""The emulated Raspberry Pi 4: bundles install offline from their own wheels
+and give the host's outputs, under QEMU with the Pi's CPU model."""
+
+import dataclasses
+import json
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from edge_runtime.errors import UserError
+from packager import emulator
+from packager.profiles import DEVICES_DIR, load_profile
+from tests.conftest import run_cli
+from tests.fixtures.text_lines import to_input, write_lines
+
+pytestmark = [pytest.mark.emulated, pytest.mark.slow]
+RPI4 = load_profile("rpi4")
+
+
+def assert_within_one_step(device: dict, host: dict, manifest: dict):
+    for spec in manifest["outputs"]:
+        name, step = spec["name"], spec["scale"]
+        assert device[name].shape == host[name].shape
+        diff = np.abs(device[name] - host[name]).max()
+        assert diff <= step * 1.0001, f"{name}: device differs from host by {diff}, one step is {step}"
+
+
+def test_digits_installs_offline_runs_and_matches_host(digits, digits_bundle, tmp_path):
+    x = np.load(digits / "test_x.npy")[:40]
+    np.save(tmp_path / "x.npy", x)
+    script = (
+        'set -e; "$BUNDLE/install.sh"; "$BUNDLE/install.sh"; '
+        'if python3 -c "import socket; socket.create_connection((\\"1.1.1.1\\", 53), timeout=3)" 2>/dev/null; '
+        'then echo NETWORK-REACHABLE; fi; '
+        '"$BUNDLE/edge-run" run "$BUNDLE" --input x.npy --output y.npz; '
+        '"$BUNDLE/edge-run" bench "$BUNDLE" --runs 5 --warmup 1 --json > bench.json; uname -m'
+    )
+    proc, _ = emulator.run_on_device(RPI4, digits_bundle, script, cwd=tmp_path, capture=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = proc.stdout
+    assert "installed ai-edge-litert==2.3.0 numpy==" in out
+    assert "already installed" in out  # install.sh is idempotent
+    assert "NETWORK-REACHABLE" not in out
+    assert out.strip().splitlines()[-1] == "aarch64"
+    bench = json.loads((tmp_path / "bench.json").read_text())
+    assert bench["runtime"].startswith("ai_edge_litert 2.3.0") and bench["delegate"] == "xnnpack"
+
+    manifest = json.loads((digits_bundle / "manifest.json").read_text())
+    with np.load(tmp_path / "y.npz") as y:
+        device = {k: y[k] for k in y.files}
+    import edge_runtime
+
+    host = edge_runtime.load(digits_bundle).predict({"image": x})
+    assert_within_one_step(device, host, manifest)
+
+
+def test_ppocr_through_edgepack_emulate_matches_host(ppocr_model, tmp_path):
+    write_lines(tmp_path / "calib", 120, seed=3)
+    write_lines(tmp_path / "held_out", 24, seed=4)
+    run_cli("packager", "build", ppocr_model, "--target", "rpi4", "--calibration", tmp_path / "calib",
+            "--input-shape", "x=1,3,48,192", "--mean", "0.5", "--std", "0.5", "-o", tmp_path / "dist")
+    archive = tmp_path / "dist" / "ch_ppocr_mobile_v2.0_cls_infer-rpi4.tar.gz"
+    np.save(tmp_path / "x.npy", to_input(tmp_path / "held_out"))
+    proc = subprocess.run(
+        [sys.executable, "-m", "packager", "emulate", archive, "--", "run", "--input", "x.npy",
+         "--output", "y_device.npz"],
+        cwd=tmp_path, capture_output=True, text=True,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "timings are not device timings" in proc.stderr
+    run_cli("edge_runtime", "run", archive, "--input", tmp_path / "x.npy", "--output", tmp_path / "y_host.npz")
+    manifest = json.loads((tmp_path / "dist" / "ch_ppocr_mobile_v2.0_cls_infer-rpi4" / "manifest.json").read_text())
+    with np.load(tmp_path / "y_device.npz") as d, np.load(tmp_path / "y_host.npz") as h:
+        device, host = {k: d[k] for k in d.files}, {k: h[k] for k in h.files}
+    assert_within_one_step(device, host, manifest)
+
+
+def test_install_refuses_other_python(digits, tmp_path):
+    profile = (DEVICES_DIR / "rpi4.toml").read_text().replace('python = "3.11"', 'python = "3.12"')
+    (tmp_path / "rpi4-py312.toml").write_text(profile.replace('name = "rpi4"', 'name = "py312"'))
+    run_cli("packager", "build", digits / "digits.onnx", "--target", tmp_path / "rpi4-py312.toml",
+            "--calibration", digits / "calibration.npy", "--no-wheels", "-o", tmp_path / "dist")
+    proc, _ = emulator.run_on_device(RPI4, tmp_path / "dist" / "digits-py312", '"$BUNDLE/install.sh"',
+                                     cwd=tmp_path, capture=True)
+    assert proc.returncode == 1
+    assert "wheels are for Python 3.12" in proc.stderr and "is Python 3.11" in proc.stderr
+
+
+def test_install_refuses_bundle_missing_a_wheel(digits_bundle, tmp_path):
+    broken = tmp_path / "bundle"
+    shutil.copytree(digits_bundle, broken)
+    (numpy_wheel,) = broken.glob("wheels/numpy-*.whl")
+    numpy_wheel.unlink()
+    proc, _ = emulator.run_on_device(RPI4, broken, '"$BUNDLE/install.sh"', cwd=tmp_path, capture=True)
+    assert proc.returncode == 1
+    assert f"wheel {numpy_wheel.name} is missing" in proc.stderr
+
+
+def test_install_refuses_other_architecture_on_host(digits_bundle, tmp_path):
+    copy = tmp_path / "bundle"
+    shutil.copytree(digits_bundle, copy)
+    proc = subprocess.run(["sh", str(copy / "install.sh")], capture_output=True, text=True)
+    assert proc.returncode == 1
+    assert "wheels are for aarch64, this machine is x86_64" in proc.stderr
+    assert not (copy / ".venv").exists()
+
+
+def test_emulate_target_without_emulator(digits_bundle, tmp_path, capsys):
+    from packager.cli import main
+
+    armv7 = (DEVICES_DIR / "rpi4.toml").read_text().replace('arch = "aarch64"', 'arch = "armv7l"')
+    (tmp_path / "pi-armv7.toml").write_text(armv7)
+    code = main(["emulate", str(digits_bundle), "--target", str(tmp_path / "pi-armv7.toml"), "--", "info"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "no emulator for target 'rpi4' (arch armv7l)" in err and "aarch64" in err
+
+
+def test_corrupt_cached_rootfs_is_rebuilt(tmp_path, monkeypatch):
+    good = emulator.rootfs_dir(RPI4)
+    assert emulator.check_rootfs(good, emulator._spec(RPI4)) is None
+    monkeypatch.setenv("EDGEPACK_CACHE", str(tmp_path / "cache"))
+    copy = emulator.rootfs_dir(RPI4)
+    copy.parent.mkdir(parents=True)
+    shutil.copytree(good, copy, symlinks=True)
+    python = copy / "root" / "usr" / "bin" / "python3.11"
+    python.write_bytes(python.read_bytes()[:1000])  # a truncated interpreter
+    messages = []
+    root = emulator.ensure_rootfs(RPI4, log=messages.append)
+    assert any("(usr/bin/python3.11 was modified); rebuilding" in m for m in messages), messages
+    assert len((root / "usr" / "bin" / "python3.11").read_bytes()) > 1_000_000
+    assert emulator.check_rootfs(copy, emulator._spec(RPI4)) is None
+
+
+def test_profile_cpu_is_what_qemu_emulates():
+    info = emulator.cpuinfo(RPI4)
+    assert info.count("processor\t:") == 4 and "CPU part\t: 0xd08" in info and "asimddp" not in info
+    with pytest.raises(UserError, match="no emulator"):
+        emulator.emulator_for(dataclasses.replace(RPI4, arch="armv7l"))
