@@ -5,16 +5,18 @@ PY     := $(VENV)/bin/python
 CACHE  ?= $(HOME)/.cache/edgepack
 export EDGEPACK_CACHE := $(CACHE)
 STAMP  := $(VENV)/.installed
+CLIENTS := .venv-clients
+CLIENTS_STAMP := $(CLIENTS)/.installed
 
 # The PP-OCR text-direction classifier ships inside this wheel (test fixture).
 RAPIDOCR_WHEEL := rapidocr-onnxruntime==1.4.4
 PPOCR_CLS      := $(CACHE)/models/ch_ppocr_mobile_v2.0_cls_infer.onnx
 
 # The emulated device's host tools (Debian packages).
-EMULATOR_TOOLS := qemu-user-static proot mmdebstrap
+EMULATOR_TOOLS := qemu-user-static proot mmdebstrap iproute2
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install demo test test-fast bench fixtures wheels emulator-tools device clean
+.PHONY: install demo test test-fast bench fixtures wheels emulator-tools device promtool clean
 
 install: $(STAMP)
 
@@ -24,6 +26,17 @@ $(STAMP): pyproject.toml requirements/host.txt requirements/dev.txt
 	$(PY) -m pip install --quiet -r requirements/dev.txt
 	$(PY) -m pip install --quiet --no-deps -e .
 	touch $@
+
+$(CLIENTS_STAMP): requirements/clients.txt
+	$(PYTHON) -m venv $(CLIENTS)
+	$(CLIENTS)/bin/python -m pip install --quiet --upgrade pip
+	$(CLIENTS)/bin/python -m pip install --quiet -r requirements/clients.txt
+	touch $@
+
+# Prometheus' own linter for /metrics (Debian package).
+promtool:
+	@command -v promtool >/dev/null || { $(SUDO) apt-get update -qq && \
+	  $(SUDO) DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus; }
 
 fixtures: $(PPOCR_CLS)
 
@@ -35,6 +48,7 @@ $(PPOCR_CLS): | $(STAMP)
 
 emulator-tools:
 	@command -v qemu-aarch64-static >/dev/null && command -v proot >/dev/null && command -v mmdebstrap >/dev/null \
+	  && command -v ip >/dev/null \
 	  || { $(SUDO) apt-get update -qq && $(SUDO) DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(EMULATOR_TOOLS); }
 
 # Set-up for the emulated tests: the rpi4 root filesystem and the device wheels,
@@ -48,8 +62,8 @@ device: wheels emulator-tools
 demo: wheels
 	$(PY) examples/digits/demo.py
 
-test: $(STAMP) $(PPOCR_CLS) device
-	EDGEPACK_PPOCR_CLS=$(PPOCR_CLS) $(PY) -m pytest
+test: $(STAMP) $(PPOCR_CLS) device $(CLIENTS_STAMP) promtool
+	EDGEPACK_PPOCR_CLS=$(PPOCR_CLS) EDGEPACK_CLIENTS_PYTHON=$(CLIENTS)/bin/python $(PY) -m pytest
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -m "not slow and not emulated"
@@ -58,4 +72,4 @@ bench: $(STAMP) $(PPOCR_CLS)
 	EDGEPACK_PPOCR_CLS=$(PPOCR_CLS) $(PY) benchmarks/bench.py
 
 clean:
-	rm -rf $(VENV) build dist .pytest_cache
+	rm -rf $(VENV) $(CLIENTS) build dist .pytest_cache

@@ -22,6 +22,9 @@ sys.path.insert(0, str(ROOT))
 ROUNDS, PER_ROUND, THREADS = 20, 20, 2
 
 
+from serve_load import load_test, report  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
+
+
 def build(model: Path, calibration: Path, out: Path, *extra) -> Path:
     subprocess.run([sys.executable, "-m", "packager", "build", model, "--target", "rpi4", "--calibration",
                     calibration, "-o", out, *extra], check=True, cwd=ROOT, capture_output=True)
@@ -76,6 +79,7 @@ def main() -> int:
         bundle = build(data / "digits.onnx", data / "calibration.npy", tmp / "dist")
         x = np.load(data / "test_x.npy")[:1]
         rows.append(("digits CNN", side_by_side(bundle, data / "digits.onnx", {"image": x})))
+        load = load_test(bundle, clients=8, seconds=30)
 
         ppocr = Path(os.environ.get("EDGEPACK_PPOCR_CLS", ""))
         if ppocr.is_file():
@@ -92,6 +96,8 @@ def main() -> int:
     print(f"{'model':<26}{'float ORT ms':>13}{'int8 ms':>10}{'speed-up':>10}{'size ratio':>12}")
     for name, r in rows:
         print(f"{name:<26}{r['float_ms']:13.3f}{r['int8_ms']:10.3f}{r['speedup']:9.2f}x{r['size_ratio']:11.2f}x")
+    print()
+    print(report(load))
     return 0
 
 

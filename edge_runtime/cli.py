@@ -180,6 +180,19 @@ def cmd_info(args) -> int:
     return 0
 
 
+def cmd_serve(args) -> int:
+    from .server import Limits, serve
+
+    for flag in ("workers", "queue", "max_body"):
+        if getattr(args, flag) < (0 if flag == "queue" else 1):
+            raise UserError(f"--{flag.replace('_', '-')} must be positive, found {getattr(args, flag)}")
+    if args.timeout <= 0:
+        raise UserError(f"--timeout must be positive, found {args.timeout}")
+    limits = Limits(max_body=args.max_body, workers=args.workers, queue=args.queue, timeout=args.timeout)
+    return serve(args.bundle, args.host, args.port, limits, threads=args.threads, delegate=args.delegate,
+                 verbose=args.verbose)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="edge-run", description="Run an edgepack bundle on this device.")
     parser.add_argument("-v", "--verbose", action="store_true", help="show tracebacks")
@@ -203,6 +216,16 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--warmup", type=int, default=10)
     bench.add_argument("--json", action="store_true")
     bench.set_defaults(func=cmd_bench)
+
+    srv = sub.add_parser("serve", help="serve the model over HTTP (Open Inference Protocol v2, /metrics)")
+    common(srv)
+    srv.add_argument("--host", default="127.0.0.1")
+    srv.add_argument("--port", type=int, default=8080)
+    srv.add_argument("--workers", type=int, default=1, help="interpreters running requests at once")
+    srv.add_argument("--queue", type=int, default=8, help="requests that may wait beyond those (then 503)")
+    srv.add_argument("--timeout", type=float, default=10.0, help="seconds to read a request or wait in the queue")
+    srv.add_argument("--max-body", type=int, default=16 * 1024 * 1024, help="largest request body in bytes (413)")
+    srv.set_defaults(func=cmd_serve)
 
     info = sub.add_parser("info", help="describe the bundle")
     info.add_argument("bundle")

@@ -29,6 +29,7 @@ class Engine:
     runtime_version: str
     delegate: str  # "xnnpack", "edgetpu" or "cpu" (reference kernels)
     threads: int
+    model_path: str = ""
     fallback: str | None = None  # why the wanted delegate is not in use
 
 
@@ -87,4 +88,4 @@ def make_engine(model_path: str, threads: int, delegate: str = "xnnpack") -> Eng
             f"the {name} runtime cannot load {model_path}: {exc}",
             "the runtime may be older than the ops in the model; install the bundle's own wheels",
         ) from None
-    return Engine(interpreter, name, _version(name), delegate, threads, fallback)
+    return Engine(interpreter, name, _version(name), delegate, threads, model_path, fallback)

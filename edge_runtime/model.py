@@ -77,6 +77,8 @@ class Model:
             batches.append(samples)
             stacked.append(array.ndim == len(spec["shape"]) + 1)
         counts = {len(b) for b in batches}
+        if counts == {0}:
+            raise UserError("the input holds no samples", "give at least one sample")
         if len(counts) != 1:
             raise UserError(
                 f"inputs hold different numbers of samples: {[len(b) for b in batches]}",

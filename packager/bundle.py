@@ -43,6 +43,9 @@ def stage_files(stage: Path, arch: str, python: str, packages: list[str]) -> Non
     for key, value in (("NAME", stage.name), ("ARCH", arch), ("PYTHON", python), ("PACKAGES", " ".join(packages))):
         script = script.replace(f"@{key}@", value)
     (stage / "install.sh").write_text(script, encoding="utf-8")
+    # The unit's paths are the device's; install.sh --service fills them in.
+    unit = (DEVICE_FILES / "edge-run.service").read_text(encoding="utf-8").replace("@NAME@", stage.name)
+    (stage / "edge-run.service").write_text(unit, encoding="utf-8")
     for name in ("edge-run", "install.sh"):
         (stage / name).chmod(0o755)
 

@@ -16,6 +16,7 @@ architecture, run under QEMU user-mode emulation with the profile's CPU.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -37,7 +38,7 @@ EMULATORS = {
     "aarch64": ("qemu-aarch64-static", "arm64"),
 }
 # What a Raspberry Pi OS Lite image brings that the bundle relies on.
-ROOTFS_PACKAGES = ("python3", "python3-venv", "libstdc++6", "libgcc-s1", "coreutils", "dash")
+ROOTFS_PACKAGES = ("python3", "python3-venv", "libstdc++6", "libgcc-s1", "coreutils", "dash", "sed", "grep")
 # What /proc/cpuinfo says on the real board, per profile cpu: (part, features).
 # The host's x86 cpuinfo would crash TFLite's CPU probe (and lie to it).
 CPU_INFO = {
@@ -168,6 +169,14 @@ def ensure_rootfs(profile: Profile, log=_stderr_log) -> Path:
     """The verified cached tree for a profile, rebuilt if absent or corrupt."""
     cache = rootfs_dir(profile)
     spec = _spec(profile)
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    # One checker/builder at a time per tree (tests and builds may run side by side).
+    with open(cache.parent / f".{cache.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return _ensure_locked(cache, spec, log)
+
+
+def _ensure_locked(cache: Path, spec: dict, log) -> Path:
     problem = check_rootfs(cache, spec)
     if problem:
         if problem != "not built yet":
@@ -180,10 +189,11 @@ def ensure_rootfs(profile: Profile, log=_stderr_log) -> Path:
 
 
 def _network_isolation() -> list[str]:
-    """A prefix that runs a command with no network at all."""
+    """A prefix that runs a command with no network but its own loopback."""
+    loopback_up = ["sh", "-c", 'ip link set lo up 2>/dev/null || true; exec "$@"', "sh"]
     for prefix in (["unshare", "--net"], ["unshare", "--net", "--map-root-user"]):
         if subprocess.run([*prefix, "true"], capture_output=True).returncode == 0:
-            return prefix
+            return prefix + loopback_up
     raise UserError("cannot create a network namespace (unshare --net) for the emulated device",
                     "run where unprivileged user namespaces are allowed, or as root")
 

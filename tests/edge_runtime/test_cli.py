@@ -120,3 +120,9 @@ def test_bench_text_and_info(digits_bundle):
 def test_missing_bundle(capsys, tmp_path):
     err = edge_run_error(capsys, "info", tmp_path / "nothing")
     assert "does not exist" in err
+
+
+def test_empty_input(capsys, digits_bundle, tmp_path):
+    np.save(tmp_path / "in.npy", np.zeros((0, 1, 8, 8), np.float32))
+    err = edge_run_error(capsys, "run", digits_bundle, "--input", tmp_path / "in.npy")
+    assert "holds no samples" in err

@@ -140,3 +140,59 @@ def test_profile_cpu_is_what_qemu_emulates():
     assert info.count("processor\t:") == 4 and "CPU part\t: 0xd08" in info and "asimddp" not in info
     with pytest.raises(UserError, match="no emulator"):
         emulator.emulator_for(dataclasses.replace(RPI4, arch="armv7l"))
+
+
+CLIENT = '''
+import json, sys, time, urllib.request
+base = "http://127.0.0.1:8099"
+for _ in range(600):
+    try:
+        if urllib.request.urlopen(base + "/v2/health/ready", timeout=2).status == 200:
+            break
+    except OSError:
+        time.sleep(0.5)
+x = json.load(open("request.json"))
+req = urllib.request.Request(base + "/v2/models/digits-rpi4/infer", data=json.dumps(x).encode(),
+                             headers={"Content-Type": "application/json"})
+out = json.load(urllib.request.urlopen(req, timeout=60))
+metrics = urllib.request.urlopen(base + "/metrics", timeout=10).read().decode()
+json.dump({"out": out, "metrics": metrics}, open("result.json", "w"))
+'''
+
+
+def test_serve_on_the_emulated_device(digits, digits_bundle, tmp_path):
+    x = np.load(digits / "test_x.npy")[:1]
+    (tmp_path / "client.py").write_text(CLIENT)
+    (tmp_path / "request.json").write_text(json.dumps(
+        {"inputs": [{"name": "image", "shape": list(x.shape), "datatype": "FP32", "data": x.ravel().tolist()}]}))
+    script = (
+        'set -e; "$BUNDLE/install.sh" >/dev/null; '
+        'EDGE_RUN_UNIT_DIR="$PWD/units" "$BUNDLE/install.sh" --service --port 8099; '
+        '"$BUNDLE/edge-run" serve "$BUNDLE" --port 8099 2>serve.log & pid=$!; '
+        '"$BUNDLE/.venv/bin/python" client.py; kill -TERM $pid; code=0; wait $pid || code=$?; echo "serve-exit=$code"'
+    )
+    proc, guest_bundle = emulator.run_on_device(RPI4, digits_bundle, script, cwd=tmp_path, capture=True)
+    log = tmp_path / "serve.log"
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:] + (log.read_text() if log.exists() else "")
+    assert "serve-exit=0" in proc.stdout
+    result = json.loads((tmp_path / "result.json").read_text())
+    device = np.array(result["out"]["outputs"][0]["data"], np.float32).reshape(1, 10)
+    import edge_runtime
+
+    host = edge_runtime.load(digits_bundle).predict({"image": x})
+    manifest = json.loads((digits_bundle / "manifest.json").read_text())
+    assert_within_one_step({"scores": device}, host, manifest)
+    assert 'edge_run_requests_total{code="200",endpoint="infer"} 1' in result["metrics"]
+
+    # The unit install.sh wrote is valid for systemd (paths moved to the host copy to check it).
+    unit = tmp_path / "units" / "edge-run-digits-rpi4.service"
+    text = unit.read_text()
+    assert f"ExecStart={guest_bundle}/.venv/bin/edge-run serve {guest_bundle} --host 0.0.0.0 --port 8099" in text
+    assert "DynamicUser=yes" in text and "ProtectSystem=strict" in text and "Restart=on-failure" in text
+    host_copy = tmp_path / "bundle"
+    shutil.copytree(digits_bundle, host_copy)
+    (host_copy / ".venv" / "bin").mkdir(parents=True)
+    shutil.copy2(host_copy / "edge-run", host_copy / ".venv" / "bin" / "edge-run")
+    unit.write_text(text.replace(guest_bundle, str(host_copy)))
+    verify = subprocess.run(["systemd-analyze", "verify", str(unit)], capture_output=True, text=True)
+    assert verify.returncode == 0 and verify.stderr.strip() == "", verify.stderr

@@ -1,0 +1,135 @@
+"""Prometheus metrics for `edge-run serve`, in the text exposition format.
+
+Standard library only. Device health (SoC temperature, throttling) is read
+when the board exposes it and simply absent otherwise.
+"""
+
+from __future__ import annotations
+
+import bisect
+import glob
+import shutil
+import subprocess
+import threading
+
+BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+def _labels(labels: dict) -> str:
+    if not labels:
+        return ""
+    body = ",".join(f'{k}="{str(v).replace(chr(92), chr(92) * 2).replace(chr(34), chr(92) + chr(34))}"'
+                    for k, v in sorted(labels.items()))
+    return "{" + body + "}"
+
+
+class Histogram:
+    def __init__(self):
+        self.counts = [0] * (len(BUCKETS) + 1)
+        self.total = 0.0
+        self.n = 0
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect.bisect_left(BUCKETS, value)] += 1
+        self.total += value
+        self.n += 1
+
+    def lines(self, name: str, labels: dict) -> list[str]:
+        out, running = [], 0
+        for bound, count in zip(BUCKETS, self.counts):
+            running += count
+            out.append(f"{name}_bucket{_labels({**labels, 'le': repr(bound)})} {running}")
+        out.append(f"{name}_bucket{_labels({**labels, 'le': '+Inf'})} {self.n}")
+        out.append(f"{name}_sum{_labels(labels)} {self.total}")
+        out.append(f"{name}_count{_labels(labels)} {self.n}")
+        return out
+
+
+class Metrics:
+    """Thread-safe counters, gauges and histograms of one server."""
+
+    def __init__(self, model_info: dict):
+        self.lock = threading.Lock()
+        self.model_info = model_info
+        self.delegate: dict = {}
+        self.requests: dict[tuple, int] = {}
+        self.request_seconds: dict[str, Histogram] = {}
+        self.inference = Histogram()
+        self.in_flight = 0
+        self.rejected = 0
+
+    def request_done(self, endpoint: str, code: int, seconds: float) -> None:
+        with self.lock:
+            key = (endpoint, str(code))
+            self.requests[key] = self.requests.get(key, 0) + 1
+            self.request_seconds.setdefault(endpoint, Histogram()).observe(seconds)
+
+    def inference_done(self, seconds: float) -> None:
+        with self.lock:
+            self.inference.observe(seconds)
+
+    def render(self) -> str:
+        with self.lock:
+            lines = [
+                "# HELP edge_run_requests_total HTTP requests by endpoint and status code.",
+                "# TYPE edge_run_requests_total counter",
+            ]
+            for (endpoint, code), n in sorted(self.requests.items()):
+                lines.append(f"edge_run_requests_total{_labels({'endpoint': endpoint, 'code': code})} {n}")
+            lines += [
+                "# HELP edge_run_request_duration_seconds Time to answer an HTTP request.",
+                "# TYPE edge_run_request_duration_seconds histogram",
+            ]
+            for endpoint, hist in sorted(self.request_seconds.items()):
+                lines += hist.lines("edge_run_request_duration_seconds", {"endpoint": endpoint})
+            lines += [
+                "# HELP edge_run_inference_duration_seconds Time in the interpreter per inference.",
+                "# TYPE edge_run_inference_duration_seconds histogram",
+                *self.inference.lines("edge_run_inference_duration_seconds", {}),
+                "# HELP edge_run_in_flight_requests Requests being handled now.",
+                "# TYPE edge_run_in_flight_requests gauge",
+                f"edge_run_in_flight_requests {self.in_flight}",
+                "# HELP edge_run_model_info The model being served.",
+                "# TYPE edge_run_model_info gauge",
+                f"edge_run_model_info{_labels(self.model_info)} 1",
+            ]
+            if self.delegate:
+                lines += [
+                    "# HELP edge_run_delegate_info The delegate in use; fallback=\"true\" when the wanted one failed.",
+                    "# TYPE edge_run_delegate_info gauge",
+                    f"edge_run_delegate_info{_labels(self.delegate)} 1",
+                ]
+        lines += device_health()
+        return "\n".join(lines) + "\n"
+
+
+def device_health() -> list[str]:
+    """SoC temperature and throttling, where the board tells (else nothing)."""
+    lines = []
+    temps = []
+    for zone in sorted(glob.glob("/sys/class/thermal/thermal_zone*/temp")):
+        try:
+            with open(zone, encoding="ascii") as f:
+                temps.append((zone.split("/")[-2], int(f.read().strip()) / 1000.0))
+        except (OSError, ValueError):
+            continue
+    if temps:
+        lines += ["# HELP edge_run_soc_temperature_celsius SoC temperature per thermal zone.",
+                  "# TYPE edge_run_soc_temperature_celsius gauge"]
+        lines += [f"edge_run_soc_temperature_celsius{_labels({'zone': z})} {t}" for z, t in temps]
+    vcgencmd = shutil.which("vcgencmd")
+    if vcgencmd:
+        try:
+            out = subprocess.run([vcgencmd, "get_throttled"], capture_output=True, text=True, timeout=2).stdout
+            value = int(out.strip().split("=")[1], 16)
+        except (OSError, ValueError, IndexError, subprocess.TimeoutExpired):
+            return lines
+        lines += [
+            "# HELP edge_run_throttled_state Raspberry Pi throttling bits (vcgencmd get_throttled).",
+            "# TYPE edge_run_throttled_state gauge",
+            f"edge_run_throttled_state {value}",
+            "# HELP edge_run_throttled_now Whether the SoC is throttled right now (bit 2).",
+            "# TYPE edge_run_throttled_now gauge",
+            f"edge_run_throttled_now {int(bool(value & 0x4))}",
+        ]
+    return lines

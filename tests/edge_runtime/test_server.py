@@ -1,0 +1,251 @@
+"""edge-run serve: the Open Inference Protocol with real clients, Prometheus
+metrics checked by promtool, limits, bad input, and a clean SIGTERM."""
+
+import http.client
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+
+import numpy as np
+import pytest
+
+from tests.conftest import ROOT, run_cli
+
+pytestmark = pytest.mark.slow  # needs the built digits bundle
+
+MAX_BODY = 65536
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    def __init__(self, bundle, *extra):
+        self.port = free_port()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "edge_runtime", "serve", str(bundle), "--port", str(self.port),
+             "--workers", "1", "--queue", "1", "--timeout", "2", "--max-body", str(MAX_BODY), *extra],
+            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        )
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                if self.request("GET", "/v2/health/ready")[0] == 200:
+                    return
+            except OSError:
+                pass
+            time.sleep(0.1)
+        self.proc.kill()
+        raise AssertionError("server never became ready: " + self.proc.communicate()[1])
+
+    def request(self, method, path, body=None, headers=None):
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+        try:
+            conn.request(method, path, body=body, headers=headers or {})
+            resp = conn.getresponse()
+            return resp.status, resp.read(), dict(resp.getheaders())
+        finally:
+            conn.close()
+
+    def metrics(self) -> str:
+        return self.request("GET", "/metrics")[1].decode()
+
+    def stop(self) -> int:
+        self.proc.send_signal(signal.SIGTERM)
+        self.proc.communicate(timeout=30)
+        return self.proc.returncode
+
+
+@pytest.fixture(scope="module")
+def server(digits_bundle):
+    srv = Server(digits_bundle)
+    yield srv
+    if srv.proc.poll() is None:
+        srv.stop()
+
+
+@pytest.fixture(scope="module")
+def samples(digits):
+    return np.load(digits / "test_x.npy")[:4]
+
+
+def infer_body(x, name="image", datatype="FP32", shape=None, data=None):
+    return json.dumps({"inputs": [{"name": name, "datatype": datatype, "shape": list(shape or x.shape),
+                                   "data": x.ravel().tolist() if data is None else data}]})
+
+
+def read_all(s: socket.socket) -> str:
+    s.settimeout(10)
+    chunks = []
+    while chunk := s.recv(65536):
+        chunks.append(chunk)
+    return b"".join(chunks).decode()
+
+
+def count(metrics: str, code: str) -> int:
+    return sum(int(float(line.rsplit(" ", 1)[1])) for line in metrics.splitlines()
+               if line.startswith("edge_run_requests_total") and f'code="{code}"' in line)
+
+
+def valid(server, x) -> np.ndarray:
+    status, body, _ = server.request("POST", "/v2/models/digits-rpi4/infer", infer_body(x[:1]))
+    assert status == 200, body
+    out = json.loads(body)["outputs"][0]
+    return np.array(out["data"], np.float32).reshape(out["shape"])
+
+
+def test_tritonclient_metadata_and_infer_match_edge_run(server, samples, digits_bundle, tmp_path):
+    python = os.environ.get("EDGEPACK_CLIENTS_PYTHON", str(ROOT / ".venv-clients" / "bin" / "python"))
+    if not os.path.exists(python):
+        pytest.fail(f"tritonclient venv missing at {python}: `make test` builds it")
+    np.save(tmp_path / "x.npy", samples[:1])
+    script = textwrap.dedent(f"""
+        import json, numpy as np, tritonclient.http as http
+        c = http.InferenceServerClient("127.0.0.1:{server.port}")
+        assert c.is_server_live() and c.is_server_ready() and c.is_model_ready("digits-rpi4")
+        meta = c.get_model_metadata("digits-rpi4")
+        x = np.load("{tmp_path / 'x.npy'}")
+        out = {{}}
+        for binary in (True, False):
+            i = http.InferInput("image", list(x.shape), "FP32")
+            i.set_data_from_numpy(x, binary_data=binary)
+            r = c.infer("digits-rpi4", [i], outputs=[http.InferRequestedOutput("scores", binary_data=binary)])
+            out[str(binary)] = r.as_numpy("scores").tolist()
+        print(json.dumps({{"meta": meta, "out": out}}))
+    """)
+    proc = subprocess.run([python, "-c", script], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert result["meta"]["inputs"] == [{"name": "image", "datatype": "FP32", "shape": [1, 1, 8, 8]}]
+    assert result["meta"]["outputs"] == [{"name": "scores", "datatype": "FP32", "shape": [1, 10]}]
+    run_cli("edge_runtime", "run", digits_bundle, "--input", tmp_path / "x.npy", "--output", tmp_path / "y.npz")
+    with np.load(tmp_path / "y.npz") as y:
+        expected = y["scores"]
+    for key in ("True", "False"):
+        np.testing.assert_array_equal(np.array(result["out"][key], np.float32), expected)
+
+
+def test_npy_body(server, samples):
+    import io
+
+    buf = io.BytesIO()
+    np.save(buf, samples[:1])
+    status, body, headers = server.request("POST", "/v2/models/digits-rpi4/infer", buf.getvalue(),
+                                           {"Content-Type": "application/x-npy"})
+    assert status == 200 and headers["Content-Type"] == "application/x-npz"
+    with np.load(io.BytesIO(body)) as out:
+        np.testing.assert_array_equal(out["scores"], valid(server, samples))
+
+
+def test_metrics_pass_promtool(server, samples):
+    valid(server, samples)
+    text = server.metrics()
+    for name in ("edge_run_requests_total", "edge_run_request_duration_seconds_bucket",
+                 "edge_run_inference_duration_seconds_count", "edge_run_in_flight_requests",
+                 "edge_run_model_info", 'edge_run_delegate_info{delegate="xnnpack",fallback="false"}'):
+        assert name in text
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        pytest.fail("promtool missing: `make test` installs Debian's prometheus package")
+    proc = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+X = np.zeros((1, 1, 8, 8), np.float32)
+
+
+@pytest.mark.parametrize(
+    "path, body, code, words",
+    [
+        ("/v2/models/digits-rpi4/infer", "{not json", 400, "not valid JSON"),
+        ("/v2/models/nope/infer", infer_body(X), 404, "unknown model 'nope'"),
+        ("/v2/models/digits-rpi4/infer", infer_body(X, name="pixels"), 400, "unknown input 'pixels'"),
+        ("/v2/models/digits-rpi4/infer", infer_body(X, datatype="INT64"), 400, "datatype INT64"),
+        ("/v2/models/digits-rpi4/infer", infer_body(np.zeros((1, 8, 8, 1), np.float32)), 400, "must have shape"),
+        ("/v2/models/digits-rpi4/infer", infer_body(X, data=[0.0] * 10), 400, "has 10 elements"),
+        ("/v2/models/digits-rpi4/infer", infer_body(X, data=[float("nan")] * 64), 400, "NaN or Inf"),
+        ("/v2/models/digits-rpi4/infer", infer_body(X, data=[float("inf")] * 64), 400, "NaN or Inf"),
+        ("/v2/models/digits-rpi4/infer", "x" * (MAX_BODY + 1), 413, "over the limit"),
+    ],
+    ids=["malformed-json", "unknown-model", "unknown-input", "datatype", "shape", "element-count", "nan", "inf",
+         "too-large"],
+)
+def test_bad_request_gets_json_error_and_server_keeps_serving(server, samples, path, body, code, words):
+    before = count(server.metrics(), str(code))
+    status, payload, _ = server.request("POST", path, body, {"Content-Type": "application/json"})
+    assert status == code
+    assert words in json.loads(payload)["error"]
+    assert count(server.metrics(), str(code)) == before + 1
+    valid(server, samples)
+
+
+def test_lying_content_length_and_silent_client(server, samples):
+    with socket.create_connection(("127.0.0.1", server.port)) as s:
+        s.sendall(b"POST /v2/models/digits-rpi4/infer HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\n\r\n{\"inputs\"")
+        reply = read_all(s)
+    assert reply.startswith("HTTP/1.1 400") and "Content-Length promised" in reply
+    with socket.create_connection(("127.0.0.1", server.port)) as s:
+        s.settimeout(10)
+        start = time.monotonic()
+        assert s.recv(1) == b""  # dropped after --timeout, nothing sent
+        assert time.monotonic() - start < 8
+    valid(server, samples)
+
+
+def test_twice_the_concurrency_limit_gets_503_then_recovers(server, samples):
+    held = []
+    head = b"POST /v2/models/digits-rpi4/infer HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n"
+    for _ in range(2):  # workers 1 + queue 1: these two hold every slot, reading their bodies
+        s = socket.create_connection(("127.0.0.1", server.port))
+        s.sendall(head)
+        held.append(s)
+    time.sleep(0.3)
+    statuses = []
+    for _ in range(2):
+        status, payload, headers = server.request("POST", "/v2/models/digits-rpi4/infer", infer_body(samples[:1]))
+        statuses.append(status)
+        assert headers.get("Retry-After") and "busy" in json.loads(payload)["error"]
+    assert statuses == [503, 503]
+    for s in held:
+        s.close()
+    time.sleep(2.5)  # the held requests time out and free their slots
+    valid(server, samples)
+
+
+def test_sigterm_finishes_in_flight_request_and_exits_zero(digits_bundle, samples):
+    srv = Server(digits_bundle, "--timeout", "15")  # the request below is slow on purpose
+    body = infer_body(samples[:1]).encode()
+    s = socket.create_connection(("127.0.0.1", srv.port))
+    s.sendall(b"POST /v2/models/digits-rpi4/infer HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(body)
+              + body[:20])
+    time.sleep(0.3)
+    srv.proc.send_signal(signal.SIGTERM)
+    time.sleep(0.5)
+    assert srv.proc.poll() is None  # still finishing the request in flight
+    s.sendall(body[20:])
+    reply = read_all(s)  # the server closes the connection: it is draining
+    s.close()
+    assert reply.startswith("HTTP/1.1 200") and '"scores"' in reply
+    assert srv.stop() == 0
+    with pytest.raises(OSError):
+        socket.create_connection(("127.0.0.1", srv.port), timeout=2).close()
+
+
+def test_not_ready_until_warm_up(digits_bundle):
+    from edge_runtime import load
+    from edge_runtime.metrics import Metrics
+    from edge_runtime.server import Limits, Service
+
+    service = Service(lambda: [load(digits_bundle)], Limits(), "digits-rpi4", Metrics({}))
+    assert not service.ready.is_set()
+    service.warm_up()
+    assert service.ready.is_set() and service.spec["inputs"][0]["name"] == "image"
