@@ -189,10 +189,13 @@ def test_bad_request_gets_json_error_and_server_keeps_serving(server, samples, p
 
 
 def test_lying_content_length_and_silent_client(server, samples):
+    before = count(server.metrics(), "400")
     with socket.create_connection(("127.0.0.1", server.port)) as s:
         s.sendall(b"POST /v2/models/digits-rpi4/infer HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\n\r\n{\"inputs\"")
         reply = read_all(s)
     assert reply.startswith("HTTP/1.1 400") and "Content-Length promised" in reply
+    assert '{"error": "body ended after' in reply
+    assert count(server.metrics(), "400") == before + 1
     with socket.create_connection(("127.0.0.1", server.port)) as s:
         s.settimeout(10)
         start = time.monotonic()
@@ -202,6 +205,7 @@ def test_lying_content_length_and_silent_client(server, samples):
 
 
 def test_twice_the_concurrency_limit_gets_503_then_recovers(server, samples):
+    before = count(server.metrics(), "503")
     held = []
     head = b"POST /v2/models/digits-rpi4/infer HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n"
     for _ in range(2):  # workers 1 + queue 1: these two hold every slot, reading their bodies
@@ -215,6 +219,7 @@ def test_twice_the_concurrency_limit_gets_503_then_recovers(server, samples):
         statuses.append(status)
         assert headers.get("Retry-After") and "busy" in json.loads(payload)["error"]
     assert statuses == [503, 503]
+    assert count(server.metrics(), "503") == before + 2
     for s in held:
         s.close()
     time.sleep(2.5)  # the held requests time out and free their slots
