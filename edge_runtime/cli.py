@@ -16,26 +16,13 @@ from pathlib import Path
 import numpy as np
 
 from .errors import UserError
+from .tensors import feeds_from_numpy
 
 
 def _read_input(path: str, model) -> dict[str, np.ndarray]:
-    file = Path(path)
-    if not file.is_file():
+    if not Path(path).is_file():
         raise UserError(f"input file {path} does not exist", "pass a .npy (one-input model) or .npz")
-    try:
-        data = np.load(file, allow_pickle=False)
-    except (ValueError, OSError, EOFError) as exc:
-        raise UserError(
-            f"{path} is not a readable numpy file without pickles ({exc})",
-            "save plain arrays with np.save / np.savez",
-        ) from None
-    if isinstance(data, np.ndarray):
-        if len(model.inputs) != 1:
-            names = ", ".join(s["name"] for s in model.inputs)
-            raise UserError(f"a .npy feeds a one-input model; this one takes {names}", "pass a .npz keyed by input name")
-        return {model.inputs[0]["name"]: data}
-    with data:
-        return {key: data[key] for key in data.files}
+    return feeds_from_numpy(path, model.inputs, path)
 
 
 def cmd_run(args) -> int:

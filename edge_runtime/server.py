@@ -32,6 +32,7 @@ import numpy as np
 
 from .errors import UserError
 from .metrics import Metrics
+from .tensors import feeds_from_numpy
 
 DATATYPES = {
     "BOOL": "bool", "UINT8": "uint8", "UINT16": "uint16", "UINT32": "uint32", "UINT64": "uint64",
@@ -105,8 +106,8 @@ def _tensor_json(spec: dict) -> dict:
     return {"name": spec["name"], "datatype": TO_DATATYPE[spec["dtype"]], "shape": spec["shape"]}
 
 
-def parse_json_request(body: bytes, header_length: int | None, spec: dict) -> tuple[dict, list, bool]:
-    """A v2 infer request -> (feeds, requested outputs, binary outputs wanted)."""
+def parse_json_request(body: bytes, header_length: int | None, spec: dict) -> tuple[dict, list, bool, object]:
+    """A v2 infer request -> (feeds, requested outputs, binary outputs wanted, request id)."""
     head, blobs = (body, b"") if header_length is None else (body[:header_length], body[header_length:])
     try:
         request = json.loads(head)
@@ -153,7 +154,7 @@ def parse_json_request(body: bytes, header_length: int | None, spec: dict) -> tu
     for n in names:
         if n not in known:
             raise HttpError(400, f"unknown output '{n}'; the model's outputs are {', '.join(known)}")
-    return feeds, names or known, binary
+    return feeds, names or known, binary, request.get("id")
 
 
 def encode_response(model: str, outputs: dict, names: list, binary: bool, request_id) -> tuple[bytes, dict]:
@@ -302,6 +303,15 @@ class Handler(BaseHTTPRequestHandler):
             raise HttpError(400, f"body ended after {len(body)} of the {length} bytes Content-Length promised")
         return body
 
+    def _header_length(self, body_length: int) -> int | None:
+        """The binary tensor extension's JSON header length, if the request uses it."""
+        value = self.headers.get("Inference-Header-Content-Length")
+        if value is None:
+            return None
+        if not value.isdigit() or int(value) > body_length:
+            raise HttpError(400, f"bad Inference-Header-Content-Length {value!r} for a {body_length}-byte body")
+        return int(value)
+
     def _infer(self) -> int:
         service = self.service
         if service.draining.is_set():
@@ -316,39 +326,22 @@ class Handler(BaseHTTPRequestHandler):
             ctype = (self.headers.get("Content-Type") or "application/json").split(";")[0].strip()
             try:
                 if ctype in ("application/x-npy", "application/x-npz"):
-                    feeds = self._numpy_feeds(body, ctype)
+                    feeds = feeds_from_numpy(io.BytesIO(body), service.spec["inputs"], f"the {ctype[14:]} body")
                     outputs = service.infer(feeds, deadline)
                     buf = io.BytesIO()
                     np.savez(buf, **outputs)
                     self._send(200, buf.getvalue(), {"Content-Type": "application/x-npz"})
                     return 200
-                header = self.headers.get("Inference-Header-Content-Length")
-                feeds, names, binary = parse_json_request(body, int(header) if header else None, service.spec)
+                feeds, names, binary, request_id = parse_json_request(
+                    body, self._header_length(len(body)), service.spec)
                 outputs = service.infer(feeds, deadline)
             except UserError as exc:
                 raise HttpError(400, str(exc)) from None
-            request_id = None
-            try:
-                request_id = json.loads(body[: int(header)] if header else body).get("id")
-            except (ValueError, AttributeError):
-                pass
             payload, headers = encode_response(service.name, outputs, names, binary, request_id)
             self._send(200, payload, headers)
             return 200
         finally:
             service.slots.release()
-
-    def _numpy_feeds(self, body: bytes, ctype: str) -> dict:
-        try:
-            data = np.load(io.BytesIO(body), allow_pickle=False)
-        except (ValueError, OSError, EOFError) as exc:
-            raise HttpError(400, f"body is not a {ctype[12:]} file without pickles: {exc}") from None
-        if isinstance(data, np.ndarray):
-            if len(self.service.spec["inputs"]) != 1:
-                raise HttpError(400, "a .npy body feeds a one-input model; send a .npz keyed by input name")
-            return {self.service.spec["inputs"][0]["name"]: data}
-        with data:
-            return {k: data[k] for k in data.files}
 
 
 def serve(bundle: str, host: str, port: int, limits: Limits, threads: int | None = None,

@@ -92,3 +92,30 @@ def raw_to_tflite(sample: np.ndarray, spec: dict) -> np.ndarray:
             "drop --raw to give ONNX-layout float values",
         )
     return sample
+
+
+def feeds_from_numpy(source, inputs: list[dict], what: str) -> dict[str, np.ndarray]:
+    """Read model inputs from a .npy (one-input model) or .npz keyed by input name.
+
+    Args:
+        source: a path or a binary file object.
+        inputs: the model's input specs.
+        what: how to name the source in errors.
+
+    Raises:
+        UserError: unreadable, pickled, or a .npy for a model with several inputs.
+    """
+    try:
+        data = np.load(source, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:
+        raise UserError(
+            f"{what} is not a readable numpy file without pickles ({exc})",
+            "save plain arrays with np.save / np.savez",
+        ) from None
+    if isinstance(data, np.ndarray):
+        if len(inputs) != 1:
+            names = ", ".join(s["name"] for s in inputs)
+            raise UserError(f"a .npy feeds a one-input model; this one takes {names}", "pass a .npz keyed by input name")
+        return {inputs[0]["name"]: data}
+    with data:
+        return {key: data[key] for key in data.files}

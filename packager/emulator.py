@@ -17,7 +17,6 @@ architecture, run under QEMU user-mode emulation with the profile's CPU.
 from __future__ import annotations
 
 import fcntl
-import hashlib
 import json
 import os
 import shlex
@@ -28,6 +27,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from edge_runtime.bundle import sha256_file
 from edge_runtime.errors import UserError
 
 from .profiles import Profile
@@ -84,7 +84,7 @@ def _tree_checksums(root: Path) -> dict[str, str]:
             if path.is_symlink():
                 sums[rel] = "link:" + os.readlink(path)
             elif path.is_file():
-                sums[rel] = hashlib.sha256(path.read_bytes()).hexdigest()
+                sums[rel] = sha256_file(path)
             else:
                 sums[rel] = "special"  # a device node or fifo: never expected
     return sums

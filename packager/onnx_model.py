@@ -8,10 +8,10 @@ that any external-data file it references stays inside the model's folder
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import os
 from pathlib import Path
 
+from edge_runtime.bundle import sha256_file
 from edge_runtime.errors import UserError
 
 
@@ -45,14 +45,6 @@ class OnnxModel:
     sha256: str
     inputs: list[TensorSpec]
     outputs: list[TensorSpec]
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _dims(value_info) -> list:

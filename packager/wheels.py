@@ -10,13 +10,13 @@ and a glibc no newer than the profile's.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+from edge_runtime.bundle import sha256_file
 from edge_runtime.errors import UserError
 
 from .profiles import Profile
@@ -99,7 +99,7 @@ def stage_wheels(wheels: list[Path], stage: Path) -> dict[str, str]:
     sums = {}
     for wheel in wheels:
         shutil.copy2(wheel, folder / wheel.name)
-        sums[wheel.name] = hashlib.sha256(wheel.read_bytes()).hexdigest()
+        sums[wheel.name] = sha256_file(wheel)
     (folder / "SHA256SUMS").write_text("".join(f"{h}  {n}\n" for n, h in sorted(sums.items())), encoding="ascii")
     return sums
 
