@@ -232,7 +232,11 @@ def test_sigterm_finishes_in_flight_request_and_exits_zero(digits_bundle, sample
     s = socket.create_connection(("127.0.0.1", srv.port))
     s.sendall(b"POST /v2/models/digits-rpi4/infer HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(body)
               + body[:20])
-    time.sleep(0.3)
+    # Wait until the server is handling it (the /metrics request itself is the other one in flight).
+    deadline = time.monotonic() + 10
+    while "edge_run_in_flight_requests 2" not in srv.metrics():
+        assert time.monotonic() < deadline, "the partial request never reached the server"
+        time.sleep(0.05)
     srv.proc.send_signal(signal.SIGTERM)
     time.sleep(0.5)
     assert srv.proc.poll() is None  # still finishing the request in flight
