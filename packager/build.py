@@ -1,11 +1,13 @@
 """`edgepack build`: the host pipeline, stage by stage.
 
-load ONNX -> fix shapes -> read calibration -> convert (float) -> map and
-check layout -> quantize (int8) -> measure fidelity -> op report -> bundle.
+load ONNX -> fix shapes -> read calibration -> prepare the graph -> convert
+(float, strategies tried in order, each checked against onnxruntime) ->
+quantize (int8) -> measure fidelity -> op report -> bundle.
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import datetime
 import shutil
@@ -19,10 +21,11 @@ from edge_runtime.errors import UserError
 from . import __version__
 from .bundle import publish, seal, stage_files
 from .calibration import load_calibration, split_holdout
-from .convert import DEFAULT_CONVERTER, convert
+from .convert import DEFAULT_BUDGET, convert
 from .fidelity import check_min_cosine, format_table, measure
 from .layout import map_tensors
 from .onnx_model import load_onnx
+from .prepare import prepare
 from .ops import op_report
 from .profiles import load_profile
 from .quantize import IO_DTYPES, quantize
@@ -49,6 +52,7 @@ class BuildOptions:
     per_tensor: bool = False
     min_cosine: float | None = None
     wheels: bool = True
+    strategy_timeout: float | None = DEFAULT_BUDGET  # seconds per conversion attempt
     verbose: bool = False
 
 
@@ -88,10 +92,7 @@ def build(opts: BuildOptions, say: Callable[[int, str], None] = _say) -> BuildRe
     """
     profile = load_profile(opts.target)
     io_dtype = opts.io_dtype or profile.io_dtype
-    if io_dtype not in IO_DTYPES:
-        raise UserError(f"--io-dtype must be one of {', '.join(IO_DTYPES)}, found {io_dtype!r}")
-    if opts.min_cosine is not None and not 0 < opts.min_cosine <= 1:
-        raise UserError(f"--min-cosine must be in (0, 1], found {opts.min_cosine}")
+    _check_options(opts, io_dtype)
     overrides = parse_input_shapes(opts.input_shapes)
 
     say(1, f"loading {opts.model}")
@@ -117,32 +118,20 @@ def build(opts: BuildOptions, say: Callable[[int, str], None] = _say) -> BuildRe
     try:
         with tempfile.TemporaryDirectory(prefix="edgepack-") as work:
             work = Path(work)
-            fixed_path = work / "fixed.onnx"
-            import onnx
-
-            onnx.save(fixed, str(fixed_path))
             # Wheels first: a device we cannot equip should fail before minutes of conversion.
-            wheels = []
-            if opts.wheels:
-                say(3, f"device wheels for {profile.arch} / Python {profile.os['python']} "
-                       f"({', '.join(requirements(profile))})")
-                wheels = fetch_wheels(profile, work)
-                packages = pinned(wheels, profile)
-            else:
-                say(3, "no device wheels (--no-wheels)")
-                packages = requirements(profile)
-            say(4, f"converting with {DEFAULT_CONVERTER} (float SavedModel)")
-            saved_model = convert(fixed_path, work, calib, opts.verbose)
+            wheels, packages = _device_wheels(opts, profile, work, say)
 
-            say(5, "checking the float conversion against onnxruntime")
-            with captured_output(show=opts.verbose):
-                in_maps, out_maps, float_scores = map_tensors(
-                    saved_model, model.inputs, model.outputs, shapes, calib, reference
-                )
+            say(4, "preparing the graph (constants folded, pre-quantized ops back to float)")
+            prepared = copy.deepcopy(fixed)
+            preparation = prepare(prepared, calib)
+            _show_preparation(preparation)
+
+            say(5, "converting to a float model and checking it against onnxruntime")
+            conversion = _convert(prepared, work, model, shapes, calib, reference, opts)
 
             say(6, f"quantizing to full integer ({'per-tensor' if opts.per_tensor else 'per-channel'}, "
                    f"{io_dtype} I/O) on {len(next(iter(calib.values())))} samples")
-            q = quantize(saved_model, in_maps, calib, io_dtype, opts.per_tensor, opts.verbose)
+            q = quantize(conversion.saved_model, conversion.in_maps, calib, io_dtype, opts.per_tensor, opts.verbose)
             if not q.strict:
                 _warn("some ops have no integer kernel and stay float (named in the op report)")
 
@@ -152,30 +141,8 @@ def build(opts: BuildOptions, say: Callable[[int, str], None] = _say) -> BuildRe
             if wheels:
                 stage_wheels(wheels, stage)
             stage_files(stage, profile.arch, profile.os["python"], packages)
-            manifest = {
-                "schema_version": 1,
-                "name": name,
-                "target": profile.to_dict(),
-                "created_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-                "edgepack_version": __version__,
-                "source": {"file": model.path.name, "sha256": model.sha256},
-                "converter": _converter_versions(),
-                "quantization": {
-                    "io_dtype": io_dtype,
-                    "per_channel": not opts.per_tensor,
-                    "full_integer": q.strict,
-                    "calibration": {
-                        "source": "random" if opts.calibration == "random" else Path(opts.calibration).name,
-                        "samples": len(next(iter(calib.values()))),
-                        "held_out": len(next(iter(holdout.values()))),
-                    },
-                },
-                "inputs": [_io_entry(m, q.io) for m in in_maps],
-                "outputs": [_io_entry(m, q.io) for m in out_maps],
-                "float_conversion_cosine": float_scores,
-                "device_packages": packages,
-                "wheels": opts.wheels,
-            }
+            manifest = _manifest(opts, name, profile, model, io_dtype, q, calib, holdout,
+                                 preparation, conversion, packages)
 
             say(7, f"measuring int8 fidelity on {len(next(iter(holdout.values())))} held-out samples")
             with captured_output(show=opts.verbose):
@@ -202,6 +169,77 @@ def build(opts: BuildOptions, say: Callable[[int, str], None] = _say) -> BuildRe
     return BuildResult(bundle_dir, archive, manifest)
 
 
+def _check_options(opts: BuildOptions, io_dtype: str) -> None:
+    if io_dtype not in IO_DTYPES:
+        raise UserError(f"--io-dtype must be one of {', '.join(IO_DTYPES)}, found {io_dtype!r}")
+    if opts.min_cosine is not None and not 0 < opts.min_cosine <= 1:
+        raise UserError(f"--min-cosine must be in (0, 1], found {opts.min_cosine}")
+    if opts.strategy_timeout is not None and opts.strategy_timeout <= 0:
+        raise UserError(f"--strategy-timeout must be a positive number of seconds, found {opts.strategy_timeout}")
+
+
+def _device_wheels(opts: BuildOptions, profile, work: Path, say) -> tuple[list, list]:
+    if not opts.wheels:
+        say(3, "no device wheels (--no-wheels)")
+        return [], requirements(profile)
+    say(3, f"device wheels for {profile.arch} / Python {profile.os['python']} "
+           f"({', '.join(requirements(profile))})")
+    wheels = fetch_wheels(profile, work)
+    return wheels, pinned(wheels, profile)
+
+
+def _show_preparation(preparation) -> None:
+    for change in preparation.changes:
+        print(f"      {change}", file=sys.stderr, flush=True)
+    if preparation.changes:
+        worst = min(preparation.cosine.values())
+        print(f"      prepared graph vs original in onnxruntime: worst cosine {worst:.6f}", file=sys.stderr, flush=True)
+
+
+def _convert(prepared, work: Path, model, shapes, calib, reference, opts: BuildOptions):
+    def check(saved_model):
+        with captured_output(show=opts.verbose):
+            return map_tensors(saved_model, model.inputs, model.outputs, shapes, calib, reference)
+
+    def progress(text: str) -> None:
+        print(f"      {text}", file=sys.stderr, flush=True)
+
+    conversion = convert(prepared, work / "convert", calib, check, budget=opts.strategy_timeout,
+                         verbose=opts.verbose, say=progress)
+    worst = min(conversion.float_cosine.values())
+    progress(f"strategy {conversion.strategy}: float model matches onnxruntime (worst cosine {worst:.6f})")
+    return conversion
+
+
+def _manifest(opts, name, profile, model, io_dtype, q, calib, holdout, preparation, conversion, packages) -> dict:
+    return {
+        "schema_version": 1,
+        "name": name,
+        "target": profile.to_dict(),
+        "created_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "edgepack_version": __version__,
+        "source": {"file": model.path.name, "sha256": model.sha256},
+        "converter": {**_converter_versions(), "strategy": conversion.strategy},
+        "preparation": preparation.to_dict(),
+        "conversion": conversion.report(),
+        "quantization": {
+            "io_dtype": io_dtype,
+            "per_channel": not opts.per_tensor,
+            "full_integer": q.strict,
+            "calibration": {
+                "source": "random" if opts.calibration == "random" else Path(opts.calibration).name,
+                "samples": len(next(iter(calib.values()))),
+                "held_out": len(next(iter(holdout.values()))),
+            },
+        },
+        "inputs": [_io_entry(m, q.io) for m in conversion.in_maps],
+        "outputs": [_io_entry(m, q.io) for m in conversion.out_maps],
+        "float_conversion_cosine": conversion.float_cosine,
+        "device_packages": packages,
+        "wheels": opts.wheels,
+    }
+
+
 def _measure(stage: Path, manifest: dict, reference: Reference, holdout) -> dict:
     """Fidelity through edge_runtime itself, as the device will run it."""
     from edge_runtime.interpreter import make_engine
@@ -215,7 +253,7 @@ def _converter_versions() -> dict:
     from importlib.metadata import version
 
     return {
-        "name": DEFAULT_CONVERTER,
+        "name": "onnx2tf",
         "onnx2tf": version("onnx2tf"),
         "tensorflow": version("tensorflow"),
         "onnx": version("onnx"),

@@ -47,9 +47,11 @@ def cli():
 @click.option("--per-tensor", is_flag=True, help="One quantization scale per tensor instead of per channel.")
 @click.option("--min-cosine", type=float, default=None, help="Fail the build if an output's int8 cosine is below this.")
 @click.option("--no-wheels", is_flag=True, help="Leave the device wheels out of the bundle.")
+@click.option("--strategy-timeout", type=float, default=None, metavar="SECONDS",
+              help="Time budget of each conversion attempt before the next strategy is tried (default 600).")
 @click.option("-v", "--verbose", is_flag=True, help="Show the converters' logs and tracebacks.")
 def build(model, target, calibration, out_dir, input_shapes, mean, std, io_dtype, per_tensor, min_cosine,
-          no_wheels, verbose):
+          no_wheels, strategy_timeout, verbose):
     """Build MODEL.onnx into a bundle for --target."""
     from .build import BuildOptions
     from .build import build as run_build
@@ -59,6 +61,8 @@ def build(model, target, calibration, out_dir, input_shapes, mean, std, io_dtype
         mean=mean, std=std, io_dtype=io_dtype, per_tensor=per_tensor, min_cosine=min_cosine, wheels=not no_wheels,
         verbose=verbose,
     )
+    if strategy_timeout is not None:
+        opts.strategy_timeout = strategy_timeout
     result = run_build(opts)
     from edge_runtime.cli import describe
 

@@ -14,15 +14,18 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 
-from edge_runtime.errors import UserError
+
+from .errors import ConversionFailed
 
 # What TensorFlow accepts as a name scope.
 _VALID_SCOPE = re.compile(r"^[A-Za-z0-9.][A-Za-z0-9_.\-/>]*$")
@@ -66,18 +69,38 @@ def write_sample_images(samples: dict[str, np.ndarray], workdir: Path) -> bool:
     return False
 
 
-def _tail(log: Path, lines: int = 15) -> str:
-    text = log.read_text(encoding="utf-8", errors="replace").strip().splitlines()
-    keep = [ln for ln in text if ln.strip()][-lines:]
-    return "\n".join("    " + ln for ln in keep)
+def _failure(log: Path, proto, returncode: int) -> tuple[str, list[str]]:
+    """One line for why onnx2tf failed, and the ONNX ops it was converting."""
+    text = log.read_text(encoding="utf-8", errors="replace")
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    errors = [ln for ln in lines if re.match(r"^[A-Za-z_.]*(Error|Exception)\b", ln)]
+    reason = errors[-1] if errors else (lines[-1] if lines else f"exit code {returncode}")
+    ops = []
+    for op_type in re.findall(r"No module named 'onnx2tf\.ops\.(\w+)'", text):  # no handler for this op
+        ops.extend(f"{op_type} ({n.name})" for n in proto.graph.node if n.op_type == op_type)
+    by_name = {n.name: n.op_type for n in proto.graph.node}
+    for name in re.findall(r"onnx_op_name: (\S+)", text):
+        name = re.sub(r"^wa/", "/", name)
+        ops.append(f"{by_name.get(name, '?')} ({name})")
+    return reason[:300], list(dict.fromkeys(ops))
 
 
-def convert(onnx_path: Path, workdir: Path, samples: dict[str, np.ndarray], verbose: bool) -> Path:
-    """onnx2tf: shape-fixed ONNX -> float SavedModel folder."""
+def convert(onnx_path: Path, workdir: Path, samples: dict[str, np.ndarray], verbose: bool,
+            options: dict | None = None, budget: float | None = None) -> Path:
+    """onnx2tf: shape-fixed ONNX -> float SavedModel folder.
+
+    Args:
+        options: extra ``onnx2tf.convert`` keyword arguments (the strategy's).
+        budget: seconds before the attempt is killed (None: no limit).
+
+    Raises:
+        ConversionFailed: onnx2tf raised, or ran past its budget.
+    """
     import onnx
 
     proto = onnx.load(str(onnx_path))
     sanitize_node_names(proto)
+    workdir.mkdir(parents=True, exist_ok=True)
     model = workdir / "onnx2tf_input.onnx"
     onnx.save(proto, str(model))
     write_sample_images(samples, workdir)
@@ -90,22 +113,27 @@ def convert(onnx_path: Path, workdir: Path, samples: dict[str, np.ndarray], verb
         env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     # The worker is importable from wherever this package is.
     env["PYTHONPATH"] = str(Path(__file__).resolve().parents[2]) + os.pathsep + env.get("PYTHONPATH", "")
-    cmd = [sys.executable, "-m", "packager.convert.onnx2tf_worker", str(model), str(out_dir)]
+    cmd = [sys.executable, "-m", "packager.convert.onnx2tf_worker", str(model), str(out_dir), json.dumps(options or {})]
     if verbose:
         cmd.append("--verbose")
     with open(log, "w", encoding="utf-8") as out:
-        proc = subprocess.run(
-            cmd,
-            cwd=workdir,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=None if verbose else out,
-            stderr=None if verbose else subprocess.STDOUT,
+        # A session of its own, so a timeout kills onnx2tf and every child it started.
+        proc = subprocess.Popen(
+            cmd, cwd=workdir, env=env, stdin=subprocess.DEVNULL,
+            stdout=None if verbose else out, stderr=None if verbose else subprocess.STDOUT,
+            start_new_session=True,
         )
-    if proc.returncode != 0 or not (out_dir / "saved_model.pb").is_file():
-        detail = "" if verbose else "\n" + _tail(log)
-        raise UserError(
-            f"onnx2tf could not convert the model (exit code {proc.returncode}){detail}",
-            "run again with -v for the converter's full log; unsupported ops are named there",
-        )
+        try:
+            returncode = proc.wait(timeout=budget)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            raise ConversionFailed(f"killed after its time budget of {budget:g} s", []) from None
+        except BaseException:  # Ctrl-C: never leave a converter running
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            raise
+    if returncode != 0 or not (out_dir / "saved_model.pb").is_file():
+        reason, ops = _failure(log, proto, returncode) if not verbose else (f"exit code {returncode}", [])
+        raise ConversionFailed(reason, ops)
     return out_dir

@@ -1,12 +1,17 @@
 """Runs onnx2tf in its own process, with the network cut off.
 
 onnx2tf sets environment variables and global state on import and prints a
-wall of logs; a child process keeps all that out of edgepack. Any attempt
-to open a network connection fails loudly instead of hanging or fetching.
+wall of logs; a child process keeps all that out of edgepack, and lets the
+build kill an attempt that runs past its time budget. Any attempt to open a
+network connection fails loudly instead of hanging or fetching.
 
-    python -m packager.convert.onnx2tf_worker MODEL.onnx OUT_DIR [--verbose]
+    python -m packager.convert.onnx2tf_worker MODEL.onnx OUT_DIR [OPTIONS_JSON] [--verbose]
+
+OPTIONS_JSON is a JSON object of extra keyword arguments for
+``onnx2tf.convert`` (a conversion strategy's options).
 """
 
+import json
 import socket
 import sys
 
@@ -27,8 +32,10 @@ def block_network() -> None:
 
 
 def main(argv: list[str]) -> int:
-    model, out_dir = argv[0], argv[1]
     verbose = "--verbose" in argv
+    args = [a for a in argv if a != "--verbose"]
+    model, out_dir = args[0], args[1]
+    options = json.loads(args[2]) if len(args) > 2 else {}
     block_network()
 
     import onnx2tf
@@ -38,6 +45,7 @@ def main(argv: list[str]) -> int:
         output_folder_path=out_dir,
         output_signaturedefs=True,
         non_verbose=not verbose,
+        **options,
     )
     return 0
 

@@ -1,0 +1,81 @@
+"""The ways through the converter, as rows of one table, tried in order.
+
+A row says what it does, when it applies (a look at the prepared ONNX
+graph), an optional graph lowering done just for this attempt, and the
+onnx2tf options it sets. The build tries every row that applies until one
+produces a float model that reproduces the ONNX model on the user's
+samples; the first such row wins and is recorded in the manifest.
+
+Why these rows (onnx2tf's README and issue tracker, and measurements here):
+  onnx2tf            its defaults; most CNNs convert this way. Our prepare
+                     stage has already simplified the graph, so onnx2tf's own
+                     onnxsim run is skipped (it costs seconds, finds nothing).
+  onnx2tf-unrolled   recurrent layers (LSTM/GRU/RNN) unrolled over the static
+                     sequence into MatMul/Sigmoid/Tanh steps before onnx2tf:
+                     its LSTM handler raises on real models (TypeError,
+                     UnboundLocalError on 'dummy_tensor'), while the
+                     primitive ops convert and quantize to int8 cleanly.
+  onnx2tf-keep-shapes  every input kept in its ONNX layout (onnx2tf's
+                     keep_shape_absolutely_input_names): for sequence and
+                     feature inputs that onnx2tf would wrongly treat as
+                     channels-first images.
+  onnx2tf-no-strict  onnx2tf's strict layout correction off: it guesses the
+                     layout of each 3-D/4-D tensor from its shape, and those
+                     guesses differ on heads whose branches meet in a Concat.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable
+
+RECURRENT_OPS = ("LSTM", "GRU", "RNN")
+
+
+@dataclasses.dataclass(frozen=True)
+class Strategy:
+    name: str
+    what: str  # one line for the user
+    applies: Callable  # (onnx.ModelProto) -> bool
+    lower: Callable | None  # (onnx.ModelProto) -> list[str], edits a copy in place
+    options: Callable  # (onnx.ModelProto) -> dict of onnx2tf.convert keyword arguments
+
+
+def _always(proto) -> bool:
+    return True
+
+
+def _has_recurrent(proto) -> bool:
+    return any(n.op_type in RECURRENT_OPS for n in proto.graph.node)
+
+
+def _input_names(proto) -> list[str]:
+    initializers = {t.name for t in proto.graph.initializer}
+    return [i.name for i in proto.graph.input if i.name not in initializers]
+
+
+def _unroll(proto) -> list[str]:
+    from ..prepare import recurrent
+
+    return recurrent.run(proto)
+
+
+def _base(proto) -> dict:
+    return {"not_use_onnxsim": True}
+
+
+def _keep_shapes(proto) -> dict:
+    return {**_base(proto), "keep_shape_absolutely_input_names": _input_names(proto)}
+
+
+def _no_strict(proto) -> dict:
+    return {**_base(proto), "disable_strict_mode": True}
+
+
+STRATEGIES: tuple[Strategy, ...] = (
+    Strategy("onnx2tf", "onnx2tf, default options", _always, None, _base),
+    Strategy("onnx2tf-unrolled", "recurrent layers unrolled into primitive ops, then onnx2tf",
+             _has_recurrent, _unroll, _base),
+    Strategy("onnx2tf-keep-shapes", "onnx2tf keeping every input in its ONNX layout", _always, None, _keep_shapes),
+    Strategy("onnx2tf-no-strict", "onnx2tf with its strict layout correction off", _always, None, _no_strict),
+)

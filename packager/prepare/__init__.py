@@ -1,0 +1,162 @@
+"""Stage 2b: graph preparation, run on every model before conversion.
+
+A table of passes, each a function ``run(proto) -> list[str]`` that edits the
+shape-fixed ONNX graph in place and says what it changed:
+
+  dequantize   pre-quantized ONNX (onnxruntime's dynamic, QOperator and QDQ
+               forms) back to float with dequantized weights, so that our own
+               calibration quantizes it properly;
+  simplify     constants folded and static shapes propagated (onnxsim), so
+               ``Shape``/``Range``/``Gather`` chains with static answers go;
+  branches     ``If`` nodes whose condition is now a constant replaced by the
+               branch they take (then simplified again).
+
+The prepared graph must still be the user's model: it is run in onnxruntime
+on the user's own samples beside the original, and a pass whose result no
+longer matches stops the build with an error naming the pass.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Callable
+
+import numpy as np
+
+from edge_runtime.errors import UserError
+
+# Exact rewrites must reproduce the model to rounding; turning int8 weights back
+# into float removes the original's own activation rounding, so it may differ
+# by that much (the original is itself an approximation of the float model).
+EXACT_COSINE = 0.9999
+DEQUANTIZED_COSINE = 0.99
+CHECK_SAMPLES = 4
+
+
+@dataclasses.dataclass(frozen=True)
+class Pass:
+    name: str
+    run: Callable  # (onnx.ModelProto) -> list[str], edits in place
+    exact: bool  # True: must reproduce the model to rounding
+
+
+def _dequantize(proto) -> list[str]:
+    from . import dequantize
+
+    return dequantize.run(proto)
+
+
+def _simplify(proto) -> list[str]:
+    from . import simplify
+
+    return simplify.run(proto)
+
+
+def _branches(proto) -> list[str]:
+    from . import branches, simplify
+
+    changes = branches.run(proto)
+    if changes:
+        simplify.run(proto)  # the taken branch often holds more foldable constants
+    return changes
+
+
+PASSES: tuple[Pass, ...] = (
+    Pass("dequantize", _dequantize, exact=False),
+    Pass("simplify", _simplify, exact=True),
+    Pass("branches", _branches, exact=True),
+)
+
+
+@dataclasses.dataclass
+class Preparation:
+    """What the stage did: for the build output and the manifest."""
+
+    changes: list[str]  # "pass: what changed", in order
+    nodes_before: int
+    nodes_after: int
+    cosine: dict[str, float]  # per output, prepared vs original, on the user's samples
+    seconds: float
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def _outputs(session, samples: dict[str, np.ndarray], count: int) -> list[list[np.ndarray]]:
+    names = [i.name for i in session.get_inputs()]
+    return [session.run(None, {n: samples[n][i] for n in names}) for i in range(count)]
+
+
+def _session(proto):
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    return ort.InferenceSession(proto.SerializeToString(), options, providers=["CPUExecutionProvider"])
+
+
+def _compare(reference: list, candidate, samples, count: int, output_names: list[str]) -> dict[str, float]:
+    from ..layout import cosine
+
+    got = _outputs(candidate, samples, count)
+    return {
+        name: min(cosine(ref[k], new[k]) for ref, new in zip(reference, got))
+        for k, name in enumerate(output_names)
+    }
+
+
+def prepare(proto, samples: dict[str, np.ndarray], passes: tuple[Pass, ...] = PASSES) -> Preparation:
+    """Run every pass on ``proto`` (shape-fixed, edited in place) and check it.
+
+    Args:
+        proto: the shape-fixed ONNX model; replaced in place by the prepared one.
+        samples: calibration samples, (N, *shape) per input, ONNX layout.
+        passes: the pass table (tests give their own).
+
+    Raises:
+        UserError: a pass failed, or its result no longer matches the model.
+    """
+    import onnx
+
+    start = time.perf_counter()
+    nodes_before = len(proto.graph.node)
+    output_names = [o.name for o in proto.graph.output]
+    count = min(CHECK_SAMPLES, len(next(iter(samples.values()))))
+    reference = _outputs(_session(proto), samples, count)
+    changes: list[str] = []
+    scores = {name: 1.0 for name in output_names}
+    for step in passes:
+        before = proto.SerializeToString()
+        try:
+            made = step.run(proto)
+        except UserError:
+            raise
+        except Exception as exc:  # a pass that cannot handle this graph leaves it as it was
+            proto.ParseFromString(before)
+            changes.append(f"{step.name}: skipped ({type(exc).__name__}: {str(exc).strip().splitlines()[0][:120]})")
+            continue
+        if not made:
+            continue
+        try:
+            proto.CopyFrom(onnx.shape_inference.infer_shapes(proto))
+            onnx.checker.check_model(proto)
+            step_scores = _compare(reference, _session(proto), samples, count, output_names)
+        except Exception as exc:  # onnx or onnxruntime rejected the rewritten graph
+            raise UserError(
+                f"graph preparation broke the model: pass '{step.name}' ({'; '.join(made)}) "
+                f"made a graph that does not load: {str(exc).strip().splitlines()[0][:200]}",
+                "this is an edgepack bug; please report it with the model",
+            ) from None
+        bar = EXACT_COSINE if step.exact else DEQUANTIZED_COSINE
+        worst = min(step_scores, key=step_scores.get)
+        if step_scores[worst] < bar:
+            raise UserError(
+                f"graph preparation changed the model's results: after pass '{step.name}' "
+                f"({'; '.join(made)}) output '{worst}' has cosine {step_scores[worst]:.5f} "
+                f"against the original in onnxruntime (expected >= {bar})",
+                "this is an edgepack bug; please report it with the model (run with -v for details)",
+            )
+        scores = step_scores
+        changes.extend(f"{step.name}: {m}" for m in made)
+    return Preparation(changes, nodes_before, len(proto.graph.node), scores, round(time.perf_counter() - start, 2))

@@ -1,0 +1,35 @@
+"""Preparation pass: fold constants and propagate the now-static shapes.
+
+onnxsim (pinned in requirements/host.txt) rather than onnxslim: onnx2tf
+already depends on it and calls it itself, so it adds nothing to install,
+and edgepack then tells onnx2tf not to run it a second time.
+"""
+
+from __future__ import annotations
+
+import collections
+
+
+def _op_counts(proto) -> collections.Counter:
+    return collections.Counter(n.op_type for n in proto.graph.node)
+
+
+def run(proto) -> list[str]:
+    """Simplify ``proto`` in place; returns what went, e.g. "Shape x4 folded"."""
+    from onnxsim import simplify
+
+    before = _op_counts(proto)
+    simplified, ok = simplify(proto, check_n=0, perform_optimization=True)
+    if not ok:
+        return []
+    after = _op_counts(simplified)
+    if before == after and len(simplified.graph.initializer) == len(proto.graph.initializer):
+        return []
+    proto.CopyFrom(simplified)
+    gone = before - after
+    shown = ", ".join(f"{op} x{n}" for op, n in gone.most_common(6))
+    more = "" if len(gone) <= 6 else f" and {len(gone) - 6} more op types"
+    total_before, total_after = sum(before.values()), sum(after.values())
+    return [f"{total_before} -> {total_after} nodes ({shown}{more} folded or fused)"] if gone else [
+        f"{total_before} -> {total_after} nodes (constants folded)"
+    ]
