@@ -8,15 +8,20 @@ STAMP  := $(VENV)/.installed
 CLIENTS := .venv-clients
 CLIENTS_STAMP := $(CLIENTS)/.installed
 
-# The PP-OCR text-direction classifier ships inside this wheel (test fixture).
+# Real third-party models (test fixtures and the corpus), fetched from PyPI wheels, never committed:
+# PP-OCR's classifier, PP-OCRv4 detector and recogniser; Silero VAD's LSTM variants.
 RAPIDOCR_WHEEL := rapidocr-onnxruntime==1.4.4
-PPOCR_CLS      := $(CACHE)/models/ch_ppocr_mobile_v2.0_cls_infer.onnx
+SILERO_WHEEL   := silero-vad==6.2.3
+MODELS         := $(CACHE)/models
+PPOCR_CLS      := $(MODELS)/ch_ppocr_mobile_v2.0_cls_infer.onnx
+CORPUS_MODELS  := $(MODELS)/.corpus-rapidocr-1.4.4-silero-6.2.3
+export EDGEPACK_MODELS := $(MODELS)
 
 # The emulated device's host tools (Debian packages).
 EMULATOR_TOOLS := qemu-user-static proot mmdebstrap iproute2
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install demo test test-fast bench fixtures wheels emulator-tools device promtool clean
+.PHONY: install demo test test-fast bench corpus corpus-models fixtures wheels emulator-tools device promtool clean
 
 install: $(STAMP)
 
@@ -38,10 +43,20 @@ promtool:
 	@command -v promtool >/dev/null || { $(SUDO) apt-get update -qq && \
 	  $(SUDO) DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus; }
 
-fixtures: $(PPOCR_CLS)
+fixtures: $(PPOCR_CLS) $(CORPUS_MODELS)
+
+corpus-models: $(CORPUS_MODELS)
+
+$(CORPUS_MODELS): $(PPOCR_CLS)
+	$(PY) -m pip download --quiet --no-deps --dest $(CACHE)/downloads $(SILERO_WHEEL)
+	$(PY) -m zipfile -e $(CACHE)/downloads/silero_vad-6.2.3-py3-none-any.whl $(CACHE)/downloads/silero
+	cp $(CACHE)/downloads/rapidocr/rapidocr_onnxruntime/models/ch_PP-OCRv4_det_infer.onnx \
+	   $(CACHE)/downloads/rapidocr/rapidocr_onnxruntime/models/ch_PP-OCRv4_rec_infer.onnx $(MODELS)/
+	cp $(CACHE)/downloads/silero/silero_vad/data/*.onnx $(MODELS)/
+	touch $@
 
 $(PPOCR_CLS): | $(STAMP)
-	mkdir -p $(CACHE)/downloads $(CACHE)/models
+	mkdir -p $(CACHE)/downloads $(MODELS)
 	$(PY) -m pip download --quiet --no-deps --dest $(CACHE)/downloads $(RAPIDOCR_WHEEL)
 	$(PY) -m zipfile -e $(CACHE)/downloads/rapidocr_onnxruntime-1.4.4-py3-none-any.whl $(CACHE)/downloads/rapidocr
 	cp $(CACHE)/downloads/rapidocr/rapidocr_onnxruntime/models/ch_ppocr_mobile_v2.0_cls_infer.onnx $@
@@ -62,14 +77,18 @@ device: wheels emulator-tools
 demo: wheels
 	$(PY) examples/digits/demo.py
 
-test: $(STAMP) $(PPOCR_CLS) device $(CLIENTS_STAMP) promtool
+test: $(STAMP) $(PPOCR_CLS) $(CORPUS_MODELS) device $(CLIENTS_STAMP) promtool
 	EDGEPACK_PPOCR_CLS=$(PPOCR_CLS) EDGEPACK_CLIENTS_PYTHON=$(CLIENTS)/bin/python $(PY) -m pytest
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -m "not slow and not emulated"
 
-bench: $(STAMP) $(PPOCR_CLS)
+bench: $(STAMP) $(PPOCR_CLS) corpus
 	EDGEPACK_PPOCR_CLS=$(PPOCR_CLS) $(PY) benchmarks/bench.py
+
+# Every corpus model built and run through edge-run; one table.
+corpus: $(STAMP) $(CORPUS_MODELS)
+	$(PY) benchmarks/corpus.py
 
 clean:
 	rm -rf $(VENV) $(CLIENTS) build dist .pytest_cache

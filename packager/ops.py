@@ -15,6 +15,12 @@ import numpy as np
 FLOAT_KINDS = ("float16", "float32", "float64", "bfloat16")
 
 
+def _short(name: str, limit: int = 100) -> str:
+    """The converter joins fused tensors' names with ';' (thousands of characters): keep the first."""
+    first = name.split(";")[0]
+    return first if len(first) <= limit else first[:limit - 3] + "..."
+
+
 def op_report(tflite: bytes) -> dict:
     """{"total", "counts": {op: {dtype: n}}, "float_ops": [{index, type, output}]}."""
     from ai_edge_litert.interpreter import Interpreter, OpResolverType
@@ -47,7 +53,7 @@ def op_report(tflite: bytes) -> dict:
             continue
         if any(dtype(i) in FLOAT_KINDS for i in ins + outs):
             float_ops.append(
-                {"index": int(op["index"]), "type": name, "output": tensors[outs[0]]["name"] if outs else ""}
+                {"index": int(op["index"]), "type": name, "output": _short(tensors[outs[0]]["name"]) if outs else ""}
             )
     return {
         "total": len(ops),

@@ -78,4 +78,8 @@ STRATEGIES: tuple[Strategy, ...] = (
              _has_recurrent, _unroll, _base),
     Strategy("onnx2tf-keep-shapes", "onnx2tf keeping every input in its ONNX layout", _always, None, _keep_shapes),
     Strategy("onnx2tf-no-strict", "onnx2tf with its strict layout correction off", _always, None, _no_strict),
+    Strategy("onnx2tf-unrolled-keep-shapes", "recurrent layers unrolled, inputs kept in their ONNX layout",
+             _has_recurrent, _unroll, _keep_shapes),
+    Strategy("onnx2tf-unrolled-no-strict", "recurrent layers unrolled, strict layout correction off",
+             _has_recurrent, _unroll, _no_strict),
 )
