@@ -123,7 +123,8 @@ def build(opts: BuildOptions, say: Callable[[int, str], None] = _say) -> BuildRe
 
             say(4, "preparing the graph (constants folded, pre-quantized ops back to float)")
             prepared = copy.deepcopy(fixed)
-            preparation = prepare(prepared, calib)
+            with captured_output(show=opts.verbose):  # onnxsim's warnings
+                preparation = prepare(prepared, calib)
             _show_preparation(preparation)
 
             say(5, "converting to a float model and checking it against onnxruntime")
