@@ -6,6 +6,9 @@ shape-fixed ONNX graph in place and says what it changed:
   dequantize   pre-quantized ONNX (onnxruntime's dynamic, QOperator and QDQ
                forms) back to float with dequantized weights, so that our own
                calibration quantizes it properly;
+  functions    ops the converter has no handler for, that ONNX defines as
+               functions of simpler ops (GroupNormalization, RMSNormalization,
+               Attention, Swish, CastLike...), expanded into those ops;
   simplify     constants folded and static shapes propagated (onnxsim), so
                ``Shape``/``Range``/``Gather`` chains with static answers go;
   branches     ``If`` nodes whose condition is now a constant replaced by the
@@ -51,6 +54,12 @@ def _dequantize(proto) -> list[str]:
     return dequantize.run(proto)
 
 
+def _functions(proto) -> list[str]:
+    from . import functions
+
+    return functions.run(proto)
+
+
 def _simplify(proto) -> list[str]:
     from . import simplify
 
@@ -74,6 +83,7 @@ def _layout_hints(proto) -> list[str]:
 
 PASSES: tuple[Pass, ...] = (
     Pass("dequantize", _dequantize, exact=False),
+    Pass("functions", _functions, exact=True),
     Pass("simplify", _simplify, exact=True),
     Pass("branches", _branches, exact=True),
     Pass("layout_hints", _layout_hints, exact=True),  # last: after every onnxsim run
