@@ -16,7 +16,11 @@ shape-fixed ONNX graph in place and says what it changed:
   layout_hints rank-3..5 ``Constant`` nodes (what onnxsim folds e.g. a
                detector's anchor grid into) made initializers: onnx2tf
                transposes Constant nodes to channels-last blindly, which
-               breaks heads whose 3-D tensors stay in ONNX order.
+               breaks heads whose 3-D tensors stay in ONNX order;
+  slice_axes   a Slice over several axes split into one-axis Slices with
+               explicit, clamped bounds: onnx2tf moves the axes channels-last
+               but fills in their bounds in the old order (the STFT-as-Conv1d
+               front ends of audio models).
 
 The prepared graph must still be the user's model: it is run in onnxruntime
 on the user's own samples beside the original, and a pass whose result no
@@ -75,6 +79,12 @@ def _branches(proto) -> list[str]:
     return changes
 
 
+def _slice_axes(proto) -> list[str]:
+    from . import slice_axes
+
+    return slice_axes.run(proto)
+
+
 def _layout_hints(proto) -> list[str]:
     from . import layout_hints
 
@@ -86,7 +96,8 @@ PASSES: tuple[Pass, ...] = (
     Pass("functions", _functions, exact=True),
     Pass("simplify", _simplify, exact=True),
     Pass("branches", _branches, exact=True),
-    Pass("layout_hints", _layout_hints, exact=True),  # last: after every onnxsim run
+    Pass("layout_hints", _layout_hints, exact=True),  # after every onnxsim run: it makes such Constants
+    Pass("slice_axes", _slice_axes, exact=True),  # after every onnxsim run: onnxsim merges the Slices again
 )
 
 
