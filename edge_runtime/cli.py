@@ -139,6 +139,13 @@ def describe(manifest: dict) -> str:
                 f"{kind[:-1]:<10} {s['name']} {s['shape']} {s['dtype']} -> tflite {s['tflite_shape']} "
                 f"{s['tflite_dtype']} perm {s['permutation']}{q}"
             )
+    for f in manifest.get("fixed_inputs", []):
+        lines.append(f"fixed      {f['name']} {f['shape']} {f['dtype']} = {f['value']} (set when built; no other value)")
+    if "conversion" in manifest:
+        changes = manifest.get("preparation", {}).get("changes", [])
+        lines.append(f"converted  by strategy {manifest['conversion']['strategy']} "
+                     f"({len(manifest['conversion']['attempts'])} tried); graph preparation: {len(changes)} change(s)")
+        lines.extend(f"           {c}" for c in changes)
     fid = manifest.get("fidelity", {})
     if fid:
         lines.append(f"fidelity   on {fid.get('samples')} held-out samples, float ONNX vs int8:")

@@ -30,6 +30,21 @@ class Model:
     def name(self) -> str:
         return self.manifest["name"]
 
+    def _drop_fixed(self, feeds: dict) -> dict:
+        """Inputs fixed at build time may be given, but only with the value the bundle was built for."""
+        fixed = {f["name"]: f for f in self.manifest.get("fixed_inputs", [])}
+        for name in set(feeds) & set(fixed):
+            want = np.asarray(fixed[name]["value"])
+            got = np.asarray(feeds[name])
+            if got.size == 0 or not np.all(got.reshape(-1, want.size) == want.reshape(-1)):
+                raise UserError(
+                    f"input '{name}' was fixed at {want.tolist()} when this bundle was built; "
+                    f"found {got.reshape(-1)[:4].tolist()}",
+                    f"leave '{name}' out or give {want.tolist()}; for another value, build a bundle "
+                    "from calibration samples that hold it",
+                )
+        return {k: v for k, v in feeds.items() if k not in fixed}
+
     def _check_names(self, feeds: dict) -> None:
         expected = [s["name"] for s in self.inputs]
         missing = [n for n in expected if n not in feeds]
@@ -63,6 +78,7 @@ class Model:
             {ONNX output name: float array in the ONNX layout}; for N
             samples, outputs are joined the same way the inputs were.
         """
+        feeds = self._drop_fixed(feeds)
         self._check_names(feeds)
         if raw:
             tensors = [raw_to_tflite(np.asarray(feeds[s["name"]]), s) for s in self.inputs]

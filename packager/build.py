@@ -26,6 +26,7 @@ from .fidelity import check_min_cosine, format_table, measure
 from .layout import map_tensors
 from .onnx_model import load_onnx
 from .prepare import prepare
+from .prepare.config_inputs import constant_config_inputs, freeze
 from .ops import op_report
 from .profiles import load_profile
 from .quantize import IO_DTYPES, quantize
@@ -99,7 +100,9 @@ def build(opts: BuildOptions, say: Callable[[int, str], None] = _say) -> BuildRe
     model = load_onnx(opts.model)
     shapes = resolve_shapes(model.inputs, overrides)
     fixed = fix_shapes(model, shapes)
-    reference = Reference(fixed)
+    # The user's own model, as they ran it: some only load in onnxruntime with
+    # dynamic shapes (branches never taken that fit no static shape).
+    reference = Reference(model.proto)
 
     say(2, f"reading calibration data from {opts.calibration}")
     if opts.calibration == "random":
@@ -123,12 +126,16 @@ def build(opts: BuildOptions, say: Callable[[int, str], None] = _say) -> BuildRe
 
             say(4, "preparing the graph (constants folded, pre-quantized ops back to float)")
             prepared = copy.deepcopy(fixed)
+            frozen = constant_config_inputs(prepared, model.inputs, calib, holdout)
+            frozen_notes = freeze(prepared, frozen)
             with captured_output(show=opts.verbose):  # onnxsim's warnings
-                preparation = prepare(prepared, calib)
+                preparation = prepare(prepared, calib, reference=reference.outputs)
+            preparation.changes[:0] = [f"config_inputs: {n}" for n in frozen_notes]
             _show_preparation(preparation)
 
             say(5, "converting to a float model and checking it against onnxruntime")
-            conversion = _convert(prepared, work, model, shapes, calib, reference, opts)
+            live_inputs = [s for s in model.inputs if s.name not in frozen]
+            conversion = _convert(prepared, work, model, live_inputs, shapes, calib, reference, opts)
 
             say(6, f"quantizing to full integer ({'per-tensor' if opts.per_tensor else 'per-channel'}, "
                    f"{io_dtype} I/O) on {len(next(iter(calib.values())))} samples")
@@ -144,6 +151,10 @@ def build(opts: BuildOptions, say: Callable[[int, str], None] = _say) -> BuildRe
             stage_files(stage, profile.arch, profile.os["python"], packages)
             manifest = _manifest(opts, name, profile, model, io_dtype, q, calib, holdout,
                                  preparation, conversion, packages)
+            manifest["fixed_inputs"] = [
+                {"name": s.name, "shape": shapes[s.name], "dtype": s.dtype, "value": frozen[s.name].tolist()}
+                for s in model.inputs if s.name in frozen
+            ]
 
             say(7, f"measuring int8 fidelity on {len(next(iter(holdout.values())))} held-out samples")
             with captured_output(show=opts.verbose):
@@ -197,10 +208,10 @@ def _show_preparation(preparation) -> None:
         print(f"      prepared graph vs original in onnxruntime: worst cosine {worst:.6f}", file=sys.stderr, flush=True)
 
 
-def _convert(prepared, work: Path, model, shapes, calib, reference, opts: BuildOptions):
+def _convert(prepared, work: Path, model, inputs, shapes, calib, reference, opts: BuildOptions):
     def check(saved_model):
         with captured_output(show=opts.verbose):
-            return map_tensors(saved_model, model.inputs, model.outputs, shapes, calib, reference)
+            return map_tensors(saved_model, inputs, model.outputs, shapes, calib, reference)
 
     def progress(text: str) -> None:
         print(f"      {text}", file=sys.stderr, flush=True)

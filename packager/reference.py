@@ -15,6 +15,7 @@ class Reference:
     """An onnxruntime session on the shape-fixed ONNX model."""
 
     def __init__(self, proto):
+        self.input_names: list[str] = []
         import onnxruntime as ort
 
         options = ort.SessionOptions()
@@ -29,10 +30,11 @@ class Reference:
                 "the model must run in onnxruntime before it can be converted; check the export",
             ) from None
         self.output_names = [o.name for o in self.session.get_outputs()]
+        self.input_names = [i.name for i in self.session.get_inputs()]
 
     def run(self, samples: dict[str, np.ndarray], index: int) -> dict[str, np.ndarray]:
         """Outputs for sample ``index`` of (N, *shape) arrays."""
-        feeds = {name: arr[index] for name, arr in samples.items()}
+        feeds = {name: np.asarray(samples[name][index]) for name in self.input_names}
         try:
             values = self.session.run(self.output_names, feeds)
         except Exception as exc:
@@ -41,3 +43,8 @@ class Reference:
                 "check that the samples are what the model takes",
             ) from None
         return dict(zip(self.output_names, values))
+
+    def outputs(self, samples: dict[str, np.ndarray], count: int) -> list[list[np.ndarray]]:
+        """The outputs (in model order) of the first ``count`` samples."""
+        runs = [self.run(samples, i) for i in range(count)]
+        return [[run[name] for name in self.output_names] for run in runs]

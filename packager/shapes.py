@@ -102,6 +102,15 @@ def resolve_shapes(inputs: list[TensorSpec], overrides: dict[str, list[int]]) ->
     return resolved
 
 
+def _graphs(graph):
+    """The graph and every subgraph inside it (If branches, Loop bodies), depth first."""
+    yield graph
+    for node in graph.node:
+        for attr in node.attribute:
+            for sub in ([attr.g] if attr.HasField("g") else []) + list(attr.graphs):
+                yield from _graphs(sub)
+
+
 def fix_shapes(model: OnnxModel, shapes: dict[str, list[int]]):
     """A copy of the model's proto with static input shapes and re-inferred
     inner and output shapes."""
@@ -115,11 +124,13 @@ def fix_shapes(model: OnnxModel, shapes: dict[str, list[int]]):
             dim.Clear()
             dim.dim_value = size
     # Stale inner/output shapes (often written for batch 'N') would clash
-    # with the fixed inputs; let shape inference recompute them.
-    del proto.graph.value_info[:]
-    for vi in proto.graph.output:
-        for dim in vi.type.tensor_type.shape.dim:
-            dim.Clear()
+    # with the fixed inputs; let shape inference recompute them. Branches of
+    # If/Loop nodes carry their own (Silero VAD's do: onnxruntime refuses them).
+    for graph in _graphs(proto.graph):
+        del graph.value_info[:]
+        for vi in graph.output:
+            for dim in vi.type.tensor_type.shape.dim:
+                dim.Clear()
     try:
         return onnx.shape_inference.infer_shapes(proto, strict_mode=True)
     except Exception as exc:  # onnx raises InferenceError, but also others

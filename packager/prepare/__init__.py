@@ -94,8 +94,8 @@ def _layout_hints(proto) -> list[str]:
 PASSES: tuple[Pass, ...] = (
     Pass("dequantize", _dequantize, exact=False),
     Pass("functions", _functions, exact=True),
+    Pass("branches", _branches, exact=True),  # before simplify: onnxsim needs a graph onnxruntime loads
     Pass("simplify", _simplify, exact=True),
-    Pass("branches", _branches, exact=True),
     Pass("layout_hints", _layout_hints, exact=True),  # after every onnxsim run: it makes such Constants
     Pass("slice_axes", _slice_axes, exact=True),  # after every onnxsim run: onnxsim merges the Slices again
 )
@@ -117,7 +117,7 @@ class Preparation:
 
 def _outputs(session, samples: dict[str, np.ndarray], count: int) -> list[list[np.ndarray]]:
     names = [i.name for i in session.get_inputs()]
-    return [session.run(None, {n: samples[n][i] for n in names}) for i in range(count)]
+    return [session.run(None, {n: np.asarray(samples[n][i]) for n in names}) for i in range(count)]
 
 
 def _session(proto):
@@ -137,13 +137,16 @@ def _cosines(before: list, after: list, output_names: list[str]) -> dict[str, fl
     }
 
 
-def prepare(proto, samples: dict[str, np.ndarray], passes: tuple[Pass, ...] = PASSES) -> Preparation:
+def prepare(proto, samples: dict[str, np.ndarray], passes: tuple[Pass, ...] = PASSES,
+            reference: Callable | None = None) -> Preparation:
     """Run every pass on ``proto`` (shape-fixed, edited in place) and check it.
 
     Args:
         proto: the shape-fixed ONNX model; replaced in place by the prepared one.
         samples: calibration samples, (N, *shape) per input, ONNX layout.
         passes: the pass table (tests give their own).
+        reference: (samples, count) -> [[output arrays] per sample], the
+            user's original model; default: ``proto`` itself in onnxruntime.
 
     Raises:
         UserError: a pass failed, or its result no longer matches the model.
@@ -154,7 +157,7 @@ def prepare(proto, samples: dict[str, np.ndarray], passes: tuple[Pass, ...] = PA
     nodes_before = len(proto.graph.node)
     output_names = [o.name for o in proto.graph.output]
     count = min(CHECK_SAMPLES, len(next(iter(samples.values()))))
-    original = previous = _outputs(_session(proto), samples, count)
+    original = previous = (reference or (lambda s, n: _outputs(_session(proto), s, n)))(samples, count)
     changes: list[str] = []
     scores = {name: 1.0 for name in output_names}
     for step in passes:

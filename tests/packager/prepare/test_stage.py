@@ -18,7 +18,8 @@ def test_if_with_a_static_condition_is_replaced_by_its_branch(tmp_path):
     proto = onnx.load(str(switch_on_rate(tmp_path / "switch.onnx")))
     report = prepare(proto, _samples([1, 8]))
     assert not any(n.op_type == "If" for n in proto.graph.node)
-    assert any("If x1" in c for c in report.changes)  # onnxsim folds it
+    # Equal(16000, 16000) evaluated by the branches pass itself, before onnxsim
+    assert report.changes[0] == "branches: 1 If node(s) with a constant condition replaced by the branch taken (then)"
     assert report.cosine["y"] > 0.9999
     _assert_then_branch(proto)
 
