@@ -25,205 +25,15 @@ change the model's interface.
 from __future__ import annotations
 
 import collections
-import itertools
 
 import numpy as np
 
 from edge_runtime.errors import UserError
 
-_MS = "com.microsoft"
-_STD = ("", "ai.onnx")
-_QDQ = ("QuantizeLinear", "DequantizeLinear")
-_INTEGER_OPS = {"MatMulInteger", "ConvInteger", "DynamicQuantizeLinear", "QLinearConv", "QLinearMatMul"}
-_MS_QUANTIZED = ("QLinear", "QGemm", "QAttention", "QEmbed", "QOrdered", "QMoE", "MatMulNBits")
-# float op, quantized inputs as (q, scale, zero point[, weight axis]) or ("raw", i) or ("bias", i, scale_a,
-# scale_b), and the output's (scale, zero point) inputs
-_QLINEAR = {
-    "QLinearConv": ("Conv", [(0, 1, 2), (3, 4, 5, 0), ("bias", 8, 1, 4)], (6, 7)),
-    "QLinearMatMul": ("MatMul", [(0, 1, 2), (3, 4, 5, -1)], (6, 7)),
-    "QGemm": ("Gemm", [(0, 1, 2), (3, 4, 5, "transB"), ("bias", 6, 1, 4)], (7, 8)),
-    "QLinearAdd": ("Add", [(0, 1, 2), (3, 4, 5)], (6, 7)),
-    "QLinearMul": ("Mul", [(0, 1, 2), (3, 4, 5)], (6, 7)),
-    "QLinearWhere": ("Where", [("raw", 0), (1, 2, 3), (4, 5, 6)], (7, 8)),
-    "QLinearConcat": ("Concat", None, (0, 1)),
-    **{f"QLinear{op}": (op, [(0, 1, 2)], (3, 4)) for op in (
-        "Sigmoid", "LeakyRelu", "Softmax", "AveragePool", "GlobalAveragePool", "ReduceMean")},
-}
-# ops onnxruntime runs on 8-bit tensors as they are: which outputs carry the input's quantization
-_DIRECT = {op: (0,) for op in (
-    "MaxPool", "GlobalMaxPool", "Reshape", "Squeeze", "Unsqueeze", "Flatten", "Transpose", "Pad", "Resize", "Gather",
-    "GatherElements", "GatherND", "Slice", "Identity", "DepthToSpace", "SpaceToDepth", "Expand", "Tile", "TopK",
-    "ReduceMax", "ReduceMin")}
-_DIRECT.update({"ArgMax": (), "ArgMin": (), "Split": tuple(range(64))})
-_NONNEG = {"Relu", "Sigmoid", "Softmax", "Exp", "Abs", "Sqrt", "Softplus", "HardSigmoid"}
-_SIGN_KEEPING = {"MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool", "Reshape", "Transpose", "Flatten",
-                 "Squeeze", "Unsqueeze", "Slice", "Split", "Resize", "Identity", "Concat", "DepthToSpace"}
-
-
-def _is_quantized(node) -> bool:
-    if node.domain in _STD:
-        return node.op_type in _INTEGER_OPS
-    return node.domain == _MS and (node.op_type.startswith(_MS_QUANTIZED) or "Quant" in node.op_type
-                                   or "Integer" in node.op_type)
-
-
-def _walk(graph):
-    """Every node of ``graph``, inside If/Loop/Scan bodies too."""
-    for node in graph.node:
-        yield node
-        for attr in node.attribute:
-            for sub in [attr.g] if attr.HasField("g") else list(attr.graphs):
-                yield from _walk(sub)
-
-
-def _attrs(node, skip=()) -> dict:
-    from onnx import helper
-
-    return {a.name: helper.get_attribute_value(a) for a in node.attribute if a.name not in skip}
-
-
-def _along(v, ndim: int, axis: int) -> np.ndarray:
-    """A scale or zero point shaped to broadcast along ``axis`` of an ``ndim`` tensor."""
-    v = np.asarray(v)
-    if v.size == 1:
-        return v.reshape(())
-    shape = [1] * ndim
-    shape[axis % ndim] = -1
-    return v.reshape(shape)
-
-
-def _dequantize(q, scale, zp=None, axis=1, block=0) -> np.ndarray:
-    scale = np.asarray(scale)
-    if block and scale.ndim == q.ndim:  # blocked: one scale per ``block`` values along ``axis``
-        scale = np.repeat(scale, block, axis)[tuple(slice(0, d) for d in q.shape)]
-        zp = None if zp is None else np.repeat(zp, block, axis)[tuple(slice(0, d) for d in q.shape)]
-    else:
-        scale = _along(scale, q.ndim, axis)
-        zp = None if zp is None else _along(zp, q.ndim, axis)
-    centred = q.astype(np.int64) - (0 if zp is None else zp.astype(np.int64))
-    return (centred.astype(scale.dtype) * scale).astype(scale.dtype)
-
-
-def _quantize(x, scale, zp, axis, dtype) -> np.ndarray:
-    zp = np.zeros((), dtype) if zp is None else zp
-    info = np.iinfo(zp.dtype)
-    q = np.rint(x / _along(scale, x.ndim, axis)) + _along(zp, x.ndim, axis).astype(np.float64)
-    return np.clip(q, info.min, info.max).astype(zp.dtype)
-
-
-class _Graph:
-    """The main graph's node list plus the lookups every rewrite needs."""
-
-    def __init__(self, proto):
-        from onnx import numpy_helper
-
-        self.proto, self.graph = proto, proto.graph
-        self.opset = next((o.version for o in proto.opset_import if o.domain in _STD), 1)
-        self.const = {i.name: numpy_helper.to_array(i) for i in self.graph.initializer}
-        for node in self.graph.node:
-            if node.op_type == "Constant" and node.attribute and node.attribute[0].name == "value":
-                self.const[node.output[0]] = numpy_helper.to_array(node.attribute[0].t)
-        self.rank = {v.name: len(v.type.tensor_type.shape.dim)
-                     for v in itertools.chain(self.graph.input, self.graph.value_info, self.graph.output)
-                     if v.type.tensor_type.HasField("shape")}
-        self.inputs = {i.name for i in self.graph.input}
-        self.outputs = {o.name for o in self.graph.output}
-        self.nodes = list(self.graph.node)
-        self.names = {n for node in self.nodes for n in itertools.chain(node.input, node.output)} | set(self.const)
-        self.alias: dict[str, str] = {}
-        self.counts: collections.Counter = collections.Counter()
-        self.index()
-
-    def index(self):
-        """Recompute producer/consumer maps after the node list changed."""
-        self.producer, self.consumers = {}, collections.defaultdict(list)
-        for node in self.nodes:
-            self.producer.update((name, node) for name in node.output)
-            for name in node.input:
-                self.consumers[name].append(node)
-
-    def fresh(self, base: str) -> str:
-        name, k = base, 0
-        while name in self.names:
-            k += 1
-            name = f"{base}_{k}"
-        self.names.add(name)
-        return name
-
-    def add_const(self, base: str, value: np.ndarray, exact: bool = False) -> str:
-        from onnx import numpy_helper
-
-        name = base if exact else self.fresh(base)
-        self.graph.initializer.append(numpy_helper.from_array(np.asarray(value), name))
-        self.const[name] = np.asarray(value)
-        return name
-
-    @staticmethod
-    def node(op, inputs, outputs, **attrs):
-        from onnx import helper
-
-        return helper.make_node(op, list(inputs), list(outputs), **attrs)
-
-    def only_consumer(self, name: str, op: str):
-        users = self.consumers.get(name, [])
-        ok = len(users) == 1 and users[0].op_type == op and name not in self.outputs
-        return users[0] if ok else None
-
-    def params(self, node) -> tuple[str, str] | None:
-        """(scale, zero point) of a Q/DQ node when constant and per tensor."""
-        scale, zp = node.input[1], node.input[2] if len(node.input) > 2 else ""
-        ok = scale in self.const and self.const[scale].size == 1 and (not zp or zp in self.const)
-        return (scale, zp) if ok else None
-
-    def same(self, a, b) -> bool:
-        zero = np.zeros((), np.uint8)
-        za, zb = self.const.get(a[1], zero), self.const.get(b[1], zero)
-        return bool(np.array_equal(self.const[a[0]], self.const[b[0]]) and np.array_equal(za, zb)
-                    and za.dtype == zb.dtype)
-
-    def float_of(self, q: str, scale: str, zp: str, out: list, axis=None) -> str:
-        """A float tensor for quantized ``q``: a folded initializer if constant, else a DequantizeLinear."""
-        if q in self.const and scale in self.const and (not zp or zp in self.const):
-            value = self.const[q]
-            return self.add_const(q + "_float", _dequantize(value, self.const[scale], self.const.get(zp),
-                                                            (axis if axis is not None else 1) % max(value.ndim, 1)))
-        name = self.fresh(q + "_dequantized")
-        out.append(self.node("DequantizeLinear", [q, scale, zp] if zp else [q, scale], [name]))
-        return name
-
-    def rewrite(self, replace: dict, drop: set) -> None:
-        """Swap nodes (by id) for their replacements and drop others, keeping the order."""
-        out = []
-        for node in self.nodes:
-            if id(node) in replace:
-                out.extend(replace[id(node)])
-            elif id(node) not in drop:
-                out.append(node)
-        self.nodes = out
-        self.index()
-
-    def apply_alias(self) -> None:
-        """Point every use of a removed tensor at its replacement (an Identity keeps output names)."""
-        def final(name):
-            while name in self.alias:
-                name = self.alias[name]
-            return name
-
-        def rename(nodes):
-            for node in nodes:
-                node.input[:] = [final(n) for n in node.input]
-                for attr in node.attribute:
-                    for sub in [attr.g] if attr.HasField("g") else list(attr.graphs):
-                        rename(sub.node)
-
-        rename(self.nodes)
-        self.nodes.extend(self.node("Identity", [final(o)], [o]) for o in self.outputs if o in self.alias)
-        self.alias.clear()
-        self.index()
-
-
-# --- dynamic quantization ------------------------------------------------------------------------------
-
+from .quantized_graph import (
+    DIRECT, MS_DOMAIN, NONNEG, QDQ_OPS, QLINEAR, SIGN_KEEPING, STD_DOMAINS,
+    QuantizedGraph, along, attributes, dequantize_array, is_quantized, quantize_array, walk_graphs,
+)
 
 def _integer_weight(op: str, q, zp, scale):
     """Float weight of a MatMulInteger (per column) or ConvInteger (per output channel) constant."""
@@ -233,12 +43,12 @@ def _integer_weight(op: str, q, zp, scale):
         padded = (1,) * (q.ndim - scale.ndim) + scale.shape
         if scale.size > 1 and padded != (1, q.shape[0]) + (1,) * (q.ndim - 2):
             return None  # the scale would not broadcast over output channels
-        scale, zp = _along(scale, q.ndim, 0), _along(zp, q.ndim, 0)
+        scale, zp = along(scale, q.ndim, 0), along(zp, q.ndim, 0)
     weight = (q.astype(np.int64) - zp.astype(np.int64)).astype(np.float32) * scale
     return weight.astype(np.float32) if weight.shape == q.shape else None
 
 
-def _integer_operand(g: _Graph, q: str, zp: str) -> tuple:
+def _integer_operand(g: QuantizedGraph, q: str, zp: str) -> tuple:
     """How a MatMulInteger/ConvInteger input was quantized: ("dynamic", x, scale), ("const", q, zp) or
     ("static", q, zp) for an 8-bit activation with a constant zero point (e.g. a Gather of an 8-bit table)."""
     source = g.producer.get(q)
@@ -249,7 +59,7 @@ def _integer_operand(g: _Graph, q: str, zp: str) -> tuple:
     return ("const", g.const[q], g.const.get(zp)) if q in g.const else ("static", q, zp)
 
 
-def _integer_float(g: _Graph, op: str, operand: tuple, scale: str, pre: list) -> str | None:
+def _integer_float(g: QuantizedGraph, op: str, operand: tuple, scale: str, pre: list) -> str | None:
     """The float tensor an integer op's input stands for, given the scale the output Mul applies to it."""
     kind, value, extra = operand  # extra: the DynamicQuantizeLinear scale, else the zero point
     if kind == "dynamic":
@@ -262,12 +72,12 @@ def _integer_float(g: _Graph, op: str, operand: tuple, scale: str, pre: list) ->
     return None if weight is None else g.add_const("weight_float", weight)
 
 
-def _integer_chain(g: _Graph, node):
+def _integer_chain(g: QuantizedGraph, node):
     """``node -> Cast(float) -> Mul(S)`` with S = Mul(scale a, scale b): (nodes before, float a, float b, Mul, Cast)."""
     a = _integer_operand(g, node.input[0], node.input[2] if len(node.input) > 2 else "")
     b = _integer_operand(g, node.input[1], node.input[3] if len(node.input) > 3 else "")
     cast = g.only_consumer(node.output[0], "Cast")
-    if a[0] not in ("dynamic", "static") or b[0] == "none" or not cast or _attrs(cast).get("to") != 1:
+    if a[0] not in ("dynamic", "static") or b[0] == "none" or not cast or attributes(cast).get("to") != 1:
         return None
     mul = g.only_consumer(cast.output[0], "Mul")
     scales = mul and g.producer.get(mul.input[1] if mul.input[0] == cast.output[0] else mul.input[0])
@@ -286,7 +96,7 @@ def _integer_chain(g: _Graph, node):
     return None if fa is None or fb is None else (pre, fa, fb, mul, cast)
 
 
-def _lstm(g: _Graph, node) -> list | None:
+def _lstm(g: QuantizedGraph, node) -> list | None:
     """DynamicQuantizeLSTM -> LSTM: W [nd, in, 4h] / R [nd, h, 4h] int8 become [nd, 4h, in] / [nd, 4h, h]."""
     inputs = list(node.input) + [""] * (12 - len(node.input))
     weights = []
@@ -302,10 +112,10 @@ def _lstm(g: _Graph, node) -> list | None:
     lstm_inputs = [inputs[0], *weights, *inputs[3:8]]
     while not lstm_inputs[-1]:
         lstm_inputs.pop()
-    return [g.node("LSTM", lstm_inputs, node.output, name=node.name, **_attrs(node))]
+    return [g.node("LSTM", lstm_inputs, node.output, name=node.name, **attributes(node))]
 
 
-def _matmul_to_float(g: _Graph, node) -> list | None:
+def _matmul_to_float(g: QuantizedGraph, node) -> list | None:
     """DynamicQuantizeMatMul / MatMulIntegerToFloat -> MatMul (+ Add bias)."""
     inputs = list(node.input) + [""] * (7 - len(node.input))
     if node.op_type == "DynamicQuantizeMatMul":
@@ -328,23 +138,23 @@ def _matmul_to_float(g: _Graph, node) -> list | None:
     return [g.node("MatMul", [x, w], [mid]), g.node("Add", [mid, bias], node.output)]
 
 
-def _dynamic(g: _Graph) -> None:
+def _dynamic(g: QuantizedGraph) -> None:
     replace, drop = {}, set()
     for node in g.nodes:
         new = None
-        if node.op_type in ("MatMulInteger", "ConvInteger") and node.domain in _STD:
+        if node.op_type in ("MatMulInteger", "ConvInteger") and node.domain in STD_DOMAINS:
             match = _integer_chain(g, node)
             if match:
                 pre, x, w, mul, cast = match
                 new = pre + [g.node("MatMul" if node.op_type == "MatMulInteger" else "Conv", [x, w], mul.output,
-                                    **_attrs(node))]
+                                    **attributes(node))]
                 drop.update((id(cast), id(mul)))
-        elif node.domain == _MS and node.op_type == "DynamicQuantizeLSTM":
+        elif node.domain == MS_DOMAIN and node.op_type == "DynamicQuantizeLSTM":
             new = _lstm(g, node)
-        elif node.domain == _MS and node.op_type in ("DynamicQuantizeMatMul", "MatMulIntegerToFloat"):
+        elif node.domain == MS_DOMAIN and node.op_type in ("DynamicQuantizeMatMul", "MatMulIntegerToFloat"):
             new = _matmul_to_float(g, node)
         if new:
-            g.counts[f"{node.op_type} -> {'+'.join(n.op_type for n in new if n.op_type not in _QDQ)}"] += 1
+            g.counts[f"{node.op_type} -> {'+'.join(n.op_type for n in new if n.op_type not in QDQ_OPS)}"] += 1
             replace[id(node)] = new
     g.rewrite(replace, drop)
 
@@ -352,7 +162,7 @@ def _dynamic(g: _Graph) -> None:
 # --- QOperator expansion, ops on 8-bit tensors ---------------------------------------------------------
 
 
-def _float_attrs(g: _Graph, node, attrs: dict, pre: list, post: list, x: str, y: str) -> tuple[str, str] | None:
+def _float_attrs(g: QuantizedGraph, node, attrs: dict, pre: list, post: list, x: str, y: str) -> tuple[str, str] | None:
     """Attributes the contrib op has and the float op has not; None when they cannot be expressed."""
     if attrs.pop("channels_last", 0):  # NHWC in and out: transpose around the NCHW float op
         rank = g.rank.get(node.input[0]) or (len(attrs["kernel_shape"]) + 2 if "kernel_shape" in attrs else 0)
@@ -370,13 +180,13 @@ def _float_attrs(g: _Graph, node, attrs: dict, pre: list, post: list, x: str, y:
     return x, y
 
 
-def _expand(g: _Graph, node) -> list | None:
+def _expand(g: QuantizedGraph, node) -> list | None:
     """QLinearX -> DequantizeLinear(inputs) -> X -> QuantizeLinear, weights folded."""
-    op, spec, (ys, yzp) = _QLINEAR[node.op_type]
+    op, spec, (ys, yzp) = QLINEAR[node.op_type]
     inputs = list(node.input) + [""] * 10
     if spec is None:  # QLinearConcat: y_scale, y_zp, then (q, scale, zp) triplets
         spec = [(k, k + 1, k + 2) for k in range(2, len(node.input), 3)]
-    attrs = _attrs(node)
+    attrs = attributes(node)
     pre, post, float_inputs = [], [], []
     for item in spec:
         if item[0] == "raw":
@@ -408,42 +218,42 @@ def _expand(g: _Graph, node) -> list | None:
     return [*pre, g.node(op, float_inputs, [out], name=node.name, **attrs), *post]
 
 
-def _expand_qlinear(g: _Graph) -> None:
+def _expand_qlinear(g: QuantizedGraph) -> None:
     replace = {}
     for node in g.nodes:
-        if node.domain in (*_STD, _MS) and node.op_type in _QLINEAR:
+        if node.domain in (*STD_DOMAINS, MS_DOMAIN) and node.op_type in QLINEAR:
             new = _expand(g, node)
             if new:
-                g.counts[f"{node.op_type} -> {_QLINEAR[node.op_type][0]}"] += 1
+                g.counts[f"{node.op_type} -> {QLINEAR[node.op_type][0]}"] += 1
                 replace[id(node)] = new
     g.rewrite(replace, set())
 
 
-def _direct_params(g: _Graph, node):
+def _direct_params(g: QuantizedGraph, node):
     """The quantization of a direct op's 8-bit data input: from its Q producer, else from DQ consumers."""
     source = g.producer.get(node.input[0])
     if source is not None and source.op_type == "QuantizeLinear":
         return g.params(source)
     if source is not None or (node.input[0] not in g.const and node.input[0] not in g.inputs):
         return None
-    users = [u for k in _DIRECT[node.op_type] if k < len(node.output) for u in g.consumers.get(node.output[k], [])]
+    users = [u for k in DIRECT[node.op_type] if k < len(node.output) for u in g.consumers.get(node.output[k], [])]
     found = [g.params(u) if u.op_type == "DequantizeLinear" else None for u in users]
     ok = found and all(found) and all(g.same(found[0], p) for p in found[1:])
     return found[0] if ok else None
 
 
-def _direct_node(g: _Graph, node, params, drop: set) -> list | None:
-    inputs, attrs, new = list(node.input), _attrs(node), []
+def _direct_node(g: QuantizedGraph, node, params, drop: set) -> list | None:
+    inputs, attrs, new = list(node.input), attributes(node), []
     inputs[0] = g.float_of(inputs[0], *params, new)
     if node.op_type == "Pad":  # the pad value is a quantized integer too
         if len(inputs) > 2 and inputs[2]:
             if inputs[2] not in g.const:
                 return None
-            inputs[2] = g.add_const(inputs[2] + "_float", _dequantize(g.const[inputs[2]], *(
+            inputs[2] = g.add_const(inputs[2] + "_float", dequantize_array(g.const[inputs[2]], *(
                 g.const.get(p) for p in params)).astype(np.float32))
         elif "value" in attrs:
-            attrs["value"] = float(_dequantize(np.array(attrs["value"]), *(g.const.get(p) for p in params)))
-    quantized = [k for k in _DIRECT[node.op_type] if k < len(node.output) and node.output[k]]
+            attrs["value"] = float(dequantize_array(np.array(attrs["value"]), *(g.const.get(p) for p in params)))
+    quantized = [k for k in DIRECT[node.op_type] if k < len(node.output) and node.output[k]]
     outputs = [g.fresh(o + "_float") if k in quantized else o for k, o in enumerate(node.output)]
     new.append(g.node(node.op_type, inputs, outputs, **attrs))
     for k in quantized:
@@ -457,11 +267,11 @@ def _direct_node(g: _Graph, node, params, drop: set) -> list | None:
     return new
 
 
-def _direct(g: _Graph) -> bool:
+def _direct(g: QuantizedGraph) -> bool:
     """Ops that run on 8-bit tensors (MaxPool, Reshape, Gather, ...) moved into float between Q/DQ."""
     replace, drop = {}, set()
     for node in g.nodes:
-        params = _direct_params(g, node) if node.op_type in _DIRECT and node.domain in _STD else None
+        params = _direct_params(g, node) if node.op_type in DIRECT and node.domain in STD_DOMAINS else None
         new = params and _direct_node(g, node, params, drop)
         if new:
             g.counts[f"{node.op_type} on 8-bit tensors -> float"] += 1
@@ -474,24 +284,24 @@ def _direct(g: _Graph) -> bool:
 # --- constants and Q/DQ pairs --------------------------------------------------------------------------
 
 
-def _fold_constants(g: _Graph) -> None:
+def _fold_constants(g: QuantizedGraph) -> None:
     """DequantizeLinear (and QuantizeLinear) of constants computed into initializers."""
     from onnx import helper
 
     drop = set()
     for node in g.nodes:
-        if node.op_type not in _QDQ or not all(i in g.const for i in node.input if i):
+        if node.op_type not in QDQ_OPS or not all(i in g.const for i in node.input if i):
             continue
         x, scale, zp = (list(g.const.get(i) if i else None for i in node.input) + [None])[:3]
-        attrs = _attrs(node)
+        attrs = attributes(node)
         axis = attrs.get("axis", 1) % max(x.ndim, 1)
         if node.op_type == "DequantizeLinear":
-            value = _dequantize(x, scale, zp, axis, attrs.get("block_size", 0))
+            value = dequantize_array(x, scale, zp, axis, attrs.get("block_size", 0))
         elif attrs.get("block_size"):
             continue
         else:
             dtype = helper.tensor_dtype_to_np_dtype(attrs["output_dtype"]) if attrs.get("output_dtype") else np.uint8
-            value = _quantize(x.astype(np.float64), scale, zp, axis, dtype)
+            value = quantize_array(x.astype(np.float64), scale, zp, axis, dtype)
         if node.op_type == "DequantizeLinear" and attrs.get("output_dtype"):
             value = value.astype(helper.tensor_dtype_to_np_dtype(attrs["output_dtype"]))
         g.add_const(node.output[0], value, exact=True)
@@ -500,16 +310,16 @@ def _fold_constants(g: _Graph) -> None:
     g.rewrite({}, drop)
 
 
-def _nonneg(g: _Graph, name: str, depth: int = 8) -> bool:
+def _nonneg(g: QuantizedGraph, name: str, depth: int = 8) -> bool:
     """Whether ``name`` cannot be negative (so a restored Relu would do nothing)."""
     node = g.producer.get(name)
     if node is None or depth == 0:
         return False
-    if node.op_type in _NONNEG:
+    if node.op_type in NONNEG:
         return True
     if node.op_type == "Clip":
         low = node.input[1] if len(node.input) > 1 else ""
-        return bool(low in g.const and g.const[low] >= 0) or _attrs(node).get("min", -1.0) >= 0
+        return bool(low in g.const and g.const[low] >= 0) or attributes(node).get("min", -1.0) >= 0
     if node.op_type == "DequantizeLinear" and g.params(node):
         zp = g.const.get(node.input[2]) if len(node.input) > 2 else np.zeros((), np.uint8)
         return np.issubdtype(zp.dtype, np.integer) and int(zp) == np.iinfo(zp.dtype).min
@@ -517,10 +327,10 @@ def _nonneg(g: _Graph, name: str, depth: int = 8) -> bool:
         signs = [bool(np.all(g.const[i] >= 0)) if i in g.const else _nonneg(g, i, depth - 1) for i in node.input]
         return any(signs) if node.op_type == "Max" else all(signs)
     data = node.input if node.op_type == "Concat" else node.input[:1]
-    return node.op_type in _SIGN_KEEPING and all(_nonneg(g, d, depth - 1) for d in data)
+    return node.op_type in SIGN_KEEPING and all(_nonneg(g, d, depth - 1) for d in data)
 
 
-def _clamp(g: _Graph, q) -> list:
+def _clamp(g: QuantizedGraph, q) -> list:
     """A Relu (or Clip 0..6) for a QuantizeLinear whose range is one-sided, where the clamp matters."""
     params = g.params(q)
     x = q.input[0]
@@ -541,7 +351,7 @@ def _clamp(g: _Graph, q) -> list:
     return [g.node("Clip", [x, low, high], [out])]
 
 
-def _cancel_pairs(g: _Graph) -> None:
+def _cancel_pairs(g: QuantizedGraph) -> None:
     """QuantizeLinear -> DequantizeLinear on activations: the float tensor passes straight through."""
     drop, passed, replace = set(), {}, {}
     for node in g.nodes:
@@ -587,7 +397,7 @@ def _topological(nodes: list, available: set) -> list:
     return done
 
 
-def _finish(g: _Graph) -> None:
+def _finish(g: QuantizedGraph) -> None:
     """Dead nodes and unused initializers out, nodes in order, stale value_info gone."""
     needed, kept = set(g.outputs), []
     for node in reversed(_topological(g.nodes, g.inputs | set(g.const))):
@@ -604,8 +414,8 @@ def _finish(g: _Graph) -> None:
     g.graph.ClearField("input")
     g.graph.input.extend(kept_inputs)
     g.graph.ClearField("value_info")  # tensor types changed; the runner infers shapes again
-    if not any(n.domain == _MS for n in g.graph.node):
-        kept_opsets = [o for o in g.proto.opset_import if o.domain != _MS]
+    if not any(n.domain == MS_DOMAIN for n in g.graph.node):
+        kept_opsets = [o for o in g.proto.opset_import if o.domain != MS_DOMAIN]
         g.proto.ClearField("opset_import")
         g.proto.opset_import.extend(kept_opsets)
 
@@ -619,11 +429,11 @@ def run(proto) -> list[str]:
     Raises:
         UserError: quantized ops are left that this pass cannot turn back into float.
     """
-    if not any(_is_quantized(n) or n.op_type in _QDQ for n in _walk(proto.graph)):
+    if not any(is_quantized(n) or n.op_type in QDQ_OPS for n in walk_graphs(proto.graph)):
         return []
-    g = _Graph(proto)
+    g = QuantizedGraph(proto)
     for node in g.nodes:  # onnxruntime's contrib Q/DQ mean the standard ones for these types
-        if node.domain == _MS and node.op_type in _QDQ:
+        if node.domain == MS_DOMAIN and node.op_type in QDQ_OPS:
             node.domain = ""
     _dynamic(g)
     _expand_qlinear(g)
@@ -634,8 +444,8 @@ def run(proto) -> list[str]:
     _fold_constants(g)
     _cancel_pairs(g)
     _finish(g)
-    left = sorted({n.op_type for n in g.graph.node if _is_quantized(n)})
-    nested = sorted({n.op_type for n in _walk(g.graph) if _is_quantized(n)} - set(left))
+    left = sorted({n.op_type for n in g.graph.node if is_quantized(n)})
+    nested = sorted({n.op_type for n in walk_graphs(g.graph) if is_quantized(n)} - set(left))
     if left or nested:  # control-flow bodies are not rewritten: their names live in another scope
         where = [f"{', '.join(left)} left after dequantizing"] * bool(left) + [
             f"{', '.join(nested)} inside If/Loop bodies"] * bool(nested)
@@ -643,7 +453,7 @@ def run(proto) -> list[str]:
             f"the model's quantized ops cannot be turned back into float: {'; '.join(where)}",
             "export the float model (before onnxruntime quantization) instead; edgepack quantizes it itself")
     changes = [f"{what} x{n}" for what, n in g.counts.items() if n]
-    kept = collections.Counter(n.op_type for n in g.graph.node if n.op_type in _QDQ)
+    kept = collections.Counter(n.op_type for n in g.graph.node if n.op_type in QDQ_OPS)
     if kept:
         changes.append("kept at the model's integer inputs/outputs: "
                        + ", ".join(f"{op} x{n}" for op, n in sorted(kept.items())))
