@@ -60,8 +60,19 @@ def _unroll(proto) -> list[str]:
     return recurrent.run(proto)
 
 
+INTEGER_TYPES = (2, 3, 4, 5, 6, 7, 12, 13)  # onnx.TensorProto uint8..int64
+
+
+def _integer_layout_inputs(proto) -> list[str]:
+    """3-5-D integer inputs (ids): onnx2tf would move them channels-last like feature maps."""
+    initializers = {t.name for t in proto.graph.initializer}
+    return [i.name for i in proto.graph.input if i.name not in initializers
+            and i.type.tensor_type.elem_type in INTEGER_TYPES and len(i.type.tensor_type.shape.dim) >= 3]
+
+
 def _base(proto) -> dict:
-    return {"not_use_onnxsim": True}
+    keep = _integer_layout_inputs(proto)
+    return {"not_use_onnxsim": True, **({"keep_shape_absolutely_input_names": keep} if keep else {})}
 
 
 def _keep_shapes(proto) -> dict:

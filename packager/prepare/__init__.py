@@ -17,10 +17,15 @@ shape-fixed ONNX graph in place and says what it changed:
                detector's anchor grid into) made initializers: onnx2tf
                transposes Constant nodes to channels-last blindly, which
                breaks heads whose 3-D tensors stay in ONNX order;
+  erf          Erf (exact GELU) in its tanh form, max error 3.6e-4: TFLite
+               has no Erf kernel, so such encoders never became int8;
   slice_axes   a Slice over several axes split into one-axis Slices with
                explicit, clamped bounds: onnx2tf moves the axes channels-last
                but fills in their bounds in the old order (the STFT-as-Conv1d
-               front ends of audio models).
+               front ends of audio models);
+  integer_inputs  id models whose sequence length equals the embedding
+               width: onnx2tf cannot tell [1, n, n] token tensors from
+               channels-last ones; an exact identity MatMul pins them.
 
 The prepared graph must still be the user's model: it is run in onnxruntime
 on the user's own samples beside the original, and a pass whose result no
@@ -37,9 +42,10 @@ import numpy as np
 
 from edge_runtime.errors import UserError
 
-# Exact rewrites must reproduce the model to rounding; turning int8 weights back
-# into float removes the original's own activation rounding, so it may differ
-# by that much (the original is itself an approximation of the float model).
+# Exact rewrites must reproduce the model to rounding. Turning int8 weights back
+# into float removes the original's own activation rounding (the original is
+# itself an approximation of the float model), and the Erf rewrite is an
+# approximation: those may differ by that much.
 EXACT_COSINE = 0.9999
 DEQUANTIZED_COSINE = 0.99
 CHECK_SAMPLES = 4
@@ -79,10 +85,22 @@ def _branches(proto) -> list[str]:
     return changes
 
 
+def _erf(proto) -> list[str]:
+    from . import erf
+
+    return erf.run(proto)
+
+
 def _slice_axes(proto) -> list[str]:
     from . import slice_axes
 
     return slice_axes.run(proto)
+
+
+def _integer_inputs(proto) -> list[str]:
+    from . import integer_inputs
+
+    return integer_inputs.run(proto)
 
 
 def _layout_hints(proto) -> list[str]:
@@ -96,8 +114,10 @@ PASSES: tuple[Pass, ...] = (
     Pass("functions", _functions, exact=True),
     Pass("branches", _branches, exact=True),  # before simplify: onnxsim needs a graph onnxruntime loads
     Pass("simplify", _simplify, exact=True),
+    Pass("erf", _erf, exact=False),  # approximate: held to the dequantize bar
     Pass("layout_hints", _layout_hints, exact=True),  # after every onnxsim run: it makes such Constants
     Pass("slice_axes", _slice_axes, exact=True),  # after every onnxsim run: onnxsim merges the Slices again
+    Pass("integer_inputs", _integer_inputs, exact=True),  # last: onnxsim would fold its MatMul+Add into Gemm
 )
 
 

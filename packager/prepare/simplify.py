@@ -19,7 +19,10 @@ def run(proto) -> list[str]:
     from onnxsim import simplify
 
     before = _op_counts(proto)
-    simplified, ok = simplify(proto, check_n=0, perform_optimization=True)
+    # onnxsim 0.8 fuses attention into com.microsoft Attention/GroupQueryAttention,
+    # which onnx2tf has no handler for (every strategy then fails).
+    simplified, ok = simplify(proto, check_n=0, perform_optimization=True,
+                              skipped_optimizers=["fuse_attention", "fuse_gqa"])
     if not ok:
         return []
     after = _op_counts(simplified)
