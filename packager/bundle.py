@@ -1,4 +1,4 @@
-"""Stage 8: the bundle folder and its .tar.gz, written atomically.
+"""Stage 9: the bundle folder and its .tar.gz, written atomically.
 
 Everything is assembled in a hidden staging folder next to the destination
 and moved into place only when complete, so a failed or interrupted build

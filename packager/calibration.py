@@ -1,4 +1,4 @@
-"""Stage 3: the calibration set, read from what the user already has.
+"""Stage 2: the calibration set, read from what the user already has.
 
 Every source is turned into ``{input name: array (N, *input shape)}`` in the
 ONNX model's own layout and dtype: exactly what the user would feed

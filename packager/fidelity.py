@@ -1,4 +1,4 @@
-"""Stage 6: how close the int8 model is to the float ONNX model.
+"""Stage 7: how close the int8 model is to the float ONNX model.
 
 Measured on held-out samples that never calibrated the model, the int8 side
 run through edge_runtime exactly as on the device, the float side in

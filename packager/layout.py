@@ -1,4 +1,4 @@
-"""Stage 4b: how the converted model's tensors map onto the ONNX contract.
+"""Stage 5 (the check of each attempt): how the converted model's tensors map onto the ONNX contract.
 
 The converter renames tensors and moves channels last (NCHW -> NHWC). We do
 not guess: candidate permutations are tried on real samples, the float

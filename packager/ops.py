@@ -1,4 +1,4 @@
-"""Stage 7: what the int8 model is made of.
+"""Stage 8: what the int8 model is made of.
 
 Ops counted by type and dtype; float ops left inside the graph are named,
 because they are slow on the CPU and break the Edge TPU. Quantize ops at the

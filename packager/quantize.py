@@ -1,4 +1,4 @@
-"""Stage 5: full-integer quantization, calibrated on the user's samples.
+"""Stage 6: full-integer quantization, calibrated on the user's samples.
 
 We own this step (rather than onnx2tf's int8 path, which accepts only 4-D
 float image inputs): the TFLite converter gets a representative dataset made

@@ -1,4 +1,4 @@
-"""Stage 2: fix every dynamic dimension of the model's inputs.
+"""Stage 1 (with loading): fix every dynamic dimension of the model's inputs.
 
 An int8 TFLite model has static shapes. Dynamic input dimensions are fixed
 from ``--input-shape NAME=d0,d1,...``; a dynamic batch (first) dimension

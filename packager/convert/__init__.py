@@ -1,10 +1,10 @@
-"""Stage 4: ONNX -> float TensorFlow SavedModel, by the first strategy that works.
+"""Stage 5: ONNX -> float TensorFlow SavedModel, by the first strategy that works.
 
 The strategies (``strategies.STRATEGIES``) are tried in order. Each attempt
 runs in its own process with a time budget, and its float SavedModel is
 checked against onnxruntime on the user's samples (``layout.map_tensors``);
 the first attempt that reproduces the ONNX model wins. Quantization is ours,
-not the converter's (stage 5), so every strategy gets the same calibrated
+not the converter's (stage 6), so every strategy gets the same calibrated
 int8 path. When every attempt fails, the error lists each with its reason
 and the ONNX ops involved.
 """

@@ -1,4 +1,4 @@
-"""Stage 2b: graph preparation, run on every model before conversion.
+"""Stage 4: graph preparation, run on every model before conversion.
 
 A table of passes, each a function ``run(proto) -> list[str]`` that edits the
 shape-fixed ONNX graph in place and says what it changed:
