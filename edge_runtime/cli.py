@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import UserError
+from .model import fixed_inputs
 from .tensors import feeds_from_numpy
 
 
@@ -139,8 +140,8 @@ def describe(manifest: dict) -> str:
                 f"{kind[:-1]:<10} {s['name']} {s['shape']} {s['dtype']} -> tflite {s['tflite_shape']} "
                 f"{s['tflite_dtype']} perm {s['permutation']}{q}"
             )
-    for f in manifest.get("fixed_inputs", []):
-        lines.append(f"fixed      {f['name']} {f['shape']} {f['dtype']} = {f['value']} (set when built; no other value)")
+    for name, value in fixed_inputs(manifest).items():
+        lines.append(f"fixed      {name} = {value.tolist()} (set when built; no other value)")
     if "conversion" in manifest:
         changes = manifest.get("preparation", {}).get("changes", [])
         lines.append(f"converted  by strategy {manifest['conversion']['strategy']} "

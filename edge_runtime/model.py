@@ -13,6 +13,31 @@ from .interpreter import Engine, make_engine
 from .tensors import batched_samples, check_dtype, from_tflite, raw_to_tflite, to_tflite
 
 
+MAX_FIXED_VALUES = 4  # what edgepack build fixes: small integer configuration inputs
+
+
+def fixed_inputs(manifest: dict) -> dict[str, np.ndarray]:
+    """The manifest's ``fixed_inputs`` as {name: integer array}, checked by type and size.
+
+    Raises:
+        UserError: the entry is not what edgepack build writes.
+    """
+    entries = manifest.get("fixed_inputs", [])
+    fixed = {}
+    for entry in entries if isinstance(entries, list) else [entries]:
+        value = entry.get("value") if isinstance(entry, dict) else None
+        flat = value if isinstance(value, list) else [value]
+        if (not isinstance(entry, dict) or not isinstance(entry.get("name"), str) or len(flat) > MAX_FIXED_VALUES
+                or not flat or not all(isinstance(v, int) and not isinstance(v, bool) for v in flat)):
+            raise UserError(
+                f"manifest fixed_inputs entry {str(entry)[:80]!r} is not a name with at most "
+                f"{MAX_FIXED_VALUES} integer values",
+                "rebuild the bundle with edgepack build",
+            )
+        fixed[entry["name"]] = np.asarray(value, dtype=np.int64)
+    return fixed
+
+
 class Model:
     """A verified bundle with its interpreter.
 
@@ -25,6 +50,7 @@ class Model:
         self.engine = engine
         self.inputs: list[dict] = manifest["inputs"]
         self.outputs: list[dict] = manifest["outputs"]
+        self.fixed_inputs: dict[str, np.ndarray] = fixed_inputs(manifest)
 
     @property
     def name(self) -> str:
@@ -32,9 +58,9 @@ class Model:
 
     def _drop_fixed(self, feeds: dict) -> dict:
         """Inputs fixed at build time may be given, but only with the value the bundle was built for."""
-        fixed = {f["name"]: f for f in self.manifest.get("fixed_inputs", [])}
+        fixed = self.fixed_inputs
         for name in set(feeds) & set(fixed):
-            want = np.asarray(fixed[name]["value"])
+            want = fixed[name]
             got = np.asarray(feeds[name])
             if got.size == 0 or not np.all(got.reshape(-1, want.size) == want.reshape(-1)):
                 raise UserError(

@@ -59,3 +59,18 @@ def test_a_fixed_config_input_builds_and_is_enforced(tmp_path):
     with pytest.raises(UserError) as err:
         loaded.predict({"x": fresh["x"], "sr": np.full(5, 8000)})
     assert "input 'sr' was fixed at 16000 when this bundle was built; found [8000" in err.value.message
+
+
+@pytest.mark.parametrize("entry", [
+    {"name": "sr", "value": [1] * 100000},  # a huge "value"
+    {"name": "sr", "value": "16000"},
+    {"name": 3, "value": 16000},
+    {"name": "sr", "value": [[16000]]},
+    "sr",
+])
+def test_a_malformed_fixed_inputs_entry_is_refused_clearly(entry):
+    from edge_runtime.model import fixed_inputs
+
+    with pytest.raises(UserError) as err:
+        fixed_inputs({"fixed_inputs": [entry]})
+    assert "fixed_inputs entry" in err.value.message
