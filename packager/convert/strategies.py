@@ -22,6 +22,11 @@ Why these rows (onnx2tf's README and issue tracker, and measurements here):
   onnx2tf-no-strict  onnx2tf's strict layout correction off: it guesses the
                      layout of each 3-D/4-D tensor from its shape, and those
                      guesses differ on heads whose branches meet in a Concat.
+  onnx2tf-unrolled-keep-shapes, onnx2tf-unrolled-no-strict
+                     both at once, for recurrent models whose front end
+                     also trips the layout guesses.
+Every row keeps integer inputs of rank 3 or more (ids) in their ONNX layout:
+onnx2tf would otherwise move them channels-last like feature maps.
 """
 
 from __future__ import annotations
