@@ -9,16 +9,16 @@ shape-fixed ONNX graph in place and says what it changed:
   functions    ops the converter has no handler for, that ONNX defines as
                functions of simpler ops (GroupNormalization, RMSNormalization,
                Attention, Swish, CastLike...), expanded into those ops;
+  branches     ``If`` nodes whose condition is constant (evaluated from
+               constants and static shapes) replaced by the branch they take;
   simplify     constants folded and static shapes propagated (onnxsim), so
                ``Shape``/``Range``/``Gather`` chains with static answers go;
-  branches     ``If`` nodes whose condition is now a constant replaced by the
-               branch they take (then simplified again);
+  erf          Erf (exact GELU) in its tanh form, max error 3.6e-4: TFLite
+               has no Erf kernel, so such encoders never became int8;
   layout_hints rank-3..5 ``Constant`` nodes (what onnxsim folds e.g. a
                detector's anchor grid into) made initializers: onnx2tf
                transposes Constant nodes to channels-last blindly, which
                breaks heads whose 3-D tensors stay in ONNX order;
-  erf          Erf (exact GELU) in its tanh form, max error 3.6e-4: TFLite
-               has no Erf kernel, so such encoders never became int8;
   slice_axes   a Slice over several axes split into one-axis Slices with
                explicit, clamped bounds: onnx2tf moves the axes channels-last
                but fills in their bounds in the old order (the STFT-as-Conv1d
@@ -35,6 +35,7 @@ longer matches stops the build with an error naming the pass.
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import time
 from typing import Callable
 
@@ -58,66 +59,24 @@ class Pass:
     exact: bool  # True: must reproduce the model to rounding
 
 
-def _dequantize(proto) -> list[str]:
-    from . import dequantize
+def _lazy(module: str) -> Callable:
+    """The ``run`` of a pass module, imported when the pass first runs (importing this stage stays cheap)."""
 
-    return dequantize.run(proto)
+    def run(proto) -> list[str]:
+        return importlib.import_module(f"{__name__}.{module}").run(proto)
 
-
-def _functions(proto) -> list[str]:
-    from . import functions
-
-    return functions.run(proto)
-
-
-def _simplify(proto) -> list[str]:
-    from . import simplify
-
-    return simplify.run(proto)
-
-
-def _branches(proto) -> list[str]:
-    from . import branches, simplify
-
-    changes = branches.run(proto)
-    if changes:
-        simplify.run(proto)  # the taken branch often holds more foldable constants
-    return changes
-
-
-def _erf(proto) -> list[str]:
-    from . import erf
-
-    return erf.run(proto)
-
-
-def _slice_axes(proto) -> list[str]:
-    from . import slice_axes
-
-    return slice_axes.run(proto)
-
-
-def _integer_inputs(proto) -> list[str]:
-    from . import integer_inputs
-
-    return integer_inputs.run(proto)
-
-
-def _layout_hints(proto) -> list[str]:
-    from . import layout_hints
-
-    return layout_hints.run(proto)
+    return run
 
 
 PASSES: tuple[Pass, ...] = (
-    Pass("dequantize", _dequantize, exact=False),
-    Pass("functions", _functions, exact=True),
-    Pass("branches", _branches, exact=True),  # before simplify: onnxsim needs a graph onnxruntime loads
-    Pass("simplify", _simplify, exact=True),
-    Pass("erf", _erf, exact=False),  # approximate: held to the dequantize bar
-    Pass("layout_hints", _layout_hints, exact=True),  # after every onnxsim run: it makes such Constants
-    Pass("slice_axes", _slice_axes, exact=True),  # after every onnxsim run: onnxsim merges the Slices again
-    Pass("integer_inputs", _integer_inputs, exact=True),  # last: onnxsim would fold its MatMul+Add into Gemm
+    Pass("dequantize", _lazy("dequantize"), exact=False),
+    Pass("functions", _lazy("functions"), exact=True),
+    Pass("branches", _lazy("branches"), exact=True),  # before simplify: onnxsim needs a graph onnxruntime loads
+    Pass("simplify", _lazy("simplify"), exact=True),
+    Pass("erf", _lazy("erf"), exact=False),  # approximate: held to the dequantize bar
+    Pass("layout_hints", _lazy("layout_hints"), exact=True),  # after every onnxsim run: it makes such Constants
+    Pass("slice_axes", _lazy("slice_axes"), exact=True),  # after every onnxsim run: onnxsim merges the Slices again
+    Pass("integer_inputs", _lazy("integer_inputs"), exact=True),  # last: onnxsim would fold its MatMul+Add into Gemm
 )
 
 
