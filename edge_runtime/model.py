@@ -62,7 +62,8 @@ class Model:
         for name in set(feeds) & set(fixed):
             want = fixed[name]
             got = np.asarray(feeds[name])
-            if got.size == 0 or not np.all(got.reshape(-1, want.size) == want.reshape(-1)):
+            if (got.size == 0 or got.size % want.size
+                    or not np.all(got.reshape(-1, want.size) == want.reshape(-1))):
                 raise UserError(
                     f"input '{name}' was fixed at {want.tolist()} when this bundle was built; "
                     f"found {got.reshape(-1)[:4].tolist()}",

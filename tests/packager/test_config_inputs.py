@@ -74,3 +74,14 @@ def test_a_malformed_fixed_inputs_entry_is_refused_clearly(entry):
     with pytest.raises(UserError) as err:
         fixed_inputs({"fixed_inputs": [entry]})
     assert "fixed_inputs entry" in err.value.message
+
+
+@pytest.mark.parametrize("given", [np.array([1, 2, 3]), np.array([], np.int64), np.array(["1", "2"]), np.array([2, 1])])
+def test_a_fixed_input_given_in_the_wrong_size_or_value_is_refused_clearly(given):
+    from edge_runtime.model import Model
+
+    model = Model.__new__(Model)  # only the fixed-input check, no interpreter
+    model.fixed_inputs = {"cfg": np.array([1, 2])}
+    with pytest.raises(UserError) as err:
+        model._drop_fixed({"cfg": given, "x": np.zeros(3)})
+    assert "input 'cfg' was fixed at [1, 2]" in err.value.message
