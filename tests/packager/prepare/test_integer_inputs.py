@@ -37,16 +37,22 @@ def _same_results(before, after, samples) -> None:
         np.testing.assert_allclose(new, old, rtol=1e-6, atol=1e-7)
 
 
+def _rewritten(builder, tmp_path) -> tuple:
+    """(the fixture as built, a copy after the pass and the checker, the pass's changes)."""
+    before = _load(builder, tmp_path)
+    proto = onnx.ModelProto()
+    proto.CopyFrom(before)
+    changes = integer_inputs.run(proto)
+    onnx.checker.check_model(proto, full_check=True)
+    return before, proto, changes
+
+
 def _anchors(proto) -> list:
     return [n for n in proto.graph.node if n.op_type == "MatMul" and "layout_anchor" in n.output[0]]
 
 
 def test_square_token_tensor_before_flatten_gets_an_identity_matmul(tmp_path):
-    before = _load(id_models.byte_mlp_square, tmp_path)
-    proto = onnx.ModelProto()
-    proto.CopyFrom(before)
-    changes = integer_inputs.run(proto)
-    onnx.checker.check_model(proto, full_check=True)
+    before, proto, changes = _rewritten(id_models.byte_mlp_square, tmp_path)
     assert len(changes) == 1 and "1 token tensor(s)" in changes[0] and "emb [1, 16, 16]" in changes[0]
     (anchor,) = _anchors(proto)
     identity = {t.name: numpy_helper.to_array(t) for t in proto.graph.initializer}[anchor.input[1]]
@@ -57,11 +63,7 @@ def test_square_token_tensor_before_flatten_gets_an_identity_matmul(tmp_path):
 
 
 def test_encoder_with_sequence_equal_to_width_anchors_the_residual_stream(tmp_path):
-    before = _load(id_models.text_encoder, tmp_path)
-    proto = onnx.ModelProto()
-    proto.CopyFrom(before)
-    changes = integer_inputs.run(proto)
-    onnx.checker.check_model(proto, full_check=True)
+    before, proto, changes = _rewritten(id_models.text_encoder, tmp_path)
     assert len(changes) == 1
     anchored = {n.input[0] for n in _anchors(proto)}
     assert "z" in anchored  # the [CLS] Gather(axis=1) reads the last LayerNorm output through an anchor
@@ -74,11 +76,8 @@ def test_encoder_with_sequence_equal_to_width_anchors_the_residual_stream(tmp_pa
 
 
 def test_one_dimensional_int32_ids_are_cast_to_int64_before_the_lookup(tmp_path):
-    before = _load(id_models.byte_conv_squeezed, tmp_path)
-    proto = onnx.ModelProto()
-    proto.CopyFrom(before)
-    assert integer_inputs.run(proto) == ["1 rank-0/1 int32 Gather index tensor(s) cast to int64 (ids1)"]
-    onnx.checker.check_model(proto, full_check=True)
+    before, proto, changes = _rewritten(id_models.byte_conv_squeezed, tmp_path)
+    assert changes == ["1 rank-0/1 int32 Gather index tensor(s) cast to int64 (ids1)"]
     nodes = list(proto.graph.node)
     gather = next(n for n in nodes if n.op_type == "Gather")
     cast = next(n for n in nodes if n.output[0] == gather.input[1])
