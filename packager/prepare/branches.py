@@ -93,7 +93,8 @@ def run(proto) -> list[str]:
     graph = proto.graph
     taken = []
     changed = True
-    while changed:  # a branch may hold further Ifs
+    # Constant values cost a shape inference: only worth it while an If is left.
+    while changed and any(n.op_type == "If" for n in graph.node):  # a branch may hold further Ifs
         changed = False
         constants = _constant_values(proto)
         for index, node in enumerate(graph.node):
