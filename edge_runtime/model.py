@@ -14,6 +14,7 @@ from .tensors import batched_samples, check_dtype, from_tflite, raw_to_tflite, t
 
 
 MAX_FIXED_VALUES = 4  # what edgepack build fixes: small integer configuration inputs
+INT64_MIN, INT64_MAX = -(2 ** 63), 2 ** 63 - 1  # JSON integers have no bound
 
 
 def fixed_inputs(manifest: dict) -> dict[str, np.ndarray]:
@@ -28,7 +29,8 @@ def fixed_inputs(manifest: dict) -> dict[str, np.ndarray]:
         value = entry.get("value") if isinstance(entry, dict) else None
         flat = value if isinstance(value, list) else [value]
         if (not isinstance(entry, dict) or not isinstance(entry.get("name"), str) or len(flat) > MAX_FIXED_VALUES
-                or not flat or not all(isinstance(v, int) and not isinstance(v, bool) for v in flat)):
+                or not flat or not all(isinstance(v, int) and not isinstance(v, bool) and INT64_MIN <= v <= INT64_MAX
+                                       for v in flat)):
             raise UserError(
                 f"manifest fixed_inputs entry {str(entry)[:80]!r} is not a name with at most "
                 f"{MAX_FIXED_VALUES} integer values",

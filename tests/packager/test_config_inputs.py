@@ -66,6 +66,7 @@ def test_a_fixed_config_input_builds_and_is_enforced(tmp_path):
     {"name": "sr", "value": "16000"},
     {"name": 3, "value": 16000},
     {"name": "sr", "value": [[16000]]},
+    {"name": "sr", "value": 2 ** 70},  # JSON integers are unbounded; int64 is not
     "sr",
 ])
 def test_a_malformed_fixed_inputs_entry_is_refused_clearly(entry):
