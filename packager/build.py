@@ -10,11 +10,14 @@ from __future__ import annotations
 import copy
 import dataclasses
 import datetime
+import json
 import shutil
 import sys
 import tempfile
 from pathlib import Path
 from typing import Callable
+
+import numpy as np
 
 from edge_runtime.errors import UserError
 
@@ -22,14 +25,15 @@ from . import __version__
 from .bundle import publish, seal, stage_files
 from .calibration import load_calibration, split_holdout
 from .convert import DEFAULT_BUDGET, convert
-from .fidelity import check_min_cosine, format_table, measure
+from .fidelity import Bar, format_table
+from .ladder import PRECISIONS, Bench, Ladder, VALIDATION, float_model, io_entry
 from .layout import map_tensors
 from .onnx_model import load_onnx
 from .prepare import prepare
 from .prepare.config_inputs import constant_config_inputs, freeze
 from .ops import op_report
 from .profiles import load_profile
-from .quantize import IO_DTYPES, quantize
+from .quantize import IO_DTYPES, Calibrated, converter_int8, export_float, export_float16
 from .quiet import captured_output
 from .reference import Reference
 from .wheels import fetch_wheels, pinned, requirements, stage_wheels
@@ -51,7 +55,12 @@ class BuildOptions:
     std: tuple[float, ...] | None = None
     io_dtype: str | None = None  # default: the profile's
     per_tensor: bool = False
-    min_cosine: float | None = None
+    precision: str = "auto"  # auto: the precision ladder; int8: full integer or fail
+    min_cosine: float | None = None  # the bar; None: the defaults of fidelity.Bar
+    min_top1: float | None = None
+    min_f1: float | None = None
+    min_channel_cosine: float | None = None
+    accept_low_fidelity: bool = False
     wheels: bool = True
     strategy_timeout: float | None = DEFAULT_BUDGET  # seconds per conversion attempt
     verbose: bool = False
@@ -70,19 +79,6 @@ def _say(step: int, text: str) -> None:
 
 def _warn(text: str) -> None:
     print(f"warning: {text}", file=sys.stderr, flush=True)
-
-
-def _io_entry(tmap, facts: dict) -> dict:
-    spec = tmap.spec
-    return {
-        "name": spec.name,
-        "shape": list(tmap.shape),
-        "declared_shape": list(spec.shape),
-        "dtype": spec.dtype,
-        "permutation": list(tmap.permutation),
-        "signature_key": tmap.key,
-        **facts[tmap.key],
-    }
 
 
 def build(opts: BuildOptions, say: Callable[[int, str], None] = _say) -> BuildResult:
@@ -137,37 +133,51 @@ def build(opts: BuildOptions, say: Callable[[int, str], None] = _say) -> BuildRe
             live_inputs = [s for s in model.inputs if s.name not in frozen]
             conversion = _convert(prepared, work, model, live_inputs, shapes, calib, reference, opts)
 
-            say(6, f"quantizing to full integer ({'per-tensor' if opts.per_tensor else 'per-channel'}, "
-                   f"{io_dtype} I/O) on {len(next(iter(calib.values())))} samples")
-            q = quantize(conversion.saved_model, conversion.in_maps, calib, io_dtype, opts.per_tensor, opts.verbose)
-            if not q.strict:
-                _warn("some ops have no integer kernel and stay float (named in the op report)")
+            say(6, f"choosing the precision ({opts.precision}): full int8 first, calibrated on "
+                   f"{len(next(iter(calib.values())))} samples, judged on {len(next(iter(holdout.values())))} "
+                   "held-out samples")
+            fixed_entries = [
+                {"name": s.name, "shape": shapes[s.name], "dtype": s.dtype, "value": frozen[s.name].tolist()}
+                for s in model.inputs if s.name in frozen
+            ]
+            outcome, ladder = _choose_precision(opts, io_dtype, conversion, calib, holdout, reference,
+                                                fixed_entries, prepared, work, model, live_inputs, shapes)
+            chosen = outcome.chosen
+            q = chosen.model
 
             stage = private / name
             stage.mkdir()
             (stage / "model.tflite").write_bytes(q.tflite)
+            if q.recipe is not None:
+                (stage / "recipe.json").write_text(json.dumps(q.recipe, indent=1, default=str) + "\n")
             if wheels:
                 stage_wheels(wheels, stage)
             stage_files(stage, profile.arch, profile.os["python"], packages)
             manifest = _manifest(opts, name, profile, model, io_dtype, q, calib, holdout,
                                  preparation, conversion, packages)
-            manifest["fixed_inputs"] = [
-                {"name": s.name, "shape": shapes[s.name], "dtype": s.dtype, "value": frozen[s.name].tolist()}
-                for s in model.inputs if s.name in frozen
-            ]
+            manifest["fixed_inputs"] = fixed_entries
+            manifest["precision"] = {
+                "requested": opts.precision,
+                "chosen": q.precision,
+                "step": chosen.name,
+                "why": outcome.why,
+                "bar": dataclasses.asdict(ladder.bar),
+                "meets_bar": chosen.meets,
+                "accepted_low_fidelity": not chosen.meets,
+                "shortfalls": chosen.missing,
+                "steps": [s.row() for s in outcome.steps],
+            }
 
-            say(7, f"measuring int8 fidelity on {len(next(iter(holdout.values())))} held-out samples")
-            with captured_output(show=opts.verbose):
-                fidelity = _measure(stage, manifest, reference, holdout)
-            manifest["fidelity"] = fidelity
-            print(format_table(fidelity), file=sys.stderr, flush=True)
+            say(7, f"fidelity of the chosen model ({chosen.name}) on "
+                   f"{len(next(iter(holdout.values())))} held-out samples")
+            manifest["fidelity"] = chosen.report
+            print(format_table(chosen.report), file=sys.stderr, flush=True)
 
             say(8, "op report")
             manifest["ops"] = op_report(q.tflite)
-            if manifest["ops"]["float_ops"]:
+            if manifest["ops"]["float_ops"] and q.precision in ("int8", "int8+float"):
                 _warn(f"{len(manifest['ops']['float_ops'])} float op(s) left in the graph: "
                       + ", ".join(f["type"] for f in manifest["ops"]["float_ops"][:8]))
-            check_min_cosine(fidelity, opts.min_cosine)
 
             say(9, f"writing {out_dir / name} and {name}.tar.gz")
             manifest = seal(stage, manifest)
@@ -184,8 +194,12 @@ def build(opts: BuildOptions, say: Callable[[int, str], None] = _say) -> BuildRe
 def _check_options(opts: BuildOptions, io_dtype: str) -> None:
     if io_dtype not in IO_DTYPES:
         raise UserError(f"--io-dtype must be one of {', '.join(IO_DTYPES)}, found {io_dtype!r}")
-    if opts.min_cosine is not None and not 0 < opts.min_cosine <= 1:
-        raise UserError(f"--min-cosine must be in (0, 1], found {opts.min_cosine}")
+    if opts.precision not in PRECISIONS:
+        raise UserError(f"--precision must be one of {', '.join(PRECISIONS)}, found {opts.precision!r}")
+    for flag, value in (("--min-cosine", opts.min_cosine), ("--min-top1", opts.min_top1),
+                        ("--min-f1", opts.min_f1), ("--min-channel-cosine", opts.min_channel_cosine)):
+        if value is not None and not 0 <= value <= 1:
+            raise UserError(f"{flag} must be in [0, 1], found {value}", "0 switches the criterion off")
     if opts.strategy_timeout is not None and opts.strategy_timeout <= 0:
         raise UserError(f"--strategy-timeout must be a positive number of seconds, found {opts.strategy_timeout}")
 
@@ -235,7 +249,11 @@ def _manifest(opts, name, profile, model, io_dtype, q, calib, holdout, preparati
         "preparation": preparation.to_dict(),
         "conversion": conversion.report(),
         "quantization": {
-            "io_dtype": io_dtype,
+            "io_dtype": io_dtype if q.precision.startswith("int8") else "float32",
+            "tool": "litert-quantizer" if q.recipe is not None else "tflite-converter",
+            "recipe": "recipe.json" if q.recipe is not None else None,
+            "ranges_per_tensor": len(q.ranges or {}),
+            "float_ops_kept": len(q.float_ops),
             "per_channel": not opts.per_tensor,
             "full_integer": q.strict,
             "calibration": {
@@ -244,21 +262,96 @@ def _manifest(opts, name, profile, model, io_dtype, q, calib, holdout, preparati
                 "held_out": len(next(iter(holdout.values()))),
             },
         },
-        "inputs": [_io_entry(m, q.io) for m in conversion.in_maps],
-        "outputs": [_io_entry(m, q.io) for m in conversion.out_maps],
+        "inputs": [io_entry(m, q.io) for m in conversion.in_maps],
+        "outputs": [io_entry(m, q.io) for m in conversion.out_maps],
         "float_conversion_cosine": conversion.float_cosine,
         "device_packages": packages,
         "wheels": opts.wheels,
     }
 
 
-def _measure(stage: Path, manifest: dict, reference: Reference, holdout) -> dict:
-    """Fidelity through edge_runtime itself, as the device will run it."""
-    from edge_runtime.interpreter import make_engine
-    from edge_runtime.model import Model
+def _bar(opts: BuildOptions) -> Bar:
+    """The default bar with the user's overrides; 0 switches a criterion off."""
+    given = {"min_cosine": opts.min_cosine, "min_top1": opts.min_top1, "min_f1": opts.min_f1,
+             "min_channel_cosine": opts.min_channel_cosine}
+    return dataclasses.replace(Bar(), **{k: (v or None) for k, v in given.items() if v is not None})
 
-    engine = make_engine(str(stage / "model.tflite"), threads=2, delegate="xnnpack")
-    return measure(Model(stage, manifest, engine), reference, holdout)
+
+def _stacked(reference: Reference, samples: dict) -> dict:
+    count = len(next(iter(samples.values())))
+    runs = reference.outputs(samples, count)
+    return {name: np.stack([r[k] for r in runs]) for k, name in enumerate(reference.output_names)}
+
+
+def _choose_precision(opts: BuildOptions, io_dtype: str, conversion, calib, holdout, reference, fixed_entries,
+                      prepared, work: Path, model, live_inputs, shapes):
+    """The precision ladder (packager.ladder) on this model; raises when nothing may ship."""
+    bar = _bar(opts)
+    count = len(next(iter(calib.values())))
+    take = max(1, min(VALIDATION, count // 4))
+    validation = {k: v[count - take:] for k, v in calib.items()}
+    with captured_output(show=opts.verbose):
+        bench = Bench(conversion.in_maps, conversion.out_maps, fixed_entries, holdout, _stacked(reference, holdout),
+                      validation, _stacked(reference, validation))
+    ladder = Ladder(bench, bar, opts.precision)
+    float_tflite = export_float(conversion.saved_model, opts.verbose)
+    if io_dtype == "uint8":
+        # LiteRT Quantizer writes int8 I/O only; the Edge TPU convention stays on the converter.
+        q = converter_int8(conversion.saved_model, conversion.in_maps, calib, "uint8", opts.per_tensor, opts.verbose)
+        outcome = ladder.only("int8 (converter, uint8 I/O)", q)
+    else:
+        cal = Calibrated(float_tflite, conversion.in_maps, calib, io_dtype, opts.per_tensor, opts.verbose)
+
+        def repaired():
+            return _repaired(prepared, work, model, live_inputs, shapes, calib, reference, conversion, io_dtype, opts)
+
+        outcome = ladder.climb(cal, repaired, lambda: float_model(export_float16(conversion.saved_model, opts.verbose),
+                                                                   "float16"),
+                               float_model(float_tflite, "float32"))
+    if outcome.chosen is None:
+        best = ladder.best()
+        rows = "; ".join(f"{s.name}: {', '.join(s.missing) or 'holds the bar'}" for s in ladder.steps)
+        if not opts.accept_low_fidelity:
+            raise UserError(
+                f"no {'full-integer ' if opts.precision == 'int8' else ''}model holds the fidelity bar "
+                f"(worst-output cosine >= {bar.min_cosine}, top-1 >= {bar.min_top1}, score-map F1 >= {bar.min_f1}, "
+                f"worst channel >= {bar.min_channel_cosine}); tried: {rows}",
+                "give more representative calibration data, " + (
+                    "drop --precision int8 to let float islands or a float precision keep the accuracy, "
+                    if opts.precision == "int8" else "") +
+                "or ship anyway with --accept-low-fidelity (the manifest then says so)",
+            )
+        _warn(f"shipping {best.name} BELOW the fidelity bar (--accept-low-fidelity): {'; '.join(best.missing)}")
+        outcome.chosen, outcome.why = best, f"--accept-low-fidelity: {best.name} came closest to the bar"
+    return outcome, ladder
+
+
+def _repaired(prepared, work: Path, model, live_inputs, shapes, calib, reference, conversion, io_dtype,
+              opts: BuildOptions) -> Calibrated | None:
+    """Ladder step 2: the float graph repaired (packager.repairs), converted again with the same strategy."""
+    from .convert.strategies import STRATEGIES
+    from .repairs import equalize, fuse_activations
+
+    proto = copy.deepcopy(prepared)
+    changes = [line for repair in (fuse_activations, equalize) for line in repair(proto)]
+    if not changes:
+        return None
+    for change in changes:
+        print(f"      repair: {change}", file=sys.stderr, flush=True)
+    strategy = [s for s in STRATEGIES if s.name == conversion.strategy]
+
+    def check(saved_model):
+        with captured_output(show=opts.verbose):
+            return map_tensors(saved_model, live_inputs, model.outputs, shapes, calib, reference)
+
+    try:
+        again = convert(proto, work / "repaired", calib, check, budget=opts.strategy_timeout,
+                        verbose=opts.verbose, strategies=strategy, say=lambda text: None)
+    except UserError as exc:
+        _warn(f"the repaired graph did not convert ({exc}); going on without it")
+        return None
+    return Calibrated(export_float(again.saved_model, opts.verbose), again.in_maps, calib, io_dtype,
+                      opts.per_tensor, opts.verbose)
 
 
 def _converter_versions() -> dict:

@@ -45,21 +45,32 @@ def cli():
 @click.option("--io-dtype", type=click.Choice(["int8", "uint8", "float32"]), default=None,
               help="Dtype of the model's inputs/outputs (default: the target's).")
 @click.option("--per-tensor", is_flag=True, help="One quantization scale per tensor instead of per channel.")
-@click.option("--min-cosine", type=float, default=None, help="Fail the build if an output's int8 cosine is below this.")
+@click.option("--precision", type=click.Choice(["auto", "int8"]), default="auto", show_default=True,
+              help="auto: the cheapest precision that holds the fidelity bar (full int8 first); "
+                   "int8: full integer or fail (Edge TPU, NPUs).")
+@click.option("--min-cosine", type=float, default=None,
+              help="Bar: every output's mean cosine vs float on held-out samples (default 0.99; 0 = off).")
+@click.option("--min-top1", type=float, default=None, help="Bar: top-1 agreement for class scores (default 0.99).")
+@click.option("--min-f1", type=float, default=None, help="Bar: score-map F1 above 0.5 (default 0.95).")
+@click.option("--min-channel-cosine", type=float, default=None,
+              help="Bar: cosine of the worst channel of an output (default 0.9).")
+@click.option("--accept-low-fidelity", is_flag=True,
+              help="Publish the closest model even when none holds the bar (the manifest says so).")
 @click.option("--no-wheels", is_flag=True, help="Leave the device wheels out of the bundle.")
 @click.option("--strategy-timeout", type=float, default=None, metavar="SECONDS",
               help="Time budget of each conversion attempt before the next strategy is tried (default 600).")
 @click.option("-v", "--verbose", is_flag=True, help="Show the converters' logs and tracebacks.")
-def build(model, target, calibration, out_dir, input_shapes, mean, std, io_dtype, per_tensor, min_cosine,
-          no_wheels, strategy_timeout, verbose):
+def build(model, target, calibration, out_dir, input_shapes, mean, std, io_dtype, per_tensor, precision, min_cosine,
+          min_top1, min_f1, min_channel_cosine, accept_low_fidelity, no_wheels, strategy_timeout, verbose):
     """Build MODEL.onnx into a bundle for --target."""
     from .build import BuildOptions
     from .build import build as run_build
 
     opts = BuildOptions(
         model=model, target=target, calibration=calibration, out_dir=out_dir, input_shapes=input_shapes,
-        mean=mean, std=std, io_dtype=io_dtype, per_tensor=per_tensor, min_cosine=min_cosine, wheels=not no_wheels,
-        verbose=verbose,
+        mean=mean, std=std, io_dtype=io_dtype, per_tensor=per_tensor, precision=precision, min_cosine=min_cosine,
+        min_top1=min_top1, min_f1=min_f1, min_channel_cosine=min_channel_cosine,
+        accept_low_fidelity=accept_low_fidelity, wheels=not no_wheels, verbose=verbose,
     )
     if strategy_timeout is not None:
         opts.strategy_timeout = strategy_timeout
@@ -102,6 +113,26 @@ def inspect(bundle, as_json):
 
     _, manifest = open_bundle(bundle)
     click.echo(json.dumps(manifest, indent=2) if as_json else describe(manifest))
+
+
+@cli.command()
+@click.argument("bundle", type=click.Path())
+@click.option("--data", required=True,
+              help="Labelled samples: image folder (flat, or one sub-folder per class), .npy or .npz.")
+@click.option("--labels", default=None, help="Class ids, one per sample (.npy); not with class sub-folders.")
+@click.option("--model", default=None,
+              help="The float .onnx the bundle was built from (default: its file name next to the bundle or here).")
+@click.option("--output", default=None, help="Output to score (default: the first vector of class scores).")
+@click.option("--mean", callback=_floats, help="Image folders: per-channel mean, as given to the build.")
+@click.option("--std", callback=_floats, help="Image folders: per-channel std, as given to the build.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def evaluate(bundle, data, labels, model, output, mean, std, as_json):
+    """Accuracy and per-class precision/recall/F1: float ONNX model vs BUNDLE."""
+    from .evaluate import evaluate as run_evaluate
+    from .evaluate import format_report
+
+    report = run_evaluate(bundle, data, labels=labels, model=model, output=output, mean=mean, std=std)
+    click.echo(json.dumps(report, indent=2) if as_json else format_report(report))
 
 
 @cli.command(context_settings={"ignore_unknown_options": True})

@@ -1,15 +1,25 @@
-"""Stage 6: full-integer quantization, calibrated on the user's samples.
+"""Stage 6: quantization on LiteRT Quantizer, calibrated on the user's samples.
 
-We own this step (rather than onnx2tf's int8 path, which accepts only 4-D
-float image inputs): the TFLite converter gets a representative dataset made
-from the user's calibration samples, moved into the converted layout. Any
-input works: images, audio frames, feature vectors, several inputs; integer
-inputs (ids) are passed through as integers.
+The float model is exported again from onnx2tf's SavedModel (the converter
+with no optimizations, so it keeps the ``serving_default`` signature), then
+quantized by LiteRT Quantizer (`litert_quantizer`): recipe -> calibrate ->
+quantize. LiteRT deprecates quantizing inside TFLiteConverter; the Quantizer
+also gives what the precision ladder needs: recipes as data (float islands
+are ``no_quantize`` entries), the calibration ranges per tensor (replaced by
+:mod:`packager.ranges` before quantizing) and quantizing again in a fraction
+of a second without calibrating again.
+
+One case stays on the TFLiteConverter: uint8 I/O (the Edge TPU's
+convention). LiteRT Quantizer writes int8 I/O only.
+
+Calibration samples arrive in the ONNX layout; they are moved into the
+converted layout here. Integer inputs (ids) pass through as integers.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import re
 
 import numpy as np
 
@@ -19,37 +29,31 @@ from .layout import TensorMap
 from .quiet import captured_output
 
 IO_DTYPES = ("int8", "uint8", "float32")
+SIGNATURE = "serving_default"
 
 
 @dataclasses.dataclass
 class Quantized:
+    """One candidate model of the precision ladder."""
+
     tflite: bytes
-    strict: bool  # False when some ops had to stay float
+    precision: str  # int8 | int8+float | dynamic | float16 | float32
+    strict: bool  # every compute op integer
     io: dict[str, dict]  # signature key -> TFLite tensor facts
-    log: str
+    recipe: list | None = None  # the LiteRT Quantizer recipe, when it made the model
+    float_ops: list[str] = dataclasses.field(default_factory=list)  # op scopes left float on purpose
+    log: str = ""
+    ranges: dict | None = None  # activation ranges chosen per tensor, when not min/max
 
 
-def _dataset(samples: dict[str, np.ndarray], in_maps: list[TensorMap], dtypes: dict[str, np.dtype]):
-    count = len(next(iter(samples.values())))
-
-    def gen():
-        for i in range(count):
-            yield {
-                m.key: np.transpose(samples[m.spec.name][i], m.permutation).astype(dtypes[m.key])
-                for m in in_maps
-            }
-
-    return gen
-
-
-def _tensor_facts(tflite: bytes) -> dict[str, dict]:
+def tensor_facts(tflite: bytes) -> dict[str, dict]:
     """Index, shape, dtype and quantization of each signature input/output."""
     from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
     interp = Interpreter(
         model_content=tflite, experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
     )
-    sig = interp._get_full_signature_list()["serving_default"]
+    sig = interp._get_full_signature_list()[SIGNATURE]
     details = {d["index"]: d for d in interp.get_tensor_details()}
     facts = {}
     for key, index in [*sig["inputs"].items(), *sig["outputs"].items()]:
@@ -66,33 +70,156 @@ def _tensor_facts(tflite: bytes) -> dict[str, dict]:
     return facts
 
 
-def quantize(saved_model_dir, in_maps: list[TensorMap], samples, io_dtype: str = "int8",
-             per_tensor: bool = False, verbose: bool = False) -> Quantized:
-    """SavedModel -> full-integer TFLite model.
-
-    Args:
-        saved_model_dir: the float SavedModel from the converter.
-        in_maps: how each ONNX input maps onto the SavedModel's.
-        samples: calibration samples (held-out ones excluded), ONNX layout.
-        io_dtype: dtype of the model's float inputs/outputs: int8, uint8 or
-            float32 (quantize/dequantize inside the model).
-        per_tensor: one scale per tensor instead of per output channel.
-
-    Returns:
-        The model bytes and its I/O facts. When an op has no integer kernel
-        the model keeps that op in float (``strict`` False) rather than
-        failing; the op report names it.
-    """
+def export_float(saved_model_dir, verbose: bool = False) -> bytes:
+    """The float32 .tflite with its signature (onnx2tf's own file has none)."""
     import tensorflow as tf
 
-    sig = tf.saved_model.load(str(saved_model_dir)).signatures["serving_default"]
+    with captured_output(show=verbose):
+        try:
+            return tf.lite.TFLiteConverter.from_saved_model(str(saved_model_dir)).convert()
+        except Exception as exc:  # ConverterError and plain Exceptions
+            raise UserError(f"the TFLite converter could not export the float model: {_first_line(exc)}",
+                            "run with -v for the converter's log") from None
+
+
+def export_float16(saved_model_dir, verbose: bool = False) -> bytes:
+    """float16 weights, float32 compute and I/O (the converter's documented float16 mode)."""
+    import tensorflow as tf
+
+    with captured_output(show=verbose):
+        conv = tf.lite.TFLiteConverter.from_saved_model(str(saved_model_dir))
+        conv.optimizations = [tf.lite.Optimize.DEFAULT]
+        conv.target_spec.supported_types = [tf.float16]
+        return conv.convert()
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def op_scopes(tflite: bytes) -> list[tuple[str, str]]:
+    """(op type, scope) of each op in execution order; the scope is what recipe regexes match."""
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    interp = Interpreter(
+        model_content=tflite, experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+    )
+    names = {d["index"]: d["name"] for d in interp.get_tensor_details()}
+    out = []
+    for op in interp._get_ops_details():
+        tensors = [names[i] for i in op["outputs"] if i >= 0 and names.get(i)]
+        out.append((op["op_name"], ";".join(tensors) + ";" if tensors else ""))
+    return out
+
+
+def scope_regex(scopes: list[str]) -> str:
+    """One regex matching exactly these op scopes (LiteRT Quantizer uses re.search on 'name;...;')."""
+    return "^(?:" + "|".join(re.escape(s) for s in scopes) + ")"
+
+
+class Calibrated:
+    """A float model calibrated once, quantized as often as the ladder asks."""
+
+    def __init__(self, float_tflite: bytes, in_maps: list[TensorMap], samples: dict[str, np.ndarray],
+                 io_dtype: str = "int8", per_tensor: bool = False, verbose: bool = False):
+        self.float_tflite = float_tflite
+        self.io_dtype = io_dtype
+        self.per_tensor = per_tensor
+        self.verbose = verbose
+        self.dataset = signature_feeds(float_tflite, in_maps, samples)
+        self._qsv: dict | None = None
+
+    @property
+    def qsv(self) -> dict:
+        """Per-tensor calibration statistics (min/max), computed on first use."""
+        if self._qsv is None:
+            from litert_quantizer import Quantizer
+
+            with captured_output(show=self.verbose):
+                self._qsv = Quantizer(self.float_tflite, self.recipe()).calibrate(
+                    {SIGNATURE: self.dataset}, num_threads=2)
+        return self._qsv
+
+    def recipe(self, float_scopes: list[str] = ()) -> list:
+        """static int8 (int8 weights per channel, int8 activations); float I/O and islands as no_quantize."""
+        from litert_quantizer import Quantizer, qtyping, recipe
+
+        q = Quantizer(self.float_tflite, recipe.static_wi8_ai8())
+        if self.per_tensor:
+            q.add_static_config(".*", "*", 8, 8, weight_granularity=qtyping.QuantGranularity.TENSORWISE)
+        if self.io_dtype == "float32":
+            for pseudo in ("INPUT", "OUTPUT"):
+                q.update_quantization_recipe(".*", pseudo, None, "no_quantize")
+        if float_scopes:
+            q.update_quantization_recipe(scope_regex(list(float_scopes)), "*", None, "no_quantize")
+        return q.get_quantization_recipe()
+
+    def int8(self, ranges: dict[str, tuple[float, float]] | None = None, float_scopes: list[str] = ()) -> Quantized:
+        """Static int8 with the given activation ranges (default: min/max) and ops left float."""
+        from litert_quantizer import Quantizer
+
+        from .ranges import override
+
+        qsv = override(self.qsv, ranges) if ranges else self.qsv
+        rec = self.recipe(list(float_scopes))
+        with captured_output(show=self.verbose) as log:
+            try:
+                model = bytes(Quantizer(self.float_tflite, rec).quantize(qsv, enable_progress_report=False)
+                              .quantized_model)
+            except Exception as exc:  # the Quantizer raises ValueError/RuntimeError on ops it cannot take
+                raise UserError(f"LiteRT Quantizer could not quantize the model: {_first_line(exc)}",
+                                "run with -v for its log") from None
+        strict = not float_scopes and _all_integer(model)
+        return Quantized(model, "int8+float" if float_scopes else "int8", strict, tensor_facts(model), rec,
+                         list(float_scopes), log.text(), ranges)
+
+    def dynamic(self) -> Quantized:
+        """int8 weights, float activations quantized on the fly (dynamic range)."""
+        from litert_quantizer import Quantizer, recipe
+
+        rec = recipe.dynamic_wi8_afp32()
+        with captured_output(show=self.verbose) as log:
+            model = bytes(Quantizer(self.float_tflite, rec).quantize(enable_progress_report=False).quantized_model)
+        return Quantized(model, "dynamic", False, tensor_facts(model), rec, [], log.text())
+
+
+def _all_integer(tflite: bytes) -> bool:
+    from .ops import op_report
+
+    return not op_report(tflite)["float_ops"]
+
+
+def signature_feeds(tflite: bytes, in_maps: list[TensorMap], samples: dict[str, np.ndarray]) -> list[dict]:
+    """The samples as signature feeds (converted layout and dtype), one dict per sample."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    runner = Interpreter(model_content=tflite).get_signature_runner(SIGNATURE)
+    dtypes = {k: v["dtype"] for k, v in runner.get_input_details().items()}
+    count = len(next(iter(samples.values())))
+    return [{m.key: np.transpose(samples[m.spec.name][i], m.permutation).astype(dtypes[m.key]) for m in in_maps}
+            for i in range(count)]
+
+
+def converter_int8(saved_model_dir, in_maps: list[TensorMap], samples, io_dtype: str = "uint8",
+                   per_tensor: bool = False, verbose: bool = False) -> Quantized:
+    """SavedModel -> full-integer model by TFLiteConverter; kept for uint8 I/O only (see the module doc)."""
+    import tensorflow as tf
+
+    sig = tf.saved_model.load(str(saved_model_dir)).signatures[SIGNATURE]
     dtypes = {k: v.dtype.as_numpy_dtype for k, v in sig.structured_input_signature[1].items()}
     io_type = {"int8": tf.int8, "uint8": tf.uint8, "float32": tf.float32}[io_dtype]
+    count = len(next(iter(samples.values())))
+
+    def dataset():
+        for i in range(count):
+            yield {m.key: np.transpose(samples[m.spec.name][i], m.permutation).astype(dtypes[m.key])
+                   for m in in_maps}
 
     def make(strict: bool):
         conv = tf.lite.TFLiteConverter.from_saved_model(str(saved_model_dir))
         conv.optimizations = [tf.lite.Optimize.DEFAULT]
-        conv.representative_dataset = _dataset(samples, in_maps, dtypes)
+        conv.representative_dataset = dataset
         ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
         if not strict:
             ops.append(tf.lite.OpsSet.TFLITE_BUILTINS)
@@ -109,9 +236,10 @@ def quantize(saved_model_dir, in_maps: list[TensorMap], samples, io_dtype: str =
             try:
                 tflite = make(strict)
             except Exception as exc:  # the converter raises ConverterError and plain Exceptions
-                errors.append(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
+                errors.append(_first_line(exc))
                 continue
-        return Quantized(tflite, strict, _tensor_facts(tflite), log.text())
+        return Quantized(tflite, "int8" if strict else "int8+float", strict, tensor_facts(tflite), None, [],
+                         log.text())
     raise UserError(
         f"the TFLite converter could not quantize the model: {errors[-1]}",
         "run with -v for the converter's log",

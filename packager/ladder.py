@@ -1,0 +1,298 @@
+"""The precision ladder: the cheapest model that holds the fidelity bar.
+
+Steps, cheapest first, each measured on held-out samples through
+edge_runtime (as the device runs it) against float onnxruntime:
+
+1. full int8, min/max ranges; then ranges chosen per tensor by the outputs
+   (:mod:`packager.ranges`);
+2. full int8 of the repaired float graph (:mod:`packager.repairs`), when
+   a repair applies;
+3. int8 with the fewest float islands: blocks of ops in graph order left
+   float, chosen by measuring the outputs with each block float (not each
+   layer's own error: damage that is spread shows only at the outputs);
+4. int8 weights with float activations (dynamic range), float16, float32.
+
+``--precision int8`` stops after step 2: full integer or nothing.
+A quantized step that holds the bar but runs slower than the float32 model
+on the host is not a win, and the ladder goes on (unless int8 is demanded).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from .fidelity import Bar, compare, shortfalls, summary
+from .quiet import captured_output
+from .quantize import Calibrated, Quantized, op_scopes, tensor_facts
+
+PRECISIONS = ("auto", "int8")
+ISLAND_BLOCKS = 8
+SLOWER_THAN_FLOAT = 1.10  # a quantized model this much slower than float32 is not a win
+VALIDATION = 24  # calibration samples the searches are judged on (held-out samples judge the steps)
+
+
+def io_entry(tmap, facts: dict) -> dict:
+    """A manifest input/output: the ONNX contract plus its TFLite tensor."""
+    spec = tmap.spec
+    return {
+        "name": spec.name,
+        "shape": list(tmap.shape),
+        "declared_shape": list(spec.shape),
+        "dtype": spec.dtype,
+        "permutation": list(tmap.permutation),
+        "signature_key": tmap.key,
+        **facts[tmap.key],
+    }
+
+
+@dataclasses.dataclass
+class Step:
+    name: str
+    model: Quantized
+    report: dict  # fidelity on held-out samples
+    missing: list[str]  # shortfalls against the bar; [] when met
+    latency_ms: float  # host, XNNPACK, median
+    partitions: int  # XNNPACK partitions (1 = the delegate took one piece)
+    seconds: float  # time this step took, search included
+    note: str = ""
+
+    @property
+    def meets(self) -> bool:
+        return not self.missing
+
+    def row(self) -> dict:
+        s = summary(self.report)
+        return {"step": self.name, "precision": self.model.precision, **s, "meets_bar": self.meets,
+                "shortfalls": self.missing, "float_ops": len(self.model.float_ops), "size": len(self.model.tflite),
+                "latency_ms": round(self.latency_ms, 3), "xnnpack_partitions": self.partitions,
+                "seconds": round(self.seconds, 1), "note": self.note}
+
+
+@dataclasses.dataclass
+class Outcome:
+    chosen: Step | None
+    steps: list[Step]
+    why: str
+
+
+class Bench:
+    """Runs candidate models through edge_runtime: fidelity and host latency."""
+
+    def __init__(self, in_maps, out_maps, fixed_inputs: list[dict], holdout: dict, holdout_refs: dict,
+                 validation: dict, validation_refs: dict):
+        self.in_maps, self.out_maps, self.fixed_inputs = in_maps, out_maps, fixed_inputs
+        self.holdout, self.holdout_refs = holdout, holdout_refs
+        self.validation, self.validation_refs = validation, validation_refs
+        self._dir = tempfile.TemporaryDirectory(prefix="edgepack-ladder-")
+
+    def model(self, q: Quantized):
+        from edge_runtime.interpreter import make_engine
+        from edge_runtime.model import Model
+
+        path = Path(self._dir.name) / "candidate.tflite"
+        path.write_bytes(q.tflite)
+        manifest = {"name": "candidate", "inputs": [io_entry(m, q.io) for m in self.in_maps],
+                    "outputs": [io_entry(m, q.io) for m in self.out_maps], "fixed_inputs": self.fixed_inputs}
+        with captured_output():  # the runtime announces its delegate on fd 2
+            engine = make_engine(str(path), threads=2, delegate="xnnpack")
+        return Model(path.parent, manifest, engine)
+
+    def fidelity(self, q: Quantized, validation: bool = False) -> dict:
+        samples, refs = (self.validation, self.validation_refs) if validation else (self.holdout, self.holdout_refs)
+        got = self.model(q).predict(dict(samples))
+        return compare(refs, {n: got[n] for n in refs}, len(next(iter(samples.values()))))
+
+    def speed(self, q: Quantized, runs: int = 15) -> tuple[float, int]:
+        """(median invoke ms, XNNPACK partitions) on the host."""
+        model = self.model(q)
+        model.predict({k: v[:1] for k, v in self.holdout.items()})
+        interp = model.engine.interpreter
+        times = []
+        for _ in range(runs):
+            start = time.perf_counter()
+            interp.invoke()
+            times.append((time.perf_counter() - start) * 1000)
+        partitions = sum(op["op_name"] == "DELEGATE" for op in interp._get_ops_details())
+        return statistics.median(times), partitions
+
+
+def margin(report: dict, bar: Bar) -> float:
+    """How far the figures are from the bar: min of value/threshold over what applies (>= 1 meets it)."""
+    s = summary(report)
+    pairs = [(s["cosine"], bar.min_cosine), (s["channel_cosine"], bar.min_channel_cosine),
+             (s["top1"], bar.min_top1), (s["f1"], bar.min_f1)]
+    ratios = [v / t for v, t in pairs if v is not None and t]
+    ratios = [-math.inf if math.isnan(r) else r for r in ratios]
+    return min(ratios) if ratios else 1.0
+
+
+def _say(text: str) -> None:
+    print(f"      {text}", file=sys.stderr, flush=True)
+
+
+def _line(step: Step, base_ms: float | None) -> str:
+    s = summary(step.report)
+    parts = [f"cos {s['cosine']:.4f}"]
+    if s["channel_cosine"] is not None:
+        parts.append(f"worst ch {s['channel_cosine']:.3f}")
+    if s["top1"] is not None:
+        parts.append(f"top-1 {s['top1']:.1%}")
+    if s["f1"] is not None:
+        parts.append(f"F1 {s['f1']:.3f}")
+    ratio = f" ({step.latency_ms / base_ms:.2f}x int8)" if base_ms else ""
+    verdict = "holds the bar" if step.meets else "below the bar"
+    note = f"; {step.note}" if step.note else ""
+    return (f"{step.name:<26} {', '.join(parts)}; {len(step.model.float_ops)} float ops, "
+            f"{len(step.model.tflite) / 1024:.0f} KB, {step.latency_ms:.2f} ms{ratio}, "
+            f"{step.partitions} XNNPACK partition(s), {step.seconds:.1f} s: {verdict}{note}")
+
+
+class Ladder:
+    def __init__(self, bench: Bench, bar: Bar, precision: str = "auto", say: Callable[[str], None] = _say):
+        self.bench, self.bar, self.precision, self.say = bench, bar, precision, say
+        self.steps: list[Step] = []
+        self.float_ms: float | None = None
+
+    def _step(self, name: str, q: Quantized, started: float, note: str = "") -> Step:
+        report = self.bench.fidelity(q)
+        ms, partitions = self.bench.speed(q)
+        step = Step(name, q, report, shortfalls(report, self.bar), ms, partitions, time.perf_counter() - started, note)
+        if step.meets and q.precision != "float32" and self.float_ms and ms > self.float_ms * SLOWER_THAN_FLOAT:
+            step.note = (step.note + "; " if step.note else "") + f"slower than float32 ({self.float_ms:.2f} ms)"
+        self.steps.append(step)
+        base = self.steps[0].latency_ms if self.steps else None
+        self.say(_line(step, base))
+        return step
+
+    def _wins(self, step: Step) -> bool:
+        if not step.meets:
+            return False
+        if self.precision == "int8" or step.model.precision == "float32":
+            return True
+        return not (self.float_ms and step.latency_ms > self.float_ms * SLOWER_THAN_FLOAT)
+
+    def int8_steps(self, cal: Calibrated, label: str = "int8") -> Step | None:
+        """Step 1 (or 2 on a repaired graph): min/max, then ranges chosen per tensor."""
+        from .ranges import candidates, collect, search
+
+        started = time.perf_counter()
+        first = self._step(f"{label}, min/max", cal.int8(), started)
+        if self._wins(first):
+            return first
+        started = time.perf_counter()
+        hists = collect(cal.float_tflite, cal.dataset[:64], cal.qsv)
+        cands = {n: candidates(h) for n, h in hists.items()}
+
+        def judge(ranges):
+            return margin(self.bench.fidelity(cal.int8(ranges), validation=True), self.bar)
+
+        choice = search(list(cal.qsv), cands, judge, good_enough=1.0)
+        ranges = {t: cands[t][r] for t, r in choice.rules.items()}
+        counts = ", ".join(f"{n} {r}" for r, n in sorted(choice.counts().items(), key=lambda x: -x[1]))
+        step = self._step(f"{label}, ranges per tensor", cal.int8(ranges), started,
+                          note=f"{len(choice.trials)} trials; {counts}")
+        return step
+
+    def islands(self, cal: Calibrated, ranges: dict | None) -> Step:
+        """Step 3: the fewest blocks of ops left float that bring the outputs to the bar."""
+        started = time.perf_counter()
+        scopes = [s for t, s in op_scopes(cal.float_tflite) if s and t not in ("QUANTIZE", "DEQUANTIZE")]
+        size = max(1, -(-len(scopes) // ISLAND_BLOCKS))
+        blocks = [scopes[i:i + size] for i in range(0, len(scopes), size)]
+
+        def judge(chosen: list[list[str]]) -> float:
+            flat = [s for b in chosen for s in b]
+            return margin(self.bench.fidelity(cal.int8(ranges, flat), validation=True), self.bar)
+
+        gains = sorted(range(len(blocks)), key=lambda i: -judge([blocks[i]]))
+        chosen: list[list[str]] = []
+        score = -math.inf
+        for i in gains:
+            chosen.append(blocks[i])
+            score = judge(chosen)
+            if score >= 1:
+                break
+        # Shrink: halves of each chosen block that are not needed go back to int8.
+        if score >= 1:
+            for _ in range(2):
+                refined = []
+                for k, block in enumerate(chosen):
+                    half = len(block) // 2
+                    kept = block
+                    for part in (block[:half], block[half:]):
+                        if not part or len(part) == len(kept):
+                            continue
+                        trial = refined + [[s for s in kept if s not in part]] + chosen[k + 1:]
+                        if judge(trial) >= 1:
+                            kept = [s for s in kept if s not in part]
+                    refined.append(kept)
+                chosen = [b for b in refined if b]
+        flat = [s for b in chosen for s in b]
+        return self._step(f"int8 + {len(flat)} float ops", cal.int8(ranges, flat), started,
+                          note=f"{len(flat)} of {len(scopes)} ops float")
+
+    def climb(self, cal: Calibrated, repaired: Callable[[], Calibrated | None] | None,
+              float16: Callable[[], Quantized], float32: Quantized) -> Outcome:
+        """Run the ladder; the first step that holds the bar (and is not slower than float) wins."""
+        self.float_ms, _ = self.bench.speed(float32)
+        best = self.int8_steps(cal)
+        if self._wins(best):
+            return self._done(best)
+        if repaired is not None:
+            fixed = repaired()
+            if fixed is not None:
+                step = self.int8_steps(fixed, "int8 repaired")
+                if self._wins(step):
+                    return self._done(step)
+                if margin(step.report, self.bar) > margin(best.report, self.bar):
+                    best, cal = step, fixed
+        if self.precision == "int8":
+            return self._done(None)
+        step = self.islands(cal, best.model.ranges)
+        if self._wins(step):
+            return self._done(step)
+        started = time.perf_counter()
+        for name, make in (("dynamic range", cal.dynamic), ("float16", float16), ("float32", lambda: float32)):
+            step = self._step(name, make(), started)
+            if self._wins(step):
+                return self._done(step)
+            started = time.perf_counter()
+        return self._done(None)
+
+    def only(self, name: str, q: Quantized) -> Outcome:
+        """A one-step ladder: this model holds the bar or nothing does."""
+        step = self._step(name, q, time.perf_counter())
+        return self._done(step if step.meets else None)
+
+    def _done(self, step: Step | None) -> Outcome:
+        if step is None:
+            return Outcome(None, self.steps, "no step held the bar")
+        first = self.steps[0]
+        if step is first:
+            why = "full int8 with min/max ranges holds the bar"
+        else:
+            failed = [s for s in self.steps if s is not step and not s.meets]
+            slow = [s for s in self.steps if s is not step and s.meets]
+            why = f"{step.name} is the first step that holds the bar"
+            if failed:
+                why += f"; below it: {', '.join(s.name for s in failed)}"
+            if slow:
+                why += f"; held it but slower than float32 on the host: {', '.join(s.name for s in slow)}"
+        return Outcome(step, self.steps, why)
+
+    def best(self) -> Step:
+        """The closest step to the bar (what --accept-low-fidelity ships)."""
+        return max(self.steps, key=lambda s: margin(s.report, self.bar))
+
+
+def float_model(tflite: bytes, precision: str) -> Quantized:
+    return Quantized(tflite, precision, False, tensor_facts(tflite))
