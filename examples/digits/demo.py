@@ -69,6 +69,10 @@ def main() -> int:
     print(f"{'model size':24}{onnx_kb:9.1f} KB{tflite_kb:11.1f} KB")
     print(f"{'test images':24}{len(test_y):12d}{len(test_y):14d}")
     print(f"{'predictions agreeing':24}{(float_pred == int8_pred).mean() * 100:25.2f}%")
+
+    step("5. edgepack evaluate: accuracy and per-class precision/recall/F1, float ONNX vs bundle")
+    run(sys.executable, "-m", "packager", "evaluate", bundle, "--data", data / "test_x.npy",
+        "--labels", data / "test_y.npy", "--model", data / "digits.onnx")
     print(f"\nbundle: {bundle}  (copy {bundle.name}.tar.gz to the device, then: ./edge-run run . --input x.npy)")
     return 0
 
