@@ -126,6 +126,89 @@ def cmd_bench(args) -> int:
     return 0
 
 
+BAR_TERMS = (("min_cosine", "cosine"), ("min_top1", "top-1"), ("min_f1", "F1"), ("min_channel_cosine", "worst channel"))
+
+
+def _bar_text(bar: dict | None) -> str:
+    """The fidelity bar in words; None criteria were switched off at build time."""
+    if not bar:
+        return "bar not recorded"
+    terms = [f"{word} >= {bar[key]:g}" for key, word in BAR_TERMS if bar.get(key) is not None]
+    return ", ".join(terms) if terms else "every criterion switched off"
+
+
+def _precision_lines(manifest: dict) -> list[str]:
+    """The chosen precision and whether it holds the bar; loud when it was shipped below it.
+
+    Bundles built before the precision ladder have no such section: they are
+    full int8 (the only thing edgepack built then) with no recorded bar.
+    """
+    prec = manifest.get("precision")
+    if not prec:
+        return ["precision  int8 (built before the precision ladder; fidelity bar not recorded)"]
+    verdict = "holds the bar" if prec.get("meets_bar") else "BELOW the bar"
+    lines = [f"precision  {prec.get('chosen')} (step '{prec.get('step')}'; requested {prec.get('requested')}): "
+             f"{verdict} ({_bar_text(prec.get('bar'))})"]
+    if prec.get("why"):
+        lines.append(f"           why: {prec['why']}")
+    if not prec.get("meets_bar"):
+        how = ", shipped with --accept-low-fidelity" if prec.get("accepted_low_fidelity") else ""
+        lines.append(f"WARNING    below the fidelity bar{how}: {'; '.join(prec.get('shortfalls') or []) or '?'}")
+    lines += _ladder_table(prec.get("steps") or [], prec.get("step"))
+    return lines
+
+
+def _figure(value, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def _ladder_table(steps: list[dict], chosen: str | None) -> list[str]:
+    """Every precision step the build tried, one row each; '*' marks the one shipped."""
+    if not steps:
+        return []
+    width = max(4, *(len(str(s.get("step"))) for s in steps))
+    lines = [f"ladder     {'  step':<{width + 2}} {'precision':<10} {'cosine':>7} {'worst ch':>8} {'top-1':>6} "
+             f"{'F1':>5} {'float ops':>9} {'size KB':>8} {'ms':>8} {'partitions':>10}  verdict"]
+    for s in steps:
+        mark = "* " if s.get("step") == chosen else "  "
+        verdict = "holds the bar" if s.get("meets_bar") else "below the bar"
+        if s.get("meets_bar") and "slower than float32" in (s.get("note") or ""):
+            verdict += ", slower than float32"  # the ladder's note: why a step that held was passed over
+        size = None if s.get("size") is None else s["size"] / 1024
+        lines.append(
+            f"           {mark}{str(s.get('step')):<{width}} {str(s.get('precision')):<10} "
+            f"{_figure(s.get('cosine'), '.4f'):>7} {_figure(s.get('channel_cosine'), '.3f'):>8} "
+            f"{_figure(s.get('top1'), '.1%'):>6} {_figure(s.get('f1'), '.3f'):>5} "
+            f"{_figure(s.get('float_ops'), 'd'):>9} {_figure(size, '.0f'):>8} "
+            f"{_figure(s.get('latency_ms'), '.3f'):>8} {_figure(s.get('xnnpack_partitions'), 'd'):>10}  {verdict}"
+        )
+    return lines
+
+
+def _fidelity_lines(manifest: dict) -> list[str]:
+    """Held-out fidelity per output: float ONNX against the model in the bundle (whatever its precision)."""
+    fid = manifest.get("fidelity", {})
+    if not fid:
+        return []
+    chosen = (manifest.get("precision") or {}).get("chosen", "int8")
+    lines = [f"fidelity   on {fid.get('samples')} held-out samples, float ONNX vs bundle ({chosen}):"]
+    for name, m in fid.get("outputs", {}).items():
+        extra = ""
+        if m.get("worst_channel"):
+            ch = m["worst_channel"]
+            extra += f"  worst ch {ch['cosine']:.4f} [{ch['index']}, axis {ch['axis']}]"
+        if m.get("top1_agreement") is not None:
+            extra += f"  top1 {m['top1_agreement'] * 100:.1f}%"
+        f1 = (m.get("score_map") or {}).get("f1")
+        if f1 is not None:
+            extra += f"  F1 {f1:.3f}"
+        lines.append(
+            f"           {name}: cosine {m['cosine']:.5f}  max|err| {m['max_abs_error']:.5g}  "
+            f"mean|err| {m['mean_abs_error']:.5g}{extra}"
+        )
+    return lines
+
+
 def describe(manifest: dict) -> str:
     """A human summary of a manifest (shared with `edgepack inspect`)."""
     lines = [
@@ -147,15 +230,8 @@ def describe(manifest: dict) -> str:
         lines.append(f"converted  by strategy {manifest['conversion']['strategy']} "
                      f"({len(manifest['conversion']['attempts'])} tried); graph preparation: {len(changes)} change(s)")
         lines.extend(f"           {c}" for c in changes)
-    fid = manifest.get("fidelity", {})
-    if fid:
-        lines.append(f"fidelity   on {fid.get('samples')} held-out samples, float ONNX vs int8:")
-        for name, m in fid.get("outputs", {}).items():
-            top1 = f"  top1 {m['top1_agreement'] * 100:.1f}%" if m.get("top1_agreement") is not None else ""
-            lines.append(
-                f"           {name}: cosine {m['cosine']:.5f}  max|err| {m['max_abs_error']:.5g}  "
-                f"mean|err| {m['mean_abs_error']:.5g}{top1}"
-            )
+    lines += _precision_lines(manifest)
+    lines += _fidelity_lines(manifest)
     ops = manifest.get("ops", {})
     if ops:
         counts = ", ".join(f"{op}/{dt} {n}" for op, per in sorted(ops["counts"].items()) for dt, n in sorted(per.items()))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import bisect
 import glob
+import math
 import shutil
 import subprocess
 import threading
@@ -21,6 +22,50 @@ def _labels(labels: dict) -> str:
     body = ",".join(f'{k}="{str(v).replace(chr(92), chr(92) * 2).replace(chr(34), chr(92) + chr(34))}"'
                     for k, v in sorted(labels.items()))
     return "{" + body + "}"
+
+
+def _number(value: float) -> str:
+    """A sample value as the exposition format spells it (NaN, +Inf, -Inf)."""
+    if math.isnan(value):
+        return "NaN"
+    if math.isinf(value):
+        return "+Inf" if value > 0 else "-Inf"
+    return repr(float(value))
+
+
+def model_fidelity(manifest: dict) -> list[str]:
+    """What the build measured and decided about the model's fidelity, as gauges.
+
+    Fixed for the life of the server (they come from the verified manifest),
+    so a dashboard can alert on a model shipped below the bar. Bundles built
+    before the precision ladder are full int8 with no recorded bar: no
+    edge_run_model_fidelity_ok then, rather than a guess.
+    """
+    prec = manifest.get("precision")
+    info = {"precision": prec.get("chosen", "int8"), "step": prec.get("step", "")} if prec else {"precision": "int8"}
+    lines = [
+        "# HELP edge_run_model_precision_info The precision the build chose, and its precision-ladder step.",
+        "# TYPE edge_run_model_precision_info gauge",
+        f"edge_run_model_precision_info{_labels(info)} 1",
+    ]
+    if prec:
+        lines += [
+            "# HELP edge_run_model_fidelity_ok 1 when the model holds the fidelity bar on held-out samples, "
+            "0 when it was shipped below it (--accept-low-fidelity).",
+            "# TYPE edge_run_model_fidelity_ok gauge",
+            f"edge_run_model_fidelity_ok {int(bool(prec.get('meets_bar')))}",
+        ]
+    outputs = {name: m["cosine"] for name, m in ((manifest.get("fidelity") or {}).get("outputs") or {}).items()
+               if isinstance(m.get("cosine"), (int, float))}
+    if outputs:
+        lines += [
+            "# HELP edge_run_model_fidelity_cosine Mean cosine of each output against float ONNX on held-out "
+            "samples, measured by the build.",
+            "# TYPE edge_run_model_fidelity_cosine gauge",
+        ]
+        lines += [f"edge_run_model_fidelity_cosine{_labels({'output': name})} {_number(cosine)}"
+                  for name, cosine in outputs.items()]
+    return lines
 
 
 class Histogram:
@@ -48,9 +93,10 @@ class Histogram:
 class Metrics:
     """Thread-safe counters, gauges and histograms of one server."""
 
-    def __init__(self, model_info: dict):
+    def __init__(self, model_info: dict, model_lines: list[str] | None = None):
         self.lock = threading.Lock()
         self.model_info = model_info
+        self.model_lines = list(model_lines or [])  # model_fidelity(manifest): fixed at start
         self.delegate: dict = {}
         self.requests: dict[tuple, int] = {}
         self.request_seconds: dict[str, Histogram] = {}
@@ -92,6 +138,7 @@ class Metrics:
                 "# HELP edge_run_model_info The model being served.",
                 "# TYPE edge_run_model_info gauge",
                 f"edge_run_model_info{_labels(self.model_info)} 1",
+                *self.model_lines,
             ]
             if self.delegate:
                 lines += [

@@ -31,7 +31,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import numpy as np
 
 from .errors import UserError
-from .metrics import Metrics
+from .metrics import Metrics, model_fidelity
 from .tensors import feeds_from_numpy
 
 DATATYPES = {
@@ -362,7 +362,7 @@ def serve(bundle: str, host: str, port: int, limits: Limits, threads: int | None
 
     target = manifest.get("target", {})
     metrics = Metrics({"model": manifest["name"], "target": target.get("name", ""),
-                       "source_sha256": manifest["source"]["sha256"][:16]})
+                       "source_sha256": manifest["source"]["sha256"][:16]}, model_fidelity(manifest))
     service = Service(load_models, limits, manifest["name"], metrics)
     handler = type("BoundHandler", (Handler,), {"service": service, "verbose": verbose})
     try:

@@ -1,16 +1,21 @@
-"""edge-run on the host: run, bench, info, bad input, tampered bundles."""
+"""edge-run on the host: run, bench, info, bad input, tampered bundles.
 
+Tests marked slow need the built digits bundle; `describe` is tested on
+manifests written by hand.
+"""
+
+import copy
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 import edge_runtime
-from edge_runtime.cli import main
+from edge_runtime.bundle import manifest_digest, open_bundle
+from edge_runtime.cli import describe, main
 from tests.conftest import run_cli
-
-pytestmark = pytest.mark.slow  # needs the built digits bundle
 
 
 def edge_run_error(capsys, *args):
@@ -21,6 +26,7 @@ def edge_run_error(capsys, *args):
     return err
 
 
+@pytest.mark.slow
 def test_library_predict_matches_cli(digits, digits_bundle, tmp_path):
     x = np.load(digits / "test_x.npy")[:5]
     model = edge_runtime.load(digits_bundle)
@@ -35,6 +41,7 @@ def test_library_predict_matches_cli(digits, digits_bundle, tmp_path):
     np.testing.assert_array_equal(one, lib[:1])
 
 
+@pytest.mark.slow
 def test_raw_mode_returns_quantized_tensors(digits, digits_bundle, tmp_path):
     model = edge_runtime.load(digits_bundle)
     spec = model.inputs[0]
@@ -45,24 +52,28 @@ def test_raw_mode_returns_quantized_tensors(digits, digits_bundle, tmp_path):
         assert r["scores"].dtype == np.int8 and r["scores"].shape == (1, 10)
 
 
+@pytest.mark.slow
 def test_wrong_input_name(capsys, digits_bundle, tmp_path):
     np.savez(tmp_path / "in.npz", pixels=np.zeros((1, 1, 8, 8), np.float32))
     err = edge_run_error(capsys, "run", digits_bundle, "--input", tmp_path / "in.npz")
     assert "missing: image" in err and "unknown: pixels" in err
 
 
+@pytest.mark.slow
 def test_wrong_input_shape(capsys, digits_bundle, tmp_path):
     np.save(tmp_path / "in.npy", np.zeros((1, 8, 8, 1), np.float32))
     err = edge_run_error(capsys, "run", digits_bundle, "--input", tmp_path / "in.npy")
     assert "input 'image' must have shape" in err and "found (1, 8, 8, 1)" in err
 
 
+@pytest.mark.slow
 def test_wrong_input_dtype(capsys, digits_bundle, tmp_path):
     np.save(tmp_path / "in.npy", np.zeros((1, 1, 8, 8), np.uint8))
     err = edge_run_error(capsys, "run", digits_bundle, "--input", tmp_path / "in.npy")
     assert "takes float32, found uint8" in err
 
 
+@pytest.mark.slow
 def test_pickled_input_refused(capsys, digits_bundle, tmp_path):
     np.save(tmp_path / "in.npy", np.array([object()] * 2, dtype=object), allow_pickle=True)
     err = edge_run_error(capsys, "run", digits_bundle, "--input", tmp_path / "in.npy")
@@ -76,6 +87,7 @@ def bundle_copy(digits_bundle, tmp_path):
     return copy
 
 
+@pytest.mark.slow
 def test_modified_model_refused(capsys, bundle_copy, digits, tmp_path):
     data = bytearray((bundle_copy / "model.tflite").read_bytes())
     data[len(data) // 2] ^= 0xFF
@@ -85,6 +97,7 @@ def test_modified_model_refused(capsys, bundle_copy, digits, tmp_path):
     assert "model.tflite was modified" in err
 
 
+@pytest.mark.slow
 def test_modified_manifest_refused(capsys, bundle_copy):
     manifest = json.loads((bundle_copy / "manifest.json").read_text())
     manifest["inputs"][0]["scale"] *= 2  # a plausible, silent accuracy killer
@@ -93,6 +106,7 @@ def test_modified_manifest_refused(capsys, bundle_copy):
     assert "manifest.json was modified" in err
 
 
+@pytest.mark.slow
 def test_modified_runner_refused(capsys, bundle_copy):
     with open(bundle_copy / "edge_runtime" / "tensors.py", "a") as f:
         f.write("\n# edited\n")
@@ -100,6 +114,7 @@ def test_modified_runner_refused(capsys, bundle_copy):
     assert "edge_runtime/tensors.py was modified" in err
 
 
+@pytest.mark.slow
 def test_bench_json(digits_bundle):
     result = json.loads(run_cli("edge_runtime", "bench", digits_bundle, "--runs", "20", "--warmup", "2",
                                 "--threads", "1", "--json").stdout)
@@ -110,6 +125,7 @@ def test_bench_json(digits_bundle):
     assert result["runtime"].startswith("ai_edge_litert")
 
 
+@pytest.mark.slow
 def test_bench_text_and_info(digits_bundle):
     text = run_cli("edge_runtime", "bench", digits_bundle, "--runs", "5").stdout
     assert "latency" in text and "median" in text and "peak RSS" in text
@@ -122,7 +138,150 @@ def test_missing_bundle(capsys, tmp_path):
     assert "does not exist" in err
 
 
+@pytest.mark.slow
 def test_empty_input(capsys, digits_bundle, tmp_path):
     np.save(tmp_path / "in.npy", np.zeros((0, 1, 8, 8), np.float32))
     err = edge_run_error(capsys, "run", digits_bundle, "--input", tmp_path / "in.npy")
     assert "holds no samples" in err
+
+
+# --- precision and fidelity in `edge-run info` (issue 13) ---
+
+BAR = {"min_cosine": 0.99, "min_top1": 0.99, "min_f1": 0.95, "min_channel_cosine": 0.9}
+
+
+def ladder_row(step, precision, meets, cosine, **extra):
+    return {"step": step, "precision": precision, "cosine": cosine, "channel_cosine": None, "top1": None,
+            "f1": None, "meets_bar": meets, "shortfalls": [] if meets else [f"y: cosine {cosine:.4f} < 0.99"],
+            "float_ops": 0, "size": 20480, "latency_ms": 1.5, "xnnpack_partitions": 1, "seconds": 2.0, "note": "",
+            **extra}
+
+
+def hand_manifest(precision=None, score_map=True) -> dict:
+    """The parts of a manifest describe() reads; precision=None is a bundle from before the ladder."""
+    out = {"cosine": 0.995, "min_cosine": 0.97, "max_abs_error": 0.02, "mean_abs_error": 0.001,
+           "top1_agreement": None, "worst_channel": {"axis": 1, "index": 4, "cosine": 0.934}, "top5_agreement": None,
+           "score_map": {"threshold": 0.5, "positives": 120, "model_positives": 118, "precision": 0.97,
+                         "recall": 0.96, "f1": 0.965, "topk_agreement": 0.9} if score_map else None}
+    manifest = {
+        "name": "det-rpi4", "edgepack_version": "0.1.0", "created_at": "2026-01-01T00:00:00+00:00",
+        "target": {"name": "rpi4", "human_name": "Raspberry Pi 4 Model B"},
+        "source": {"file": "det.onnx", "sha256": "0123456789abcdef" * 4},
+        "inputs": [{"name": "x", "shape": [1, 3, 32, 32], "dtype": "float32", "tflite_shape": [1, 32, 32, 3],
+                    "tflite_dtype": "int8", "permutation": [0, 2, 3, 1], "scale": 0.0078, "zero_point": 0}],
+        "outputs": [],
+        "fidelity": {"samples": 40, "outputs": {"y": out}},
+    }
+    if precision is not None:
+        manifest["precision"] = precision
+    return manifest
+
+
+def test_describe_precision_that_holds_the_bar_and_its_ladder():
+    text = describe(hand_manifest({
+        "requested": "auto", "chosen": "int8", "step": "int8, ranges per tensor",
+        "why": "int8, ranges per tensor is the first step that holds the bar; below it: int8, min/max",
+        "bar": BAR, "meets_bar": True, "accepted_low_fidelity": False, "shortfalls": [],
+        "steps": [ladder_row("int8, min/max", "int8", False, 0.9512),
+                  ladder_row("int8, ranges per tensor", "int8", True, 0.9953, channel_cosine=0.934, f1=0.965,
+                             note="31 trials; minmax 40, p99.99 12")],
+    }))
+    lines = text.splitlines()
+    assert ("precision  int8 (step 'int8, ranges per tensor'; requested auto): holds the bar "
+            "(cosine >= 0.99, top-1 >= 0.99, F1 >= 0.95, worst channel >= 0.9)") in lines
+    assert "WARNING" not in text and "BELOW" not in text
+    header = next(i for i, line in enumerate(lines) if line.startswith("ladder "))
+    assert all(word in lines[header] for word in ("step", "precision", "cosine", "worst ch", "top-1", "F1",
+                                                  "float ops", "size KB", "ms", "partitions", "verdict"))
+    first, chosen = lines[header + 1].split(), lines[header + 2].split()
+    assert first[:3] == ["int8,", "min/max", "int8"] and "0.9512" in first and first[-3:] == ["below", "the", "bar"]
+    assert chosen[:4] == ["*", "int8,", "ranges", "per"]  # the shipped step is marked
+    assert chosen[5:13] == ["int8", "0.9953", "0.934", "-", "0.965", "0", "20", "1.500"]
+    assert chosen[-3:] == ["holds", "the", "bar"]
+    assert "fidelity   on 40 held-out samples, float ONNX vs bundle (int8):" in lines
+    assert ("           y: cosine 0.99500  max|err| 0.02  mean|err| 0.001  worst ch 0.9340 [4, axis 1]  F1 0.965"
+            in lines)
+
+
+def test_describe_low_fidelity_is_loud():
+    shortfalls = ["y: cosine 0.9410 < 0.99", "y: score-map F1 0.612 < 0.95"]
+    text = describe(hand_manifest({
+        "requested": "auto", "chosen": "float16", "step": "float16",
+        "why": "--accept-low-fidelity: float16 came closest to the bar",
+        "bar": {**BAR, "min_top1": None}, "meets_bar": False, "accepted_low_fidelity": True,
+        "shortfalls": shortfalls,
+        "steps": [ladder_row("int8, min/max", "int8", False, 0.52),
+                  ladder_row("float16", "float16", False, 0.941, note="")],
+    }))
+    lines = text.splitlines()
+    # top-1 was switched off (0 at build time): the bar says what was actually required
+    assert ("precision  float16 (step 'float16'; requested auto): BELOW the bar "
+            "(cosine >= 0.99, F1 >= 0.95, worst channel >= 0.9)") in lines
+    assert ("WARNING    below the fidelity bar, shipped with --accept-low-fidelity: "
+            "y: cosine 0.9410 < 0.99; y: score-map F1 0.612 < 0.95") in lines
+    assert lines.index(next(x for x in lines if x.startswith("WARNING"))) < lines.index(
+        next(x for x in lines if x.startswith("fidelity")))  # before the figures, not buried after them
+    assert "float ONNX vs bundle (float16):" in text
+    assert next(x for x in lines if x.startswith("           * ")).split()[1:3] == ["float16", "float16"]
+
+
+def test_describe_held_step_passed_over_for_speed():
+    text = describe(hand_manifest({
+        "requested": "auto", "chosen": "float32", "step": "float32", "why": "...", "bar": BAR, "meets_bar": True,
+        "accepted_low_fidelity": False, "shortfalls": [],
+        "steps": [ladder_row("int8, min/max", "int8", True, 0.999, note="slower than float32 (1.20 ms)"),
+                  ladder_row("float32", "float32", True, 1.0)],
+    }))
+    row = next(x for x in text.splitlines() if "int8, min/max" in x)
+    assert row.endswith("holds the bar, slower than float32")
+
+
+def test_describe_bundle_from_before_the_ladder():
+    manifest = hand_manifest(score_map=False)
+    manifest["fidelity"]["outputs"]["y"] = {"cosine": 0.999, "min_cosine": 0.99, "max_abs_error": 0.01,
+                                            "mean_abs_error": 0.001, "top1_agreement": 0.983}  # the old keys only
+    lines = describe(manifest).splitlines()
+    assert "precision  int8 (built before the precision ladder; fidelity bar not recorded)" in lines
+    assert not any(x.startswith(("WARNING", "ladder")) for x in lines)
+    assert "           y: cosine 0.99900  max|err| 0.01  mean|err| 0.001  top1 98.3%" in lines
+
+
+def reseal_below_the_bar(bundle: Path, dest: Path) -> Path:
+    """A copy of a real bundle whose manifest says it was shipped with --accept-low-fidelity.
+
+    Re-sealed the way the build seals (edge_runtime.bundle.manifest_digest):
+    the manifest's digest covers every key but itself, so an edited manifest
+    is only accepted with a recomputed digest.
+    """
+    shutil.copytree(bundle, dest)
+    manifest = json.loads((dest / "manifest.json").read_text())
+    output = next(iter(manifest["fidelity"]["outputs"]))
+    manifest["fidelity"]["outputs"][output]["cosine"] = 0.9125
+    manifest["precision"] = {
+        **copy.deepcopy(manifest.get("precision") or {"requested": "auto", "bar": BAR, "steps": []}),
+        "chosen": "int8", "step": "int8, min/max", "meets_bar": False, "accepted_low_fidelity": True,
+        "why": "--accept-low-fidelity: int8, min/max came closest to the bar",
+        "shortfalls": [f"{output}: cosine 0.9125 < 0.99"],
+    }
+    manifest["integrity"] = manifest_digest(manifest)
+    (dest / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    return dest
+
+
+@pytest.mark.slow
+def test_info_on_real_bundle_says_precision(digits_bundle):
+    info = run_cli("edge_runtime", "info", digits_bundle).stdout
+    precision = json.loads((digits_bundle / "manifest.json").read_text())["precision"]
+    verdict = "holds the bar" if precision["meets_bar"] else "BELOW the bar"
+    assert f"precision  {precision['chosen']} (step '{precision['step']}'; requested auto): {verdict}" in info
+    assert f"float ONNX vs bundle ({precision['chosen']}):" in info
+    assert ("WARNING" in info) == (not precision["meets_bar"])
+
+
+@pytest.mark.slow
+def test_info_shows_a_bundle_shipped_below_the_bar(digits_bundle, tmp_path):
+    low = reseal_below_the_bar(digits_bundle, tmp_path / "low")
+    assert open_bundle(low)[1]["precision"]["accepted_low_fidelity"]  # the re-seal passes verification
+    info = run_cli("edge_runtime", "info", low).stdout
+    assert "WARNING    below the fidelity bar, shipped with --accept-low-fidelity: scores: cosine 0.9125 < 0.99" in info
+    assert "): BELOW the bar (" in info

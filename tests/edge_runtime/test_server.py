@@ -1,5 +1,8 @@
 """edge-run serve: the Open Inference Protocol with real clients, Prometheus
-metrics checked by promtool, limits, bad input, and a clean SIGTERM."""
+metrics checked by promtool, limits, bad input, and a clean SIGTERM.
+
+Tests marked slow need the built digits bundle.
+"""
 
 import http.client
 import json
@@ -15,9 +18,9 @@ import time
 import numpy as np
 import pytest
 
+from edge_runtime.metrics import Metrics, model_fidelity
 from tests.conftest import ROOT, run_cli
-
-pytestmark = pytest.mark.slow  # needs the built digits bundle
+from tests.edge_runtime.test_cli import hand_manifest, reseal_below_the_bar
 
 MAX_BODY = 65536
 
@@ -103,6 +106,7 @@ def valid(server, x) -> np.ndarray:
     return np.array(out["data"], np.float32).reshape(out["shape"])
 
 
+@pytest.mark.slow
 def test_tritonclient_metadata_and_infer_match_edge_run(server, samples, digits_bundle, tmp_path):
     python = os.environ.get("EDGEPACK_CLIENTS_PYTHON", str(ROOT / ".venv-clients" / "bin" / "python"))
     if not os.path.exists(python):
@@ -134,6 +138,7 @@ def test_tritonclient_metadata_and_infer_match_edge_run(server, samples, digits_
         np.testing.assert_array_equal(np.array(result["out"][key], np.float32), expected)
 
 
+@pytest.mark.slow
 def test_npy_body(server, samples):
     import io
 
@@ -146,13 +151,7 @@ def test_npy_body(server, samples):
         np.testing.assert_array_equal(out["scores"], valid(server, samples))
 
 
-def test_metrics_pass_promtool(server, samples):
-    valid(server, samples)
-    text = server.metrics()
-    for name in ("edge_run_requests_total", "edge_run_request_duration_seconds_bucket",
-                 "edge_run_inference_duration_seconds_count", "edge_run_in_flight_requests",
-                 "edge_run_model_info", 'edge_run_delegate_info{delegate="xnnpack",fallback="false"}'):
-        assert name in text
+def promtool_check(text: str) -> None:
     promtool = shutil.which("promtool")
     if promtool is None:
         pytest.fail("promtool missing: `make test` installs Debian's prometheus package")
@@ -160,9 +159,71 @@ def test_metrics_pass_promtool(server, samples):
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
+@pytest.mark.slow
+def test_metrics_pass_promtool(server, samples, digits_bundle):
+    valid(server, samples)
+    text = server.metrics()
+    for name in ("edge_run_requests_total", "edge_run_request_duration_seconds_bucket",
+                 "edge_run_inference_duration_seconds_count", "edge_run_in_flight_requests",
+                 "edge_run_model_info", 'edge_run_delegate_info{delegate="xnnpack",fallback="false"}'):
+        assert name in text
+    manifest = json.loads((digits_bundle / "manifest.json").read_text())
+    precision = manifest["precision"]
+    assert f"edge_run_model_fidelity_ok {int(precision['meets_bar'])}\n" in text
+    assert (f'edge_run_model_precision_info{{precision="{precision["chosen"]}",step="{precision["step"]}"}} 1\n'
+            in text)
+    cosine = manifest["fidelity"]["outputs"]["scores"]["cosine"]
+    assert f'edge_run_model_fidelity_cosine{{output="scores"}} {float(cosine)!r}\n' in text
+    promtool_check(text)
+
+
+def model_gauges(text: str) -> dict[str, str]:
+    """{series: value} of the edge_run_model_* samples in an exposition."""
+    return dict(line.rsplit(" ", 1) for line in text.splitlines() if line.startswith("edge_run_model_"))
+
+
+def test_model_fidelity_gauges_below_the_bar():
+    manifest = hand_manifest({"requested": "auto", "chosen": "int8+float", "step": "int8 + 12 float ops",
+                              "meets_bar": False, "accepted_low_fidelity": True, "shortfalls": ["y: ..."]})
+    manifest["fidelity"]["outputs"]["z\"q"] = {**manifest["fidelity"]["outputs"]["y"], "cosine": float("nan")}
+    text = Metrics({"model": "det-rpi4"}, model_fidelity(manifest)).render()
+    assert model_gauges(text) == {
+        'edge_run_model_info{model="det-rpi4"}': "1",
+        'edge_run_model_precision_info{precision="int8+float",step="int8 + 12 float ops"}': "1",
+        "edge_run_model_fidelity_ok": "0",
+        'edge_run_model_fidelity_cosine{output="y"}': "0.995",
+        'edge_run_model_fidelity_cosine{output="z\\"q"}': "NaN",  # a NaN output is reported, not hidden
+    }
+    promtool_check(text)
+
+
+def test_model_fidelity_gauges_of_a_bundle_from_before_the_ladder():
+    text = Metrics({"model": "det-rpi4"}, model_fidelity(hand_manifest())).render()
+    # int8 (all there was then); no bar was recorded, so no claim either way
+    assert model_gauges(text) == {
+        'edge_run_model_info{model="det-rpi4"}': "1",
+        'edge_run_model_precision_info{precision="int8"}': "1",
+        'edge_run_model_fidelity_cosine{output="y"}': "0.995",
+    }
+    promtool_check(text)
+
+
+@pytest.mark.slow
+def test_metrics_of_a_bundle_shipped_below_the_bar(digits_bundle, tmp_path):
+    srv = Server(reseal_below_the_bar(digits_bundle, tmp_path / "low"))
+    try:
+        gauges = model_gauges(srv.metrics())
+    finally:
+        assert srv.stop() == 0
+    assert gauges["edge_run_model_fidelity_ok"] == "0"
+    assert gauges['edge_run_model_precision_info{precision="int8",step="int8, min/max"}'] == "1"
+    assert gauges['edge_run_model_fidelity_cosine{output="scores"}'] == "0.9125"
+
+
 X = np.zeros((1, 1, 8, 8), np.float32)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "path, body, code, words",
     [
@@ -188,6 +249,7 @@ def test_bad_request_gets_json_error_and_server_keeps_serving(server, samples, p
     valid(server, samples)
 
 
+@pytest.mark.slow
 def test_lying_content_length_and_silent_client(server, samples):
     before = count(server.metrics(), "400")
     with socket.create_connection(("127.0.0.1", server.port)) as s:
@@ -204,6 +266,7 @@ def test_lying_content_length_and_silent_client(server, samples):
     valid(server, samples)
 
 
+@pytest.mark.slow
 def test_twice_the_concurrency_limit_gets_503_then_recovers(server, samples):
     before = count(server.metrics(), "503")
     held = []
@@ -226,6 +289,7 @@ def test_twice_the_concurrency_limit_gets_503_then_recovers(server, samples):
     valid(server, samples)
 
 
+@pytest.mark.slow
 def test_sigterm_finishes_in_flight_request_and_exits_zero(digits_bundle, samples):
     srv = Server(digits_bundle, "--timeout", "15")  # the request below is slow on purpose
     body = infer_body(samples[:1]).encode()
@@ -249,6 +313,7 @@ def test_sigterm_finishes_in_flight_request_and_exits_zero(digits_bundle, sample
         socket.create_connection(("127.0.0.1", srv.port), timeout=2).close()
 
 
+@pytest.mark.slow
 def test_not_ready_until_warm_up(digits_bundle):
     from edge_runtime import load
     from edge_runtime.metrics import Metrics
