@@ -1,10 +1,10 @@
 """`make corpus`: build every corpus model and print one table.
 
-Per model: what graph preparation changed, the conversion strategy that
-won, the float check, the int8 bundle's worst-output cosine against float
-onnxruntime on held-out samples (run through `edge-run run`), top-1
-agreement where the output is class scores, float ops left, size and build
-time. Host figures.
+Per model: graph preparation, the conversion strategy that won, the float
+check, the precision ladder's chosen step with fidelity before (full int8,
+min/max) and after (the bundle through `edge-run run` on new samples), top-1
+where the output is class scores, ops left float, size, host latency against
+full int8, and build time. Host figures.
 """
 
 from __future__ import annotations
@@ -26,15 +26,20 @@ def row(result) -> str:
     float_cos = min(m["float_conversion_cosine"].values())
     top1 = result.top1()
     size_kb = (result.bundle / "model.tflite").stat().st_size / 1024
-    return (f"{result.entry.name:<18} {prep['nodes_before']:>4}->{prep['nodes_after']:<4} {len(prep['changes']):>3} "
-            f"{m['converter']['strategy']:<20} {float_cos:>8.5f} {result.worst_cosine():>8.4f} "
-            f"{'-' if top1 is None else f'{top1 * 100:.1f}%':>7} {len(m['ops']['float_ops']):>5} "
-            f"{size_kb:>8.0f} {result.build_seconds:>7.1f}")
+    steps = m["precision"]["steps"]
+    first, chosen = steps[0], next(s for s in steps if s["step"] == m["precision"]["step"])
+    latency = chosen["latency_ms"] / first["latency_ms"] if first["latency_ms"] else float("nan")
+    return (f"{result.entry.name:<18} {prep['nodes_before']:>4}->{prep['nodes_after']:<4} "
+            f"{m['converter']['strategy']:<20} {float_cos:>8.5f} {chosen['step'][:26]:<26} "
+            f"{first['cosine']:>7.4f} {result.worst_cosine():>7.4f} "
+            f"{'-' if top1 is None else f'{top1 * 100:.1f}%':>7} {chosen['float_ops']:>5} "
+            f"{size_kb:>7.0f} {latency:>6.2f}x {len(steps):>5} {result.build_seconds:>7.1f}")
 
 
 def main(names: list[str]) -> int:
-    header = (f"{'model':<18} {'nodes':>10} {'chg':>3} {'strategy':<20} {'float cos':>8} {'int8 cos':>8} "
-              f"{'top-1':>7} {'float':>5} {'size KB':>8} {'build s':>7}")
+    header = (f"{'model':<18} {'nodes':>10} {'strategy':<20} {'float cos':>8} {'chosen step':<26} "
+              f"{'before':>7} {'after':>7} {'top-1':>7} {'float':>5} {'size KB':>7} {'vs int8':>7} {'steps':>5} "
+              f"{'build s':>7}")
     lines, failed = [header], 0
     with tempfile.TemporaryDirectory(prefix="edgepack-corpus-") as tmp:
         for entry in CORPUS:
@@ -52,10 +57,12 @@ def main(names: list[str]) -> int:
             for change in result.manifest["preparation"]["changes"]:
                 print(f"  {entry.name}: {change}", file=sys.stderr)
     print("\n".join(lines))
-    print("\nnodes: ONNX nodes before -> after graph preparation; chg: preparation changes; float cos: converted float "
-          "model vs onnxruntime (worst output); int8 cos: the bundle through edge-run vs float onnxruntime on "
-          "held-out samples (each output over all samples; the worst output); top-1: argmax agreement for class scores; "
-          "float: float ops left in the int8 graph.")
+    print("\nnodes: ONNX nodes before -> after graph preparation; float cos: converted float model vs onnxruntime "
+          "(worst output); chosen step: the precision ladder's first step that holds the bar; before: full int8 with "
+          "min/max ranges (the ladder's first step, build's held-out samples, worst output's mean cosine); after: the "
+          "shipped bundle through edge-run vs float onnxruntime on new samples (each output over all samples; the "
+          "worst output); top-1: argmax agreement for class scores; float: ops left float on purpose; vs int8: host "
+          "latency of the chosen step / full int8 (XNNPACK, 2 threads); steps: ladder steps tried.")
     return 1 if failed else 0
 
 

@@ -186,41 +186,64 @@ def fuse_activations(proto) -> list[str]:
     Min/Max pair) but not others (relu6(x + 3) / 6 * x, * 1/6, x * HardSigmoid(x)), which
     stay three or four int8 ops with a range each; fused, every spelling is one HARD_SWISH.
     (XNNPACK has no int8 HARD_SWISH: the ladder's latency measurement judges that side.)
-    ``HardSwish`` needs opset 14: an older model is converted by onnx's version converter
-    first (only when it has a hard-swish to fuse). SiLU (x * Sigmoid(x)) is left alone:
-    TFLite has no SiLU kernel, so it quantizes as LOGISTIC and MUL however it is spelled.
+    ``HardSwish`` needs opset 14. In an older model (converting its opset breaks other ops
+    for onnx2tf: Squeeze's axes, measured on PP-OCRv4 rec) each hard-swish is rewritten
+    into the one spelling TFLite's converter fuses, (x * Clip(x + 3, 0, 6)) / 6.
+    SiLU (x * Sigmoid(x)) is left alone: TFLite has no SiLU kernel, so it quantizes as
+    LOGISTIC and MUL however it is spelled.
     """
-    from onnx import helper, version_converter
+    from onnx import helper
 
-    kinds, upgraded = ("HardSwish", "HardSigmoid"), ""
-    found = _fusions(proto.graph, kinds)
-    if found["HardSwish"] and _opset(proto) < 14:
-        old = _opset(proto)
-        try:
-            proto.CopyFrom(version_converter.convert_version(proto, 14))
-            upgraded = f" (model converted from opset {old} to 14, the first with HardSwish)"
-        except Exception:  # the converter cannot take this model: fuse hard-sigmoids only
-            kinds = ("HardSigmoid",)
-        found = _fusions(proto.graph, kinds)  # the converter made new nodes
+    found = _fusions(proto.graph, ("HardSwish", "HardSigmoid"))
+    spelled = _opset(proto) < 14
+    if spelled:  # those already in the fused spelling need nothing
+        found["HardSwish"] = [(x, nodes) for x, nodes in found["HardSwish"] if not _fused_spelling(nodes)]
     if not any(found.values()):
         return []
     final, dropped, bounds, gone = {}, set(), set(), set()
     for kind, hits in found.items():
         for x, nodes in hits:
             last = nodes[-1]
-            attrs = {"alpha": 1 / 6, "beta": 0.5} if kind == "HardSigmoid" else {}
-            final[id(last)] = helper.make_node(kind, [x], [last.output[0]], name=last.name or last.output[0], **attrs)
+            if kind == "HardSwish" and spelled:
+                final[id(last)] = _canonical_hard_swish(proto.graph, x, last.output[0])
+            else:
+                attrs = {"alpha": 1 / 6, "beta": 0.5} if kind == "HardSigmoid" else {}
+                final[id(last)] = [helper.make_node(kind, [x], [last.output[0]], name=last.name or last.output[0],
+                                                    **attrs)]
             dropped.update(id(n) for n in nodes[:-1])
             bounds.update(name for n in nodes for name in n.input)
             gone.update(n.output[0] for n in nodes[:-1])
-    _replace_nodes(proto.graph, [final.get(id(n), n) for n in proto.graph.node if id(n) not in dropped])
+    _replace_nodes(proto.graph, [m for n in proto.graph.node if id(n) not in dropped for m in final.get(id(n), [n])])
     _drop_unread(proto.graph, bounds)
     infos = [v for v in proto.graph.value_info if v.name not in gone]  # the intermediates no longer exist
     del proto.graph.value_info[:]
     proto.graph.value_info.extend(infos)
-    lines = {"HardSwish": "hard_swish: {} spelled-out hard-swish fused into HardSwish" + upgraded,
+    lines = {"HardSwish": ("hard_swish: {} hard-swish respelled (x * Clip(x+3,0,6)) / 6, which TFLite fuses into "
+                           "HARD_SWISH (opset < 14 has no HardSwish op)") if spelled else
+             "hard_swish: {} spelled-out hard-swish fused into HardSwish",
              "HardSigmoid": "hard_sigmoid: {} spelled-out hard-sigmoid Clip(x+3,0,6)/6 fused into HardSigmoid"}
     return [lines[kind].format(len(hits)) for kind, hits in found.items() if hits]
+
+
+def _fused_spelling(nodes: list) -> bool:
+    return [n.op_type for n in nodes] == ["Add", "Clip", "Mul", "Div"]
+
+
+def _canonical_hard_swish(graph, x: str, out: str) -> list:
+    """(x * Clip(x + 3, 0, 6)) / 6 as four nodes, their constants shared initializers."""
+    from onnx import helper, numpy_helper
+
+    names = {}
+    have = {t.name for t in graph.initializer}
+    for value in (0.0, 3.0, 6.0):
+        name = names[value] = f"edgepack_hard_swish_{value:g}"
+        if name not in have:
+            graph.initializer.append(numpy_helper.from_array(np.array(value, np.float32), name))
+    a, c, m = (f"{out}_hs_{k}" for k in ("add", "clip", "mul"))
+    return [helper.make_node("Add", [x, names[3.0]], [a], name=a),
+            helper.make_node("Clip", [a, names[0.0], names[6.0]], [c], name=c),
+            helper.make_node("Mul", [x, c], [m], name=m),
+            helper.make_node("Div", [m, names[6.0]], [out], name=out)]
 
 
 def _replace_nodes(graph, nodes: list) -> None:

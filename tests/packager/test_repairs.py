@@ -70,20 +70,27 @@ def test_each_hard_swish_spelling_becomes_one_op(spelling):
     assert fuse_activations(proto) == []
 
 
-def test_constants_as_constant_nodes_and_an_old_opset():
-    """Real exports: bounds in Constant nodes, opset 12 (HardSwish is opset 14: the model is converted)."""
+def test_old_opset_keeps_the_fused_spelling_and_respells_the_others():
+    """Real exports: bounds in Constant nodes, opset 12 (no HardSwish op). The spelling TFLite fuses,
+    (x * Clip(x+3,0,6)) / 6, is left as it is; another spelling is rewritten into it, exactly."""
     constants = [helper.make_node("Constant", [], [k], value=numpy_helper.from_array(np.array(v, np.float32)))
                  for k, v in BOUNDS.items()]
     tail = [_node("Relu", ["hs"], "y")]
-    body = [_node("Add", ["x", "three"], "a"), _node("Clip", ["a", "zero", "six"], "c"),
-            _node("Mul", ["x", "c"], "m"), _node("Div", ["m", "six"], "hs")]
-    proto = _model(constants + body + tail, {}, [1, 1601], [1, 1601], opset=12)
+    fused = [_node("Add", ["x", "three"], "a"), _node("Clip", ["a", "zero", "six"], "c"),
+             _node("Mul", ["x", "c"], "m"), _node("Div", ["m", "six"], "hs")]
+    proto = _model(constants + fused + tail, {}, [1, 1601], [1, 1601], opset=12)
+    assert fuse_activations(proto) == []
+    other = [_node("Add", ["x", "three"], "a"), _node("Clip", ["a", "zero", "six"], "c"),
+             _node("Div", ["c", "six"], "d"), _node("Mul", ["x", "d"], "hs")]
+    proto = _model(constants + other + tail, {}, [1, 1601], [1, 1601], opset=12)
     before = _run(proto, X)
-    assert fuse_activations(proto) == ["hard_swish: 1 spelled-out hard-swish fused into HardSwish "
-                                       "(model converted from opset 12 to 14, the first with HardSwish)"]
+    assert fuse_activations(proto) == ["hard_swish: 1 hard-swish respelled (x * Clip(x+3,0,6)) / 6, which TFLite "
+                                       "fuses into HARD_SWISH (opset < 14 has no HardSwish op)"]
     onnx.checker.check_model(proto, full_check=True)
-    assert _ops(proto) == ["HardSwish", "Relu"]
+    assert [op for op in _ops(proto) if op != "Constant"] == ["Add", "Clip", "Mul", "Div", "Relu"]
+    assert proto.opset_import[0].version == 12
     _same_outputs(before, _run(proto, X))
+    assert fuse_activations(proto) == []
 
 
 def test_hard_sigmoid_and_hard_swish_in_one_graph():
