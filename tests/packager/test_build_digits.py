@@ -76,10 +76,36 @@ def test_failed_build_writes_nothing_and_keeps_the_previous_bundle(digits, tmp_p
     (out / "digits-rpi4").mkdir(parents=True)
     (out / "digits-rpi4" / "manifest.json").write_text("{}")
     proc = run_cli("packager", "build", digits / "digits.onnx", "--target", "rpi4", "--calibration",
-                   digits / "calibration.npy", "-o", out, "--min-cosine", "1.0", check=False)
+                   digits / "calibration.npy", "-o", out, "--precision", "int8", "--min-cosine", "1.0", check=False)
     assert proc.returncode == 2
-    assert "error: int8 fidelity below --min-cosine 1.0" in proc.stderr
+    assert "error: no full-integer model holds the fidelity bar (worst-output cosine >= 1.0" in proc.stderr
+    assert "scores: cosine 0.99" in proc.stderr and "< 1.0" in proc.stderr  # what fell short, with figures
+    assert "drop --precision int8" in proc.stderr and "--accept-low-fidelity" in proc.stderr
     assert "Traceback" not in proc.stderr
-    assert "int8 vs float ONNX" in proc.stderr  # the figures that failed are shown
+    assert "int8, min/max" in proc.stderr and "below the bar" in proc.stderr  # the ladder's steps are shown
     assert (out / "digits-rpi4" / "manifest.json").read_text() == "{}"
     assert sorted(p.name for p in out.iterdir()) == ["digits-rpi4"]
+
+
+def test_quantized_by_litert_quantizer_with_its_recipe_in_the_bundle(digits_bundle):
+    manifest = json.loads((digits_bundle / "manifest.json").read_text())
+    assert manifest["quantization"]["tool"] == "litert-quantizer"
+    recipe = json.loads((digits_bundle / "recipe.json").read_text())
+    assert recipe[0]["op_config"]["activation_tensor_config"]["num_bits"] == 8
+    assert "recipe.json" in manifest["files"]
+    precision = manifest["precision"]
+    assert precision["chosen"] == "int8" and precision["meets_bar"] and precision["step"] == "int8, min/max"
+    assert [s["step"] for s in precision["steps"]] == ["int8, min/max"]  # held at once: nothing more tried
+    assert precision["bar"] == {"min_cosine": 0.99, "min_top1": 0.99, "min_f1": 0.95, "min_channel_cosine": 0.9}
+
+
+def test_accept_low_fidelity_ships_and_says_so(digits, tmp_path):
+    run_cli("packager", "build", digits / "digits.onnx", "--target", "rpi4", "--calibration",
+            digits / "calibration.npy", "-o", tmp_path, "--no-wheels", "--precision", "int8", "--min-cosine", "1.0",
+            "--accept-low-fidelity")
+    bundle = tmp_path / "digits-rpi4"
+    precision = json.loads((bundle / "manifest.json").read_text())["precision"]
+    assert precision["accepted_low_fidelity"] and not precision["meets_bar"]
+    assert precision["shortfalls"] and "< 1.0" in precision["shortfalls"][0]
+    info = run_cli("edge_runtime", "info", bundle).stdout
+    assert "WARNING    below the fidelity bar, shipped with --accept-low-fidelity" in info

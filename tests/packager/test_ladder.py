@@ -1,0 +1,127 @@
+"""The precision ladder's decisions, with the models replaced by stand-ins whose
+fidelity and speed the test sets (no converter; the real ladder runs in the
+corpus and build tests)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from packager import ladder as ladder_module
+from packager import ranges as ranges_module
+from packager.fidelity import Bar, compare
+from packager.ladder import Ladder, margin
+from packager.quantize import Quantized
+
+N = 16
+REF = np.random.default_rng(0).normal(size=(N, 1, 32)).astype(np.float32)
+NOISE = np.random.default_rng(1).normal(size=(N, 1, 32)).astype(np.float32)
+
+
+def _report(noise: float) -> dict:
+    return compare({"y": REF}, {"y": REF + noise * NOISE}, N)
+
+
+class FakeCal:
+    """A calibrated float model whose int8 versions are labelled, not computed."""
+
+    float_tflite = b""
+    dataset = [{}]
+    qsv = {"t0": {}, "t1": {}}
+
+    def int8(self, ranges=None, float_scopes=()):
+        precision = "int8+float" if float_scopes else "int8"
+        return Quantized(b"\0" * 100, precision, not float_scopes, {}, [], list(float_scopes), "", ranges)
+
+    def dynamic(self):
+        return Quantized(b"\0" * 300, "dynamic", False, {}, [])
+
+
+class FakeBench:
+    """noise(q) sets the fidelity (0 is exact; 0.2 is far below the bar); speed(q) the latency."""
+
+    def __init__(self, noise, speed=None):
+        self.noise, self._speed = noise, speed or (lambda q: (1.0, 1))
+
+    def fidelity(self, q, validation=False):
+        return _report(self.noise(q))
+
+    def speed(self, q):
+        return self._speed(q)
+
+
+def _floats():
+    return (lambda: Quantized(b"\0" * 200, "float16", False, {}),
+            Quantized(b"\0" * 400, "float32", False, {}))
+
+
+@pytest.fixture(autouse=True)
+def no_histograms(monkeypatch):
+    monkeypatch.setattr(ranges_module, "collect", lambda *a, **k: {})
+    monkeypatch.setattr(ladder_module, "op_scopes", lambda tflite: [("CONV_2D", f"s{i};") for i in range(16)])
+
+
+def _climb(noise, precision="auto", speed=None):
+    ladder = Ladder(FakeBench(noise, speed), Bar(), precision, say=lambda text: None)
+    float16, float32 = _floats()
+    return ladder.climb(FakeCal(), None, float16, float32), ladder
+
+
+def test_int8_that_holds_the_bar_is_shipped_without_trying_more():
+    outcome, _ = _climb(lambda q: 0.0)
+    assert outcome.chosen.name == "int8, min/max" and [s.name for s in outcome.steps] == ["int8, min/max"]
+    assert outcome.why == "full int8 with min/max ranges holds the bar"
+
+
+def test_ranges_chosen_per_tensor_are_the_next_step():
+    outcome, _ = _climb(lambda q: 0.0 if q.ranges is not None else 0.5)
+    assert [s.name for s in outcome.steps] == ["int8, min/max", "int8, ranges per tensor"]
+    assert outcome.chosen.model.precision == "int8"
+
+
+def test_float_islands_keep_only_the_block_that_matters():
+    """Only s5 breaks the outputs in int8: the islands step leaves it (and little else) float."""
+    outcome, _ = _climb(lambda q: 0.0 if "s5;" in q.float_ops else (0.5 if q.precision.startswith("int8") else 0))
+    chosen = outcome.chosen
+    assert chosen.model.precision == "int8+float" and "s5;" in chosen.model.float_ops
+    assert len(chosen.model.float_ops) == 1  # 16 ops, 8 blocks of 2, halved twice
+    assert chosen.name == "int8 + 1 float ops"
+
+
+def test_when_no_integer_step_holds_the_cheapest_float_precision_that_does_ships():
+    outcome, _ = _climb(lambda q: {"float16": 0.0, "float32": 0.0}.get(q.precision, 0.5))
+    assert [s.model.precision for s in outcome.steps] == ["int8", "int8", "int8+float", "dynamic", "float16"]
+    assert outcome.chosen.model.precision == "float16"
+    assert "below it: int8, min/max" in outcome.why
+
+
+def test_int8_slower_than_float_with_more_partitions_is_not_a_win():
+    speed = {"int8": (10.0, 30), "int8+float": (9.0, 20), "dynamic": (5.0, 3), "float16": (5.0, 3),
+             "float32": (5.0, 3)}
+    outcome, _ = _climb(lambda q: 0.0, speed=lambda q: speed[q.precision])
+    assert outcome.steps[0].meets and "slower than float32" in outcome.steps[0].note
+    assert outcome.chosen.model.precision == "dynamic"
+    assert "slower than float32 on the host: int8, min/max" in outcome.why
+
+
+def test_a_host_kernel_gap_alone_does_not_demote_int8():
+    """Slower on the x86 host with the same partitions: the board's int8 path is not in question."""
+    speed = {"int8": (10.0, 3), "float32": (5.0, 3)}
+    outcome, _ = _climb(lambda q: 0.0, speed=lambda q: speed[q.precision])
+    assert outcome.chosen.model.precision == "int8" and not outcome.steps[0].note
+
+
+def test_precision_int8_takes_slow_int8_and_stops_before_floats():
+    speed = {"int8": (10.0, 30), "float32": (5.0, 3)}
+    outcome, _ = _climb(lambda q: 0.0, "int8", speed=lambda q: speed[q.precision])
+    assert outcome.chosen.model.precision == "int8"
+    outcome, ladder = _climb(lambda q: 0.5, "int8")
+    assert outcome.chosen is None and {s.model.precision for s in outcome.steps} == {"int8"}
+    assert ladder.best().name.startswith("int8")
+
+
+def test_margin_counts_every_criterion_relative_to_its_bar():
+    assert margin(_report(0.0), Bar()) >= 1
+    assert margin(_report(0.5), Bar()) < 1
+    assert margin(_report(0.5), Bar(min_cosine=0.5, min_top1=0.5)) > margin(_report(0.5), Bar())  # looser bar
+    assert margin(_report(0.5), Bar(min_cosine=None, min_top1=None, min_channel_cosine=None)) == 1.0  # none applies
