@@ -293,7 +293,8 @@ def _choose_precision(opts: BuildOptions, io_dtype: str, conversion, calib, hold
     with captured_output(show=opts.verbose):
         bench = Bench(conversion.in_maps, conversion.out_maps, fixed_entries, holdout, _stacked(reference, holdout),
                       validation, _stacked(reference, validation))
-    ladder = Ladder(bench, bar, opts.precision)
+    ladder = Ladder(bench, bar, opts.precision, fallback=lambda: converter_int8(
+        conversion.saved_model, conversion.in_maps, calib, io_dtype, opts.per_tensor, opts.verbose))
     float_tflite = export_float(conversion.saved_model, opts.verbose)
     if io_dtype == "uint8":
         # LiteRT Quantizer writes int8 I/O only; the Edge TPU convention stays on the converter.

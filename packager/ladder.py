@@ -39,7 +39,7 @@ import numpy as np
 
 from .fidelity import Bar, compare, shortfalls, summary
 from .quiet import captured_output
-from .quantize import Calibrated, Quantized, op_scopes, tensor_facts
+from .quantize import Calibrated, Quantized, QuantizerFailed, op_scopes, tensor_facts
 
 PRECISIONS = ("auto", "int8")
 ISLAND_BLOCKS = 8
@@ -116,12 +116,22 @@ class Bench:
         return Model(path.parent, manifest, engine)
 
     def fidelity(self, q: Quantized, validation: bool = False) -> dict:
+        """The fidelity report; a candidate the runtime cannot run gets {"error": why} and no outputs."""
         samples, refs = (self.validation, self.validation_refs) if validation else (self.holdout, self.holdout_refs)
-        got = self.model(q).predict(dict(samples))
+        try:
+            got = self.model(q).predict(dict(samples))
+        except Exception as exc:  # the runtime's ValueError/RuntimeError on a model it cannot run
+            return {"samples": 0, "outputs": {}, "error": f"does not run: {str(exc).strip().splitlines()[0][:160]}"}
         return compare(refs, {n: got[n] for n in refs}, len(next(iter(samples.values()))))
 
     def speed(self, q: Quantized, runs: int = 15) -> tuple[float, int]:
-        """(median invoke ms, XNNPACK partitions) on the host."""
+        """(median invoke ms, XNNPACK partitions) on the host; (nan, 0) when it does not run."""
+        try:
+            return self._speed(q, runs)
+        except Exception:  # reported by fidelity() already
+            return math.nan, 0
+
+    def _speed(self, q: Quantized, runs: int) -> tuple[float, int]:
         model = self.model(q)
         model.predict({k: v[:1] for k, v in self.holdout.items()})
         interp = model.engine.interpreter
@@ -136,6 +146,8 @@ class Bench:
 
 def margin(report: dict, bar: Bar) -> float:
     """How far the figures are from the bar: min of value/threshold over what applies (>= 1 meets it)."""
+    if report.get("error"):
+        return -math.inf
     s = summary(report)
     pairs = [(s["cosine"], bar.min_cosine), (s["channel_cosine"], bar.min_channel_cosine),
              (s["top1"], bar.min_top1), (s["f1"], bar.min_f1)]
@@ -149,6 +161,8 @@ def _say(text: str) -> None:
 
 
 def _line(step: Step, base_ms: float | None) -> str:
+    if step.report.get("error"):
+        return f"{step.name:<26} {step.report['error']}, {step.seconds:.1f} s: below the bar"
     s = summary(step.report)
     parts = [f"cos {s['cosine']:.4f}"]
     if s["channel_cosine"] is not None:
@@ -166,8 +180,10 @@ def _line(step: Step, base_ms: float | None) -> str:
 
 
 class Ladder:
-    def __init__(self, bench: Bench, bar: Bar, precision: str = "auto", say: Callable[[str], None] = _say):
-        self.bench, self.bar, self.precision, self.say = bench, bar, precision, say
+    def __init__(self, bench: Bench, bar: Bar, precision: str = "auto", say: Callable[[str], None] = _say,
+                 fallback: Callable[[], Quantized] | None = None):
+        """``fallback`` makes the int8 step another way when LiteRT Quantizer cannot take the model."""
+        self.bench, self.bar, self.precision, self.say, self.fallback = bench, bar, precision, say, fallback
         self.steps: list[Step] = []
         self.float_ms: float | None = None
         self.float_partitions = 0
@@ -175,7 +191,8 @@ class Ladder:
     def _step(self, name: str, q: Quantized, started: float, note: str = "") -> Step:
         report = self.bench.fidelity(q)
         ms, partitions = self.bench.speed(q)
-        step = Step(name, q, report, shortfalls(report, self.bar), ms, partitions, time.perf_counter() - started, note)
+        missing = [report["error"]] if report.get("error") else shortfalls(report, self.bar)
+        step = Step(name, q, report, missing, ms, partitions, time.perf_counter() - started, note)
         if step.meets and self._slower(step):
             step.note = (step.note + "; " if step.note else "") + (
                 f"slower than float32 ({self.float_ms:.2f} ms, {self.float_partitions} partition(s))")
@@ -199,7 +216,13 @@ class Ladder:
         from .ranges import candidates, collect, search
 
         started = time.perf_counter()
-        first = self._step(f"{label}, min/max", cal.int8(), started)
+        try:
+            q = cal.int8()
+        except QuantizerFailed as exc:
+            if self.fallback is None:
+                raise
+            return self._step(f"{label} (TFLite converter)", self.fallback(), started, note=exc.message)
+        first = self._step(f"{label}, min/max", q, started)
         if self._wins(first):
             return first
         started = time.perf_counter()
@@ -272,12 +295,19 @@ class Ladder:
                     best, cal = step, fixed
         if self.precision == "int8":
             return self._done(None)
-        step = self.islands(cal, best.model.ranges)
-        if self._wins(step):
-            return self._done(step)
+        try:
+            step = self.islands(cal, best.model.ranges)
+            if self._wins(step):
+                return self._done(step)
+        except QuantizerFailed as exc:  # the int8 step came from the converter: no islands without the Quantizer
+            self.say(f"float islands skipped: {exc.message}")
         started = time.perf_counter()
         for name, make in (("dynamic range", cal.dynamic), ("float16", float16), ("float32", lambda: float32)):
-            step = self._step(name, make(), started)
+            try:
+                step = self._step(name, make(), started)
+            except QuantizerFailed as exc:
+                self.say(f"{name} skipped: {exc.message}")
+                continue
             if self._wins(step):
                 return self._done(step)
             started = time.perf_counter()

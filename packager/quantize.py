@@ -9,8 +9,11 @@ are ``no_quantize`` entries), the calibration ranges per tensor (replaced by
 :mod:`packager.ranges` before quantizing) and quantizing again in a fraction
 of a second without calibrating again.
 
-One case stays on the TFLiteConverter: uint8 I/O (the Edge TPU's
-convention). LiteRT Quantizer writes int8 I/O only.
+Two cases stay on the TFLiteConverter: uint8 I/O (the Edge TPU's
+convention; LiteRT Quantizer writes int8 I/O only), and a model LiteRT
+Quantizer cannot calibrate or quantize (its calibrator fails on the unrolled
+recurrent graphs of the CRNN fixture: "Tensor data is null"), where the
+converter's full-integer model is the ladder's int8 step.
 
 Calibration samples arrive in the ONNX layout; they are moved into the
 converted layout here. Integer inputs (ids) pass through as integers.
@@ -118,6 +121,10 @@ def scope_regex(scopes: list[str]) -> str:
     return "^(?:" + "|".join(re.escape(s) for s in scopes) + ")"
 
 
+class QuantizerFailed(UserError):
+    """LiteRT Quantizer cannot take this model (the ladder falls back to the TFLite converter)."""
+
+
 class Calibrated:
     """A float model calibrated once, quantized as often as the ladder asks."""
 
@@ -137,8 +144,12 @@ class Calibrated:
             from litert_quantizer import Quantizer
 
             with captured_output(show=self.verbose):
-                self._qsv = Quantizer(self.float_tflite, self.recipe()).calibrate(
-                    {SIGNATURE: self.dataset}, num_threads=2)
+                try:
+                    self._qsv = Quantizer(self.float_tflite, self.recipe()).calibrate(
+                        {SIGNATURE: self.dataset}, num_threads=2)
+                except Exception as exc:  # its calibrator raises ValueError/RuntimeError from the interpreter
+                    raise QuantizerFailed(f"LiteRT Quantizer could not calibrate the model: {_first_line(exc)}",
+                                          "run with -v for its log") from None
         return self._qsv
 
     def recipe(self, float_scopes: list[str] = ()) -> list:
@@ -168,8 +179,8 @@ class Calibrated:
                 model = bytes(Quantizer(self.float_tflite, rec).quantize(qsv, enable_progress_report=False)
                               .quantized_model)
             except Exception as exc:  # the Quantizer raises ValueError/RuntimeError on ops it cannot take
-                raise UserError(f"LiteRT Quantizer could not quantize the model: {_first_line(exc)}",
-                                "run with -v for its log") from None
+                raise QuantizerFailed(f"LiteRT Quantizer could not quantize the model: {_first_line(exc)}",
+                                      "run with -v for its log") from None
         strict = not float_scopes and _all_integer(model)
         return Quantized(model, "int8+float" if float_scopes else "int8", strict, tensor_facts(model), rec,
                          list(float_scopes), log.text(), ranges)
@@ -180,7 +191,12 @@ class Calibrated:
 
         rec = recipe.dynamic_wi8_afp32()
         with captured_output(show=self.verbose) as log:
-            model = bytes(Quantizer(self.float_tflite, rec).quantize(enable_progress_report=False).quantized_model)
+            try:
+                model = bytes(Quantizer(self.float_tflite, rec).quantize(enable_progress_report=False)
+                              .quantized_model)
+            except Exception as exc:  # as in int8()
+                raise QuantizerFailed(f"LiteRT Quantizer could not quantize the model: {_first_line(exc)}",
+                                      "run with -v for its log") from None
         return Quantized(model, "dynamic", False, tensor_facts(model), rec, [], log.text())
 
 

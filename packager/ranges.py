@@ -152,16 +152,16 @@ def search(order: list[str], cands: dict[str, dict[str, tuple[float, float]]],
         return {t: cands[t][r] for t, r in rules.items()}
 
     trials = []
-    best_rules, best = None, -np.inf
+    best_rules: dict[str, str] | None = None
+    best = -np.inf
     for rule in RULES:
         rules = {t: rule for t in order}
         score = judge(ranges(rules))
         trials.append((f"all {rule}", score))
-        if score > best:
+        if best_rules is None or score > best:  # the first rule stands even when nothing runs
             best_rules, best = rules, score
         if good_enough is not None and best >= good_enough:
             return Choice(best_rules, best, trials)
-    assert best_rules is not None
     size = max(1, -(-len(order) // blocks))
     for start in range(0, len(order), size):
         block = order[start:start + size]

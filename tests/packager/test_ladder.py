@@ -125,3 +125,44 @@ def test_margin_counts_every_criterion_relative_to_its_bar():
     assert margin(_report(0.5), Bar()) < 1
     assert margin(_report(0.5), Bar(min_cosine=0.5, min_top1=0.5)) > margin(_report(0.5), Bar())  # looser bar
     assert margin(_report(0.5), Bar(min_cosine=None, min_top1=None, min_channel_cosine=None)) == 1.0  # none applies
+
+
+def test_when_litert_quantizer_fails_the_converter_makes_the_int8_step(monkeypatch):
+    from packager.quantize import QuantizerFailed
+
+    class Failing(FakeCal):
+        def int8(self, ranges=None, float_scopes=()):
+            raise QuantizerFailed("LiteRT Quantizer could not calibrate the model: Tensor data is null")
+
+        def dynamic(self):
+            raise QuantizerFailed("LiteRT Quantizer could not quantize the model: no")
+
+    said = []
+    converter = Quantized(b"\0" * 90, "int8", True, {})
+    ladder = Ladder(FakeBench(lambda q: 0.0 if q is converter else 0.5), Bar(), say=said.append,
+                    fallback=lambda: converter)
+    float16, float32 = _floats()
+    outcome = ladder.climb(Failing(), None, float16, float32)
+    assert outcome.chosen.model is converter and outcome.chosen.name == "int8 (TFLite converter)"
+    assert "Tensor data is null" in outcome.chosen.note
+    ladder = Ladder(FakeBench(lambda q: 0.0 if q.precision == "float16" else 0.5), Bar(), say=said.append,
+                    fallback=lambda: converter)
+    outcome = ladder.climb(Failing(), None, float16, float32)
+    assert [s.name for s in outcome.steps] == ["int8 (TFLite converter)", "float16"]
+    assert any(line.startswith("float islands skipped") for line in said)
+    assert any(line.startswith("dynamic range skipped") for line in said)
+
+
+def test_a_candidate_the_runtime_cannot_run_is_below_the_bar_not_a_crash():
+    class Broken(FakeBench):
+        def fidelity(self, q, validation=False):
+            if q.precision == "int8":
+                return {"samples": 0, "outputs": {}, "error": "does not run: Tensor data is null"}
+            return _report(0.0)
+
+    ladder = Ladder(Broken(lambda q: 0.0), Bar(), say=lambda text: None)
+    float16, float32 = _floats()
+    outcome = ladder.climb(FakeCal(), None, float16, float32)
+    assert outcome.steps[0].missing == ["does not run: Tensor data is null"]
+    assert margin(outcome.steps[0].report, Bar()) == -np.inf
+    assert outcome.chosen.model.precision == "int8+float"
