@@ -56,13 +56,17 @@ def measure(model, reference: Reference, holdout: dict[str, np.ndarray]) -> dict
     return compare(refs, {name: got[name] for name in names}, count)
 
 
-def compare(refs: dict[str, np.ndarray], got: dict[str, np.ndarray], samples: int) -> dict:
+def compare(refs: dict[str, np.ndarray], got: dict[str, np.ndarray], samples: int,
+            states: frozenset[str] | set[str] = frozenset()) -> dict:
     """The fidelity report of stacked outputs against stacked references.
 
     Args:
         refs: {output name: (N, *ONNX output shape)} from the float model.
         got: the same for the model under test; same names and shapes.
         samples: N, recorded in the report.
+        states: outputs that are recurrent states (see ``state_outputs``): a
+            hidden state [1, 1, 64] is shaped like class scores, but its argmax
+            means nothing (float32 itself "disagrees" on near-ties).
 
     Returns:
         {"samples": N, "outputs": {name: output_metrics(...)}}, in refs' order.
@@ -70,16 +74,24 @@ def compare(refs: dict[str, np.ndarray], got: dict[str, np.ndarray], samples: in
     missing = [name for name in refs if name not in got]
     if missing:
         raise ValueError(f"no values for output(s) {missing} to compare")
-    return {"samples": samples, "outputs": {name: output_metrics(refs[name], got[name]) for name in refs}}
+    return {"samples": samples, "outputs": {name: output_metrics(refs[name], got[name], state=name in states)
+                                            for name in refs}}
 
 
-def output_metrics(ref: np.ndarray, got: np.ndarray, score_threshold: float = 0.5) -> dict:
+def state_outputs(inputs: list[tuple[str, list[int]]], outputs: list[tuple[str, list[int]]]) -> set[str]:
+    """Outputs shaped like an input of the model: the state a recurrent model hands back to itself."""
+    shapes = {tuple(shape) for _, shape in inputs}
+    return {name for name, shape in outputs if tuple(shape) in shapes and len(shape) >= 2}
+
+
+def output_metrics(ref: np.ndarray, got: np.ndarray, score_threshold: float = 0.5, state: bool = False) -> dict:
     """Every fidelity figure of one output.
 
     Args:
         ref: (N, *ONNX output shape) float reference, N samples stacked.
         got: the model under test, same shape.
         score_threshold: a score-map position is positive above this.
+        state: a recurrent state output: cosine and errors only.
 
     Returns:
         cosine (mean over samples), min_cosine, max_abs_error, mean_abs_error,
@@ -95,7 +107,7 @@ def output_metrics(ref: np.ndarray, got: np.ndarray, score_threshold: float = 0.
     with np.errstate(invalid="ignore", over="ignore"):  # Inf outputs: reported as NaN, not raised
         cosines = [cosine(r, o) for r, o in zip(ref, got)]
         err = np.abs(ref - got)
-    classes = is_class_scores(shape)
+    classes = is_class_scores(shape) and not state
     flat_ref, flat_got = ref.reshape(count, -1), got.reshape(count, -1)
     return {
         "cosine": float(np.mean(cosines)),
@@ -104,8 +116,8 @@ def output_metrics(ref: np.ndarray, got: np.ndarray, score_threshold: float = 0.
         "mean_abs_error": float(err.mean()),
         "top1_agreement": float(np.mean(flat_ref.argmax(1) == flat_got.argmax(1))) if classes else None,
         "top5_agreement": _topk_agreement(flat_ref, flat_got, 5) if classes and shape[-1] >= 5 else None,
-        "worst_channel": None if classes else _worst_channel(ref, got),
-        "score_map": None if classes else _score_map(ref, got, score_threshold),
+        "worst_channel": None if classes or state else _worst_channel(ref, got),
+        "score_map": None if classes or state else _score_map(ref, got, score_threshold),
     }
 
 

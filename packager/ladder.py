@@ -37,7 +37,7 @@ from typing import Callable
 
 import numpy as np
 
-from .fidelity import Bar, compare, shortfalls, summary
+from .fidelity import Bar, compare, shortfalls, state_outputs, summary
 from .quiet import captured_output
 from .quantize import Calibrated, Quantized, QuantizerFailed, op_scopes, tensor_facts
 
@@ -101,6 +101,7 @@ class Bench:
         self.in_maps, self.out_maps, self.fixed_inputs = in_maps, out_maps, fixed_inputs
         self.holdout, self.holdout_refs = holdout, holdout_refs
         self.validation, self.validation_refs = validation, validation_refs
+        self.states = state_outputs([(m.spec.name, m.shape) for m in in_maps], [(m.spec.name, m.shape) for m in out_maps])
         self._dir = tempfile.TemporaryDirectory(prefix="edgepack-ladder-")
 
     def model(self, q: Quantized):
@@ -122,7 +123,7 @@ class Bench:
             got = self.model(q).predict(dict(samples))
         except Exception as exc:  # the runtime's ValueError/RuntimeError on a model it cannot run
             return {"samples": 0, "outputs": {}, "error": f"does not run: {str(exc).strip().splitlines()[0][:160]}"}
-        return compare(refs, {n: got[n] for n in refs}, len(next(iter(samples.values()))))
+        return compare(refs, {n: got[n] for n in refs}, len(next(iter(samples.values()))), self.states)
 
     def speed(self, q: Quantized, runs: int = 15) -> tuple[float, int]:
         """(median invoke ms, XNNPACK partitions) on the host; (nan, 0) when it does not run."""
@@ -223,7 +224,7 @@ class Ladder:
                 raise
             return self._step(f"{label} (TFLite converter)", self.fallback(), started, note=exc.message)
         first = self._step(f"{label}, min/max", q, started)
-        if self._wins(first):
+        if first.meets:  # holds the bar (if slower than float, other ranges will not change that)
             return first
         started = time.perf_counter()
         hists = collect(cal.float_tflite, cal.dataset[:64], cal.qsv)
@@ -285,6 +286,9 @@ class Ladder:
         best = self.int8_steps(cal)
         if self._wins(best):
             return self._done(best)
+        if best.meets and self.precision != "int8":
+            # Full int8 holds the bar but is slower than float: repairs and islands serve fidelity, not speed.
+            return self._climb_floats(cal, float16, float32)
         if repaired is not None:
             fixed = repaired()
             if fixed is not None:
@@ -301,6 +305,10 @@ class Ladder:
                 return self._done(step)
         except QuantizerFailed as exc:  # the int8 step came from the converter: no islands without the Quantizer
             self.say(f"float islands skipped: {exc.message}")
+        return self._climb_floats(cal, float16, float32)
+
+    def _climb_floats(self, cal: Calibrated, float16: Callable[[], Quantized], float32: Quantized) -> Outcome:
+        """Step 4: int8 weights with float activations, float16, float32."""
         started = time.perf_counter()
         for name, make in (("dynamic range", cal.dynamic), ("float16", float16), ("float32", lambda: float32)):
             try:

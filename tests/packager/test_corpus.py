@@ -7,7 +7,7 @@ on samples the build never saw. Figures are recorded (`-rA` shows them).
 import numpy as np
 import pytest
 
-from packager.fidelity import Bar, compare, shortfalls
+from packager.fidelity import Bar, compare, shortfalls, state_outputs
 
 from tests.conftest import ROOT
 from tests.fixtures.corpus import CORPUS, HELD_OUT, build_and_compare
@@ -35,7 +35,9 @@ def test_corpus_model_builds_and_runs(entry, tmp_path, record_property):
     assert chosen == len(steps) - 1 and steps[chosen]["meets_bar"]  # the ladder stops at the first that holds
     assert all(not s["meets_bar"] or "slower than float32" in s["note"] for s in steps[:chosen])
     # New samples (another seed): the shipped model holds the bar there too, within sampling slack.
-    fresh = compare(result.reference, {n: result.int8[n] for n in result.reference}, HELD_OUT)
+    states = state_outputs([(i["name"], i["shape"]) for i in manifest["inputs"]],
+                           [(o["name"], o["shape"]) for o in manifest["outputs"]])
+    fresh = compare(result.reference, {n: result.int8[n] for n in result.reference}, HELD_OUT, states)
     slack = Bar(min_cosine=0.98, min_top1=0.95, min_f1=0.9, min_channel_cosine=0.85)
     assert shortfalls(fresh, slack) == []
     worst = result.worst_cosine()

@@ -177,3 +177,16 @@ def test_table_shows_new_columns_compactly():
     assert "worst ch" in lines[1] and "top-1" in lines[1] and "F1" in lines[1]
     assert lines[2].split()[-3:] == ["[4]", "-", "0.000"] and lines[2].split()[-4] == "0.0000"
     assert lines[3].split()[-3:] == ["-", "100.0%", "-"]
+
+
+def test_a_recurrent_state_shaped_like_class_scores_gets_no_top1():
+    """A GRU's hidden state [1, 1, 64] looks like 64 class scores; its argmax means nothing."""
+    from packager.fidelity import compare, state_outputs
+
+    states = state_outputs([("frames", [1, 30, 40]), ("h", [1, 1, 64])], [("probs", [1, 12]), ("hn", [1, 1, 64])])
+    assert states == {"hn"}
+    rng = np.random.default_rng(0)
+    refs = {"probs": rng.random((8, 1, 12)), "hn": rng.random((8, 1, 1, 64))}
+    report = compare(refs, refs, 8, states)
+    assert report["outputs"]["hn"]["top1_agreement"] is None and report["outputs"]["hn"]["cosine"] == 1.0
+    assert report["outputs"]["probs"]["top1_agreement"] == 1.0

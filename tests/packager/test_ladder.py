@@ -101,6 +101,7 @@ def test_int8_slower_than_float_with_more_partitions_is_not_a_win():
     outcome, _ = _climb(lambda q: 0.0, speed=lambda q: speed[q.precision])
     assert outcome.steps[0].meets and "slower than float32" in outcome.steps[0].note
     assert outcome.chosen.model.precision == "dynamic"
+    assert [s.name for s in outcome.steps] == ["int8, min/max", "dynamic range"]  # ranges/islands cannot fix speed
     assert "slower than float32 on the host: int8, min/max" in outcome.why
 
 
