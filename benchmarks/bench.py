@@ -1,7 +1,7 @@
 """`make bench`: the performance table, as ratios measured side by side.
 
 For each real model (the digits example and the PP-OCR direction classifier)
-the int8 bundle (edge_runtime, XNNPACK) and the float ONNX model
+the bundle (edge_runtime, XNNPACK; at the precision its build chose) and the float ONNX model
 (onnxruntime) run interleaved in one process on the same inputs and thread
 count, so machine noise hits both alike. Host figures, not device timings.
 """
@@ -59,6 +59,7 @@ def side_by_side(bundle: Path, onnx_path: Path, sample: dict[str, np.ndarray]) -
         t_float.append((time.perf_counter() - start) / PER_ROUND)
     i8, f32 = np.median(t_int8) * 1e3, np.median(t_float) * 1e3
     return {
+        "precision": model.manifest.get("precision", {}).get("chosen", "int8"),
         "int8_ms": i8,
         "float_ms": f32,
         "speedup": f32 / i8,
@@ -93,9 +94,10 @@ def main() -> int:
 
     print(f"\nhost, {THREADS} threads, median of {ROUNDS} interleaved rounds of {PER_ROUND} "
           "(ratios are the figures to compare; absolute times are this machine's)")
-    print(f"{'model':<26}{'float ORT ms':>13}{'int8 ms':>10}{'speed-up':>10}{'size ratio':>12}")
+    print(f"{'model':<26}{'bundle':>8}{'float ORT ms':>13}{'bundle ms':>10}{'speed-up':>10}{'size ratio':>12}")
     for name, r in rows:
-        print(f"{name:<26}{r['float_ms']:13.3f}{r['int8_ms']:10.3f}{r['speedup']:9.2f}x{r['size_ratio']:11.2f}x")
+        print(f"{name:<26}{r['precision']:>8}{r['float_ms']:13.3f}{r['int8_ms']:10.3f}{r['speedup']:9.2f}x"
+              f"{r['size_ratio']:11.2f}x")
     print()
     print(report(load))
     return 0

@@ -36,11 +36,26 @@ def row(result) -> str:
             f"{size_kb:>7.0f} {latency:>6.2f}x {len(steps):>5} {result.build_seconds:>7.1f}")
 
 
+def ladder(result) -> str:
+    def fig(value, spec):
+        return "-" if value is None else format(value, spec)
+
+    rows = [f"  {result.entry.name}:"]
+    for s in result.manifest["precision"]["steps"]:
+        chosen = "*" if s["step"] == result.manifest["precision"]["step"] else " "
+        rows.append(f"   {chosen} {s['step'][:34]:<34} cos {fig(s['cosine'], '.4f')} ch {fig(s['channel_cosine'], '.3f')} "
+                    f"top-1 {fig(s['top1'], '.3f')} F1 {fig(s['f1'], '.3f')} float {s['float_ops']:>3} "
+                    f"{s['size'] / 1024:>6.0f} KB {s['latency_ms']:>8.3f} ms part {s['xnnpack_partitions']:>2} "
+                    f"{s['seconds']:>5.1f} s {'holds' if s['meets_bar'] else 'below'}"
+                    f"{'; ' + s['note'][:60] if s['note'] else ''}")
+    return "\n".join(rows)
+
+
 def main(names: list[str]) -> int:
     header = (f"{'model':<18} {'nodes':>10} {'strategy':<20} {'float cos':>8} {'chosen step':<26} "
               f"{'before':>7} {'after':>7} {'top-1':>7} {'float':>5} {'size KB':>7} {'vs int8':>7} {'steps':>5} "
               f"{'build s':>7}")
-    lines, failed = [header], 0
+    lines, ladders, failed = [header], [], 0
     with tempfile.TemporaryDirectory(prefix="edgepack-corpus-") as tmp:
         for entry in CORPUS:
             if names and entry.name not in names:
@@ -54,9 +69,13 @@ def main(names: list[str]) -> int:
                 print(traceback.format_exc(), file=sys.stderr)
                 continue
             lines.append(row(result))
+            ladders.append(ladder(result))
             for change in result.manifest["preparation"]["changes"]:
                 print(f"  {entry.name}: {change}", file=sys.stderr)
     print("\n".join(lines))
+    print("\nThe precision ladder per model (host figures; cos = worst output's mean cosine on the build's held-out "
+          "samples; ch = worst channel; F1 = score map; ms = XNNPACK, 2 threads; part = XNNPACK partitions):")
+    print("\n".join(ladders))
     print("\nnodes: ONNX nodes before -> after graph preparation; float cos: converted float model vs onnxruntime "
           "(worst output); chosen step: the precision ladder's first step that holds the bar; before: full int8 with "
           "min/max ranges (the ladder's first step, build's held-out samples, worst output's mean cosine); after: the "
