@@ -167,3 +167,13 @@ def test_a_candidate_the_runtime_cannot_run_is_below_the_bar_not_a_crash():
     assert outcome.steps[0].missing == ["does not run: Tensor data is null"]
     assert margin(outcome.steps[0].report, Bar()) == -np.inf
     assert outcome.chosen.model.precision == "int8+float"
+
+
+def test_the_converters_int8_is_tried_when_the_quantizers_min_max_misses():
+    converter = Quantized(b"\0" * 90, "int8", True, {})
+    ladder = Ladder(FakeBench(lambda q: 0.0 if q is converter else 0.5), Bar(), say=lambda text: None,
+                    fallback=lambda: converter)
+    float16, float32 = _floats()
+    outcome = ladder.climb(FakeCal(), None, float16, float32)
+    assert [s.name for s in outcome.steps] == ["int8, min/max", "int8, TFLite converter"]
+    assert outcome.chosen.model is converter
