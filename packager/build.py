@@ -171,7 +171,7 @@ def build(opts: BuildOptions, say: Callable[[int, str], None] = _say) -> BuildRe
             say(7, f"fidelity of the chosen model ({chosen.name}) on "
                    f"{len(next(iter(holdout.values())))} held-out samples")
             manifest["fidelity"] = chosen.report
-            print(format_table(chosen.report), file=sys.stderr, flush=True)
+            print(format_table(chosen.report, q.precision), file=sys.stderr, flush=True)
 
             say(8, "op report")
             manifest["ops"] = op_report(q.tflite)

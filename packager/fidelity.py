@@ -316,9 +316,9 @@ def check_min_cosine(report: dict, min_cosine: float | None) -> None:
         )
 
 
-def format_table(report: dict) -> str:
+def format_table(report: dict, precision: str = "int8") -> str:
     """The fidelity figures as a small table for the terminal (under 100 columns)."""
-    rows = [f"int8 vs float ONNX on {report['samples']} held-out samples:",
+    rows = [f"{precision} vs float ONNX on {report['samples']} held-out samples:",
             f"  {'output':<24} {'cosine':>8} {'min cos':>8} {'max|err|':>9} {'mean|err|':>9} "
             f"{'worst ch [i]':>14} {'top-1':>7} {'F1':>6}"]
     for name, m in report["outputs"].items():

