@@ -23,7 +23,6 @@ import math
 
 import numpy as np
 
-from edge_runtime.errors import UserError
 
 from .layout import cosine
 from .reference import Reference
@@ -250,6 +249,9 @@ class Bar:
     min_top1: float | None = 0.99  # where top-1 applies
     min_f1: float | None = 0.95  # where a score map applies (f1 not None)
     min_channel_cosine: float | None = 0.9  # worst channel, where it applies
+    # F1 judges a score map only with this many positives in the reference: with 2 or 3 (a CTC softmax whose
+    # steps are rarely sure) one position flips F1 by 0.3, which says nothing about the model.
+    min_positives: int = 20
 
 
 def _below(value: float, bar: float | None) -> bool:
@@ -272,7 +274,7 @@ def shortfalls(report: dict, bar: Bar) -> list[str]:
         if m.get("top1_agreement") is not None and _below(m["top1_agreement"], bar.min_top1):
             lines.append(f"{name}: top-1 agreement {m['top1_agreement']:.1%} < {bar.min_top1:.1%}")
         score = m.get("score_map")
-        if score and score["f1"] is not None and _below(score["f1"], bar.min_f1):
+        if _judged(score, bar) and _below(score["f1"], bar.min_f1):
             lines.append(
                 f"{name}: score map F1 {score['f1']:.3f} < {bar.min_f1} (above {score['threshold']}: "
                 f"precision {score['precision']:.3f}, recall {score['recall']:.3f})"
@@ -287,33 +289,20 @@ def _lowest(values: list[float]) -> float | None:
     return next((v for v in values if math.isnan(v)), min(values))
 
 
-def summary(report: dict) -> dict:
-    """The worst figure of each kind over all outputs: one ladder row."""
+def _judged(score: dict | None, bar: Bar | None) -> bool:
+    """A score map whose F1 the bar judges: it has an F1 and (given a bar) enough positives."""
+    return bool(score) and score["f1"] is not None and (bar is None or score["positives"] >= bar.min_positives)
+
+
+def summary(report: dict, bar: Bar | None = None) -> dict:
+    """The worst figure of each kind over all outputs: one ladder row (F1 only where ``bar`` judges it)."""
     outputs = report["outputs"].values()
     return {
         "cosine": _lowest([m["cosine"] for m in outputs]),
         "channel_cosine": _lowest([m["worst_channel"]["cosine"] for m in outputs if m.get("worst_channel")]),
         "top1": _lowest([m["top1_agreement"] for m in outputs if m.get("top1_agreement") is not None]),
-        "f1": _lowest([m["score_map"]["f1"] for m in outputs
-                       if m.get("score_map") and m["score_map"]["f1"] is not None]),
+        "f1": _lowest([m["score_map"]["f1"] for m in outputs if _judged(m.get("score_map"), bar)]),
     }
-
-
-def check_min_cosine(report: dict, min_cosine: float | None) -> None:
-    """Fail the build when an output's mean cosine is under the bar.
-
-    Superseded by ``shortfalls``; kept while build.py still calls it.
-    """
-    if min_cosine is None:
-        return
-    low = {n: m["cosine"] for n, m in report["outputs"].items() if m["cosine"] < min_cosine}
-    if low:
-        found = ", ".join(f"{n} {c:.4f}" for n, c in low.items())
-        raise UserError(
-            f"int8 fidelity below --min-cosine {min_cosine}: {found}",
-            "give more representative calibration data, try without --per-tensor, "
-            "or lower the bar if this accuracy is acceptable",
-        )
 
 
 def format_table(report: dict, precision: str = "int8") -> str:

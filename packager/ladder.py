@@ -153,7 +153,7 @@ def margin(report: dict, bar: Bar) -> float:
     """How far the figures are from the bar: min of value/threshold over what applies (>= 1 meets it)."""
     if report.get("error"):
         return -math.inf
-    s = summary(report)
+    s = summary(report, bar)
     pairs = [(s["cosine"], bar.min_cosine), (s["channel_cosine"], bar.min_channel_cosine),
              (s["top1"], bar.min_top1), (s["f1"], bar.min_f1)]
     ratios = [v / t for v, t in pairs if v is not None and t]

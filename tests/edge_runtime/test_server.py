@@ -308,7 +308,10 @@ def test_sigterm_finishes_in_flight_request_and_exits_zero(digits_bundle, sample
     reply = read_all(s)  # the server closes the connection: it is draining
     s.close()
     assert reply.startswith("HTTP/1.1 200") and '"scores"' in reply
-    assert srv.stop() == 0
+    # It exits on its own after draining (a second SIGTERM here raced with the interpreter's own exit, when
+    # Python has put back the default handler: -15 on a loaded machine).
+    srv.proc.communicate(timeout=30)
+    assert srv.proc.returncode == 0
     with pytest.raises(OSError):
         socket.create_connection(("127.0.0.1", srv.port), timeout=2).close()
 

@@ -96,7 +96,8 @@ def test_quantized_by_litert_quantizer_with_its_recipe_in_the_bundle(digits_bund
     precision = manifest["precision"]
     assert precision["chosen"] == "int8" and precision["meets_bar"] and precision["step"] == "int8, min/max"
     assert [s["step"] for s in precision["steps"]] == ["int8, min/max"]  # held at once: nothing more tried
-    assert precision["bar"] == {"min_cosine": 0.99, "min_top1": 0.99, "min_f1": 0.95, "min_channel_cosine": 0.9}
+    assert precision["bar"] == {"min_cosine": 0.99, "min_top1": 0.99, "min_f1": 0.95, "min_channel_cosine": 0.9,
+                                "min_positives": 20}
 
 
 def test_accept_low_fidelity_ships_and_says_so(digits, tmp_path):

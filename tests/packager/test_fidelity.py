@@ -190,3 +190,18 @@ def test_a_recurrent_state_shaped_like_class_scores_gets_no_top1():
     report = compare(refs, refs, 8, states)
     assert report["outputs"]["hn"]["top1_agreement"] is None and report["outputs"]["hn"]["cosine"] == 1.0
     assert report["outputs"]["probs"]["top1_agreement"] == 1.0
+
+
+def test_a_score_map_with_few_positives_is_reported_but_not_judged():
+    """Two sure steps in a CTC softmax: one flipped position halves recall; the bar waits for 20 positives."""
+    from packager.fidelity import Bar, compare, shortfalls, summary
+
+    ref = np.full((4, 1, 10, 6), 0.1)
+    ref[0, 0, 0, 0] = ref[1, 0, 3, 2] = 0.9
+    got = ref.copy()
+    got[1, 0, 3, 2] = 0.4
+    report = compare({"probs": ref}, {"probs": got}, 4)
+    assert report["outputs"]["probs"]["score_map"]["f1"] == pytest.approx(2 / 3)
+    assert not any("F1" in line for line in shortfalls(report, Bar()))
+    assert summary(report)["f1"] == pytest.approx(2 / 3) and summary(report, Bar())["f1"] is None
+    assert any("F1" in line for line in shortfalls(report, Bar(min_positives=2)))
