@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import UserError
-from .model import fixed_inputs
+from .model import fixed_inputs, precision_report
 from .tensors import feeds_from_numpy
 
 
@@ -143,7 +143,7 @@ def _precision_lines(manifest: dict) -> list[str]:
     Bundles built before the precision ladder have no such section: they are
     full int8 (the only thing edgepack built then) with no recorded bar.
     """
-    prec = manifest.get("precision")
+    prec = precision_report(manifest)
     if not prec:
         return ["precision  int8 (built before the precision ladder; fidelity bar not recorded)"]
     verdict = "holds the bar" if prec.get("meets_bar") else "BELOW the bar"
@@ -211,6 +211,7 @@ def _fidelity_lines(manifest: dict) -> list[str]:
 
 def describe(manifest: dict) -> str:
     """A human summary of a manifest (shared with `edgepack inspect`)."""
+    precision_report(manifest)  # checked by type first: every section below reads it
     lines = [
         f"bundle     {manifest['name']} (edgepack {manifest.get('edgepack_version')}, {manifest.get('created_at')})",
         f"target     {manifest['target']['name']}: {manifest['target']['human_name']}",

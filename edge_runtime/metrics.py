@@ -41,7 +41,9 @@ def model_fidelity(manifest: dict) -> list[str]:
     before the precision ladder are full int8 with no recorded bar: no
     edge_run_model_fidelity_ok then, rather than a guess.
     """
-    prec = manifest.get("precision")
+    from .model import precision_report
+
+    prec = precision_report(manifest)
     info = {"precision": prec.get("chosen", "int8"), "step": prec.get("step", "")} if prec else {"precision": "int8"}
     lines = [
         "# HELP edge_run_model_precision_info The precision the build chose, and its precision-ladder step.",

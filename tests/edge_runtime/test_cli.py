@@ -285,3 +285,19 @@ def test_info_shows_a_bundle_shipped_below_the_bar(digits_bundle, tmp_path):
     info = run_cli("edge_runtime", "info", low).stdout
     assert "WARNING    below the fidelity bar, shipped with --accept-low-fidelity: scores: cosine 0.9125 < 0.99" in info
     assert "): BELOW the bar (" in info
+
+
+@pytest.mark.parametrize("precision", ["x", {"steps": "zz"}, {"bar": 3}, {"shortfalls": 5},
+                                       {"steps": [1]}, {"steps": [{"cosine": "high"}]}, {"meets_bar": "no"},
+                                       {"chosen": ["a"]}])
+def test_a_malformed_precision_section_is_refused_naming_the_field(precision):
+    """A manifest resealed by hand (its digest is no signature): info and /metrics refuse, no traceback."""
+    from edge_runtime.errors import UserError
+    from edge_runtime.metrics import model_fidelity
+
+    manifest = {"name": "m", "target": {"name": "rpi4", "human_name": "Pi"}, "source": {"file": "m.onnx",
+                "sha256": "0" * 64}, "inputs": [], "outputs": [], "precision": precision}
+    with pytest.raises(UserError, match=r"manifest precision\.\S+ .* is not what edgepack build writes"):
+        describe(manifest)
+    with pytest.raises(UserError, match="manifest precision"):
+        model_fidelity(manifest)
