@@ -22,7 +22,7 @@ import numpy as np
 from edge_runtime.errors import UserError
 
 from . import __version__
-from .bundle import publish, seal, stage_files
+from .bundle import bundle_name, publish, seal, stage_files
 from .calibration import load_calibration, split_holdout
 from .convert import DEFAULT_BUDGET, convert
 from .fidelity import Bar, format_table
@@ -112,7 +112,7 @@ def build(opts: BuildOptions, say: Callable[[int, str], None] = _say) -> BuildRe
     out_dir = Path(opts.out_dir)
     created_out = not out_dir.exists()
     out_dir.mkdir(parents=True, exist_ok=True)
-    name = f"{model.path.stem}-{profile.name}"
+    name = bundle_name(model.path.stem, profile.name)
     private = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=out_dir))
     try:
         with tempfile.TemporaryDirectory(prefix="edgepack-") as work:

@@ -10,14 +10,38 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import tarfile
 from pathlib import Path
 
 import edge_runtime
-from edge_runtime.bundle import MANIFEST, manifest_digest, sha256_file
+from edge_runtime.bundle import MANIFEST, SUMS, manifest_digest, sha256_file, sums_text
+from edge_runtime.errors import UserError
 
 DEVICE_FILES = Path(__file__).resolve().parent / "device_files"
+# A bundle's name travels into folder names, install.conf and the systemd unit's
+# name: it is kept to characters no shell, sed or unit file treats specially.
+SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,99}$")
+# The device scripts: fixed text, identical in every bundle (nothing is pasted
+# into them); what differs per bundle is data in install.conf.
+DEVICE_SCRIPTS = ("edge-run", "install.sh", "verify-bundle")
+
+
+def bundle_name(model_stem: str, profile_name: str) -> str:
+    """``<model>-<profile>``, with the model's characters outside ``[A-Za-z0-9._+-]`` made ``-``.
+
+    Raises:
+        UserError: the profile's name is not such a plain name (a profile file is user input too).
+    """
+    if not SAFE_NAME.match(profile_name):
+        raise UserError(
+            f"target profile name {profile_name!r} holds characters a bundle name cannot carry "
+            "(expected letters, digits, '.', '_', '+', '-')",
+            "rename the profile (its name = ... line)",
+        )
+    stem = re.sub(r"[^A-Za-z0-9._+-]+", "-", model_stem).strip(".-") or "model"
+    return f"{stem[:80]}-{profile_name}"
 
 
 def runtime_sources() -> list[Path]:
@@ -27,51 +51,67 @@ def runtime_sources() -> list[Path]:
 
 
 def stage_files(stage: Path, arch: str, python: str, packages: list[str]) -> None:
-    """Put the runner, its launcher and install.sh into a staging bundle.
+    """Put the runner, the device scripts and install.conf into a staging bundle.
 
     Args:
-        stage: the staging bundle folder.
+        stage: the staging bundle folder (its name checked by ``bundle_name``).
         arch, python: what install.sh insists the device has.
-        packages: the pip requirements install.sh installs from wheels/.
+        packages: the pinned requirements, for install.sh's messages (pip
+            installs ``wheels/requirements.txt``, hash-checked).
     """
     runtime_dir = stage / "edge_runtime"
     runtime_dir.mkdir(parents=True, exist_ok=True)
     for src in runtime_sources():
         shutil.copy2(src, runtime_dir / src.name)
-    shutil.copy2(DEVICE_FILES / "edge-run", stage / "edge-run")
-    script = (DEVICE_FILES / "install.sh").read_text(encoding="utf-8")
-    for key, value in (("NAME", stage.name), ("ARCH", arch), ("PYTHON", python), ("PACKAGES", " ".join(packages))):
-        script = script.replace(f"@{key}@", value)
-    (stage / "install.sh").write_text(script, encoding="utf-8")
-    # The unit's paths are the device's; install.sh --service fills them in.
-    unit = (DEVICE_FILES / "edge-run.service").read_text(encoding="utf-8").replace("@NAME@", stage.name)
-    (stage / "edge-run.service").write_text(unit, encoding="utf-8")
-    for name in ("edge-run", "install.sh"):
+    for name in (*DEVICE_SCRIPTS, "edge-run.service"):
+        shutil.copy2(DEVICE_FILES / name, stage / name)
+    for name in DEVICE_SCRIPTS:
         (stage / name).chmod(0o755)
+    values = {"name": stage.name, "arch": arch, "python": python, "packages": " ".join(packages)}
+    for key, value in values.items():  # install.sh refuses anything else too; this is the build's own check
+        if not re.fullmatch(r"[A-Za-z0-9._+<>=!,~ -]*", value):
+            raise UserError(f"install.conf {key} {value!r} holds characters install.sh refuses", "check the profile")
+    (stage / "install.conf").write_text("".join(f"{k}={v}\n" for k, v in values.items()), encoding="ascii")
 
 
 def seal(stage: Path, manifest: dict) -> dict:
-    """List every file's sha256 and the manifest's own digest; write it."""
-    files = {}
+    """List every file (sha256 and size), the manifest's own digest, and SHA256SUMS.
+
+    The manifest's ``files`` is the bundle's exact file set (besides
+    manifest.json and SHA256SUMS): the runner refuses a bundle with a file
+    more or less. SHA256SUMS holds the same sums, manifest.json's included,
+    for the device's ``sha256sum -c`` that runs before any Python from the
+    bundle does.
+    """
+    files, sizes = {}, {}
     for path in sorted(stage.rglob("*")):
-        if path.is_file() and path.name != MANIFEST and "__pycache__" not in path.parts:
-            files[path.relative_to(stage).as_posix()] = sha256_file(path)
-    manifest = dict(manifest, files=files)
+        if path.is_symlink() or not (path.is_file() or path.is_dir()):
+            raise UserError(f"the staged bundle holds {path}, not a plain file", "report this as a bug")
+        if path.is_file() and path.name not in (MANIFEST, SUMS) and "__pycache__" not in path.parts:
+            rel = path.relative_to(stage).as_posix()
+            files[rel], sizes[rel] = sha256_file(path), path.stat().st_size
+    manifest = dict(manifest, files=files, sizes=sizes)
     manifest["integrity"] = manifest_digest(manifest)
     (stage / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    (stage / SUMS).write_text(sums_text(files, sha256_file(stage / MANIFEST)), encoding="ascii")
     return manifest
 
 
 def _tar(stage: Path, archive: Path) -> None:
-    def clean(info: tarfile.TarInfo) -> tarfile.TarInfo | None:
-        if "__pycache__" in info.name:
-            return None
+    """The folder entry, then manifest.json and SHA256SUMS, then the files in
+    the manifest's order: a reader learns every name and size before any
+    content (``edge_runtime.bundle`` relies on it to refuse a bomb early)."""
+    manifest = json.loads((stage / MANIFEST).read_text(encoding="utf-8"))
+
+    def clean(info: tarfile.TarInfo) -> tarfile.TarInfo:
         info.uid = info.gid = 0
         info.uname = info.gname = ""
         return info
 
     with tarfile.open(archive, "w:gz") as tar:
-        tar.add(stage, arcname=stage.name, filter=clean)
+        tar.add(stage, arcname=stage.name, recursive=False, filter=clean)
+        for rel in (MANIFEST, SUMS, *manifest["files"]):
+            tar.add(stage / rel, arcname=f"{stage.name}/{rel}", recursive=False, filter=clean)
 
 
 def publish(stage: Path, out_dir: Path) -> tuple[Path, Path]:

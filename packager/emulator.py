@@ -38,7 +38,8 @@ EMULATORS = {
     "aarch64": ("qemu-aarch64-static", "arm64"),
 }
 # What a Raspberry Pi OS Lite image brings that the bundle relies on.
-ROOTFS_PACKAGES = ("python3", "python3-venv", "libstdc++6", "libgcc-s1", "coreutils", "dash", "sed", "grep")
+ROOTFS_PACKAGES = ("python3", "python3-venv", "libstdc++6", "libgcc-s1", "coreutils", "dash", "sed", "grep",
+                   "findutils")
 # What /proc/cpuinfo says on the real board, per profile cpu: (part, features).
 # The host's x86 cpuinfo would crash TFLite's CPU probe (and lie to it).
 CPU_INFO = {

@@ -93,14 +93,27 @@ def fetch_wheels(profile: Profile, log_dir: Path) -> list[Path]:
 
 
 def stage_wheels(wheels: list[Path], stage: Path) -> dict[str, str]:
-    """Copy wheels into the bundle with a SHA256SUMS that install.sh checks."""
+    """Copy wheels into the bundle with the requirements file install.sh gives pip.
+
+    ``wheels/requirements.txt`` pins every wheel by name, version and sha256,
+    so pip installs in its hash-checking mode (``--require-hashes``) exactly
+    these files: a wheel added to the folder is never picked up, and a
+    changed one is refused by pip itself.
+    """
+    from packaging.utils import InvalidWheelFilename, parse_wheel_filename
+
     folder = stage / "wheels"
     folder.mkdir()
-    sums = {}
+    sums, lines = {}, []
     for wheel in wheels:
+        try:
+            dist, version, _, _ = parse_wheel_filename(wheel.name)
+        except InvalidWheelFilename as exc:
+            raise UserError(f"{wheel} is not a wheel file name ({exc})", "clear the wheel cache and build again") from None
         shutil.copy2(wheel, folder / wheel.name)
         sums[wheel.name] = sha256_file(wheel)
-    (folder / "SHA256SUMS").write_text("".join(f"{h}  {n}\n" for n, h in sorted(sums.items())), encoding="ascii")
+        lines.append(f"{dist}=={version} --hash=sha256:{sums[wheel.name]}\n")
+    (folder / "requirements.txt").write_text("".join(sorted(lines)), encoding="ascii")
     return sums
 
 

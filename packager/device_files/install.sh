@@ -1,7 +1,7 @@
 #!/bin/sh
-# Offline install of the edgepack bundle "@NAME@" on the device:
-# a venv with the bundle's own wheels (no network), and the edge-run launcher.
-# Safe to run again: an intact install is left as it is.
+# Offline install of an edgepack bundle on the device: a venv with the
+# bundle's own wheels (no network, pip's hash-checking mode), and the
+# edge-run launcher. Safe to run again: an intact install is left as it is.
 #
 #   ./install.sh [--prefix DIR] [--python PYTHON] [--service [--host H] [--port N]]
 #
@@ -9,22 +9,28 @@
 #   --python PYTHON  the interpreter to build the venv from (default: python3)
 #   --service        also install and start the systemd unit running
 #                    `edge-run serve` (needs root; EDGE_RUN_UNIT_DIR only writes it there)
+#   --host H         the address the service listens on (default 127.0.0.1:
+#                    this device only; 0.0.0.0 opens it to the network)
+#
+# This script is the same in every bundle: what differs (name, arch, Python,
+# packages) is data in install.conf, read and checked, never executed.
 set -eu
 
-WANT_ARCH="@ARCH@"
-WANT_PYTHON="@PYTHON@"
-PACKAGES="@PACKAGES@"
-
-HERE=$(cd "$(dirname "$0")" && pwd)
+HERE=$(cd "$(dirname "$0")" && pwd -P)
 PREFIX="$HERE/.venv"
 PYTHON="python3"
 SERVICE=0
-HOST="0.0.0.0"
+HOST="127.0.0.1"
 PORT="8080"
 
 die() {
   echo "install.sh: error: $*" >&2
   exit 1
+}
+
+# One argument as a single-quoted shell word.
+shquote() {
+  printf "'%s'" "$(printf '%s' "$1" | sed "s/'/'\\\\''/g")"
 }
 
 while [ $# -gt 0 ]; do
@@ -34,58 +40,84 @@ while [ $# -gt 0 ]; do
     --service) SERVICE=1; shift ;;
     --host) [ $# -ge 2 ] || die "--host needs an address"; HOST=$2; shift 2 ;;
     --port) [ $# -ge 2 ] || die "--port needs a number"; PORT=$2; shift 2 ;;
-    -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
     *) die "unknown option '$1' (expected --prefix DIR, --python PYTHON, --service, --host H, --port N)" ;;
   esac
 done
+
+nl='
+'
+case "$HERE$PREFIX" in *"$nl"*) die "the bundle or --prefix path holds a newline; move it to a plain path" ;; esac
+
+# Every file checked (system tools only) before any Python from the bundle runs.
+sh "$HERE/verify-bundle" --all || die "the bundle failed its check (above); nothing was installed"
+
+NAME="" WANT_ARCH="" WANT_PYTHON="" PACKAGES=""
+while IFS='=' read -r key value; do
+  case "$value" in *[!A-Za-z0-9._+\<\>=!,~\ -]*) die "install.conf: $key holds characters it may not ($value)" ;; esac
+  case "$key" in
+    name) NAME=$value ;;
+    arch) WANT_ARCH=$value ;;
+    python) WANT_PYTHON=$value ;;
+    packages) PACKAGES=$value ;;
+    *) die "install.conf: unknown key '$key'" ;;
+  esac
+done < "$HERE/install.conf"
+[ -n "$NAME" ] && [ -n "$WANT_ARCH" ] && [ -n "$WANT_PYTHON" ] || die "install.conf lacks name, arch or python; rebuild the bundle"
 
 arch=$(uname -m)
 [ "$arch" = "$WANT_ARCH" ] || die "this bundle's wheels are for $WANT_ARCH, this machine is $arch; rebuild with a --target profile for this device"
 
 command -v "$PYTHON" >/dev/null 2>&1 || die "$PYTHON not found; this bundle needs Python $WANT_PYTHON (apt install python3 python3-venv)"
-have=$("$PYTHON" -c 'import sys; print("%d.%d" % sys.version_info[:2])') || die "$PYTHON does not run"
+have=$("$PYTHON" -I -c 'import sys; print("%d.%d" % sys.version_info[:2])') || die "$PYTHON does not run"
 [ "$have" = "$WANT_PYTHON" ] || die "this bundle's wheels are for Python $WANT_PYTHON, $PYTHON is Python $have; rebuild with a profile whose python is \"$have\", or pass --python python$WANT_PYTHON"
 
-SUMS="$HERE/wheels/SHA256SUMS"
-[ -f "$SUMS" ] || die "this bundle has no wheels/ (built with --no-wheels); install $PACKAGES yourself, or rebuild without --no-wheels"
-while read -r sum file; do
-  [ -f "$HERE/wheels/$file" ] || die "wheel $file is missing from $HERE/wheels; copy the whole bundle again"
-done < "$SUMS"
-(cd "$HERE/wheels" && sha256sum -c --quiet --status SHA256SUMS) || die "a wheel in $HERE/wheels does not match SHA256SUMS (corrupt copy); copy the bundle again"
+REQS="$HERE/wheels/requirements.txt"
+[ -f "$REQS" ] || die "this bundle has no wheels/ (built with --no-wheels); install $PACKAGES yourself, or rebuild without --no-wheels"
 
 STAMP="$PREFIX/.edgepack-install"
-want_stamp="$(sha256sum "$SUMS" | cut -d' ' -f1) $PACKAGES"
-if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$want_stamp" ] && "$PREFIX/bin/python" -c "import numpy" >/dev/null 2>&1; then
+want_stamp="$(sha256sum "$REQS" | cut -d' ' -f1) $PACKAGES"
+if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$want_stamp" ] && "$PREFIX/bin/python" -I -c "import numpy" >/dev/null 2>&1; then
   echo "install.sh: already installed in $PREFIX"
 else
   if [ ! -x "$PREFIX/bin/python" ]; then
-    "$PYTHON" -m venv "$PREFIX" || die "could not create a venv with $PYTHON (apt install python3-venv)"
+    "$PYTHON" -I -m venv "$PREFIX" || die "could not create a venv with $PYTHON (apt install python3-venv)"
   fi
-  PIP_NO_INDEX=1 PIP_DISABLE_PIP_VERSION_CHECK=1 "$PREFIX/bin/python" -m pip install --quiet --no-index \
-    --no-cache-dir --find-links "$HERE/wheels" $PACKAGES || die "pip could not install $PACKAGES from $HERE/wheels"
+  # Exactly the wheels the manifest pins, by sha256 (pip refuses any other).
+  "$PREFIX/bin/python" -I -m pip --isolated install --quiet --no-index --no-cache-dir --disable-pip-version-check \
+    --require-hashes --only-binary=:all: --find-links "$HERE/wheels" -r "$REQS" \
+    || die "pip could not install $PACKAGES from $HERE/wheels (hash-checked against wheels/requirements.txt)"
   echo "$want_stamp" > "$STAMP"
   echo "install.sh: installed $PACKAGES into $PREFIX"
 fi
 
+# The installed launcher: paths as quoted shell words, never pasted raw.
 mkdir -p "$PREFIX/bin"
-cat > "$PREFIX/bin/edge-run" <<LAUNCHER
-#!/bin/sh
-EDGE_RUN_PYTHON="$PREFIX/bin/python" exec "$HERE/edge-run" "\$@"
-LAUNCHER
-chmod +x "$PREFIX/bin/edge-run"
+{
+  echo '#!/bin/sh'
+  echo "EDGE_RUN_PYTHON=$(shquote "$PREFIX/bin/python") exec $(shquote "$HERE/edge-run") \"\$@\""
+} > "$PREFIX/bin/edge-run.tmp"
+chmod +x "$PREFIX/bin/edge-run.tmp"
+mv "$PREFIX/bin/edge-run.tmp" "$PREFIX/bin/edge-run"
 echo "install.sh: run it with $HERE/edge-run (or $PREFIX/bin/edge-run)"
 
 if [ "$SERVICE" = 1 ]; then
   case "$PORT" in ''|*[!0-9]*) die "--port must be a number, found '$PORT'" ;; esac
-  unit="edge-run-@NAME@.service"
+  [ "$PORT" -ge 1 ] && [ "$PORT" -le 65535 ] || die "--port must be 1..65535, found $PORT"
+  case "$HOST" in ''|*[!A-Za-z0-9.:-]*) die "--host must be an address or host name, found '$HOST'" ;; esac
+  # A unit file has its own quoting (and %-specifiers): only plain paths go in.
+  case "$HERE$PREFIX" in
+    *[!A-Za-z0-9._/+-]*) die "--service needs the bundle and venv at plain paths (letters, digits, . _ / + -); found $HERE and $PREFIX; move the bundle" ;;
+  esac
+  unit="edge-run-$NAME.service"
   dir="${EDGE_RUN_UNIT_DIR:-/etc/systemd/system}"
   if [ -z "${EDGE_RUN_UNIT_DIR:-}" ]; then
     command -v systemctl >/dev/null 2>&1 || die "systemctl not found: --service needs systemd (or set EDGE_RUN_UNIT_DIR to only write the unit)"
     [ "$(id -u)" = 0 ] || die "--service writes $dir/$unit: run it with sudo"
   fi
   mkdir -p "$dir"
-  sed -e "s|@BUNDLE@|$HERE|g" -e "s|@LAUNCHER@|$PREFIX/bin/edge-run|g" -e "s|@HOST@|$HOST|g" -e "s|@PORT@|$PORT|g" \
-    "$HERE/edge-run.service" > "$dir/$unit.tmp"
+  sed -e "s|@NAME@|$NAME|g" -e "s|@BUNDLE@|$HERE|g" -e "s|@LAUNCHER@|$PREFIX/bin/edge-run|g" \
+    -e "s|@HOST@|$HOST|g" -e "s|@PORT@|$PORT|g" "$HERE/edge-run.service" > "$dir/$unit.tmp"
   mv "$dir/$unit.tmp" "$dir/$unit"
   echo "install.sh: wrote $dir/$unit"
   if [ -z "${EDGE_RUN_UNIT_DIR:-}" ]; then

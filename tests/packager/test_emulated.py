@@ -35,16 +35,23 @@ def assert_within_one_step(device: dict, host: dict, manifest: dict):
 def test_digits_installs_offline_runs_and_matches_host(digits, digits_bundle, tmp_path):
     x = np.load(digits / "test_x.npy")[:40]
     np.save(tmp_path / "x.npy", x)
+    # Installed at a folder whose name is shell syntax: every script quotes it (issue 12).
     script = (
-        'set -e; "$BUNDLE/install.sh"; "$BUNDLE/install.sh"; '
+        'set -e; W="$PWD/we ird \\$(touch PWNED); a|b&c \'q\'"; cp -r "$BUNDLE" "$W"; BUNDLE=$W; '
+        '"$BUNDLE/install.sh"; "$BUNDLE/install.sh"; '
         'if python3 -c "import socket; socket.create_connection((\\"1.1.1.1\\", 53), timeout=3)" 2>/dev/null; '
         'then echo NETWORK-REACHABLE; fi; '
-        '"$BUNDLE/edge-run" run "$BUNDLE" --input x.npy --output y.npz; '
+        '"$BUNDLE/.venv/bin/edge-run" run "$BUNDLE" --input x.npy --output y.npz; '
+        'EDGE_RUN_UNIT_DIR="$PWD/units" "$BUNDLE/install.sh" --service 2>service.err || echo SERVICE-REFUSED; '
         '"$BUNDLE/edge-run" bench "$BUNDLE" --runs 5 --warmup 1 --json > bench.json; uname -m'
     )
     proc, _ = emulator.run_on_device(RPI4, digits_bundle, script, cwd=tmp_path, capture=True)
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = proc.stdout
+    assert not list(tmp_path.rglob("PWNED"))
+    assert "SERVICE-REFUSED" in out and "--service needs the bundle and venv at plain paths" in (
+        tmp_path / "service.err").read_text()
+    assert not (tmp_path / "units").exists()
     assert "installed ai-edge-litert==2.3.0 numpy==" in out
     assert "already installed" in out  # install.sh is idempotent
     assert "NETWORK-REACHABLE" not in out
@@ -100,7 +107,7 @@ def test_install_refuses_bundle_missing_a_wheel(digits_bundle, tmp_path):
     numpy_wheel.unlink()
     proc, _ = emulator.run_on_device(RPI4, broken, '"$BUNDLE/install.sh"', cwd=tmp_path, capture=True)
     assert proc.returncode == 1
-    assert f"wheel {numpy_wheel.name} is missing" in proc.stderr
+    assert f"file(s) missing: wheels/{numpy_wheel.name}" in proc.stderr
 
 
 def test_install_refuses_other_architecture_on_host(digits_bundle, tmp_path):
@@ -191,7 +198,7 @@ def test_serve_on_the_emulated_device(digits, digits_bundle, tmp_path):
     # The unit install.sh wrote is valid for systemd (paths moved to the host copy to check it).
     unit = tmp_path / "units" / "edge-run-digits-rpi4.service"
     text = unit.read_text()
-    assert f"ExecStart={guest_bundle}/.venv/bin/edge-run serve {guest_bundle} --host 0.0.0.0 --port 8099" in text
+    assert f"ExecStart={guest_bundle}/.venv/bin/edge-run serve {guest_bundle} --host 127.0.0.1 --port 8099" in text
     assert "DynamicUser=yes" in text and "ProtectSystem=strict" in text and "Restart=on-failure" in text
     host_copy = tmp_path / "bundle"
     shutil.copytree(digits_bundle, host_copy)
