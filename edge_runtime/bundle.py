@@ -93,7 +93,8 @@ def _read_manifest_bytes(data: bytes, where) -> dict:
             "rebuild the bundle with a matching edgepack",
         )
     if manifest.get("integrity") != manifest_digest(manifest):
-        _refuse(where, "was modified after the build (its digest does not match)")
+        raise UserError(f"{where} was modified after the build (its digest does not match)",
+                        "re-copy the bundle, or rebuild it with edgepack build")
     check_paths(manifest.get("files"), manifest.get("sizes"), where)
     return manifest
 
@@ -200,7 +201,8 @@ def verify(folder: Path, manifest: dict) -> None:
     """
     where = folder / MANIFEST
     if manifest.get("integrity") != manifest_digest(manifest):
-        _refuse(where, "was modified after the build (its digest does not match)")
+        raise UserError(f"{where} was modified after the build (its digest does not match)",
+                        "re-copy the bundle, or rebuild it with edgepack build")
     files, sizes = manifest.get("files"), manifest.get("sizes")
     check_paths(files, sizes, where)
     present = _present(folder)

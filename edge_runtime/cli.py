@@ -26,16 +26,48 @@ def _read_input(path: str, model) -> dict[str, np.ndarray]:
     return feeds_from_numpy(path, model.inputs, path)
 
 
+MAX_THREADS = 256
+
+
+def _check_threads(threads: int | None) -> None:
+    if threads is not None and not 1 <= threads <= MAX_THREADS:
+        raise UserError(f"--threads must be 1..{MAX_THREADS}, found {threads}", "omit it to use the target's default")
+
+
+def _check_output(path: str) -> Path:
+    """--output names a file we can write: checked before the model runs, so a run never ends in a traceback."""
+    out = Path(path)
+    parent = out.parent if str(out.parent) else Path(".")
+    if out.is_dir():
+        raise UserError(f"--output {out} is a folder", "name the .npz file to write, e.g. --output y.npz")
+    if not parent.is_dir():
+        raise UserError(f"--output {out}: the folder {parent} does not exist", "create it, or write elsewhere")
+    if not os.access(parent, os.W_OK | os.X_OK) or (out.exists() and not os.access(out, os.W_OK)):
+        raise UserError(f"--output {out} cannot be written here (permission denied)", "write elsewhere")
+    return out
+
+
+def _write_npz(out: Path, outputs: dict[str, np.ndarray]) -> None:
+    """Written whole or not at all: a temp file beside it, renamed into place."""
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp.npz")  # savez appends .npz otherwise
+    try:
+        np.savez(tmp, **outputs)
+        os.replace(tmp, out)
+    except OSError as exc:
+        raise UserError(f"could not write --output {out} ({exc.strerror or exc})", "free space or write elsewhere") from None
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def cmd_run(args) -> int:
     from . import load
 
+    _check_threads(args.threads)
+    out = _check_output(args.output) if args.output else None
     model = load(args.bundle, threads=args.threads, delegate=args.delegate)
     outputs = model.predict(_read_input(args.input, model), raw=args.raw)
-    if args.output:
-        out = Path(args.output)
-        tmp = out.with_name(out.name + ".tmp.npz")  # savez appends .npz otherwise
-        np.savez(tmp, **outputs)
-        os.replace(tmp, out)
+    if out:
+        _write_npz(out, outputs)
         print(f"wrote {out}: " + ", ".join(f"{k} {v.shape} {v.dtype}" for k, v in outputs.items()))
     else:
         for key, value in outputs.items():
@@ -104,8 +136,9 @@ def benchmark(model, runs: int, warmup: int) -> dict:
 def cmd_bench(args) -> int:
     from . import load
 
-    if args.runs < 1 or args.warmup < 0:
-        raise UserError(f"--runs must be >= 1 and --warmup >= 0, found {args.runs} and {args.warmup}")
+    if not (1 <= args.runs <= 1_000_000 and 0 <= args.warmup <= 1_000_000):
+        raise UserError(f"--runs must be 1..1000000 and --warmup 0..1000000, found {args.runs} and {args.warmup}")
+    _check_threads(args.threads)
     model = load(args.bundle, threads=args.threads, delegate=args.delegate)
     result = benchmark(model, args.runs, args.warmup)
     if args.json:

@@ -15,6 +15,24 @@ PPOCR_ENV = "EDGEPACK_PPOCR_CLS"
 PPOCR_DEFAULT = Path.home() / ".cache" / "edgepack" / "models" / "ch_ppocr_mobile_v2.0_cls_infer.onnx"
 
 
+def reseal(folder: Path, manifest: dict) -> dict:
+    """Write an edited manifest with a recomputed digest and SHA256SUMS, the way the build seals.
+
+    The digest is no signature: anyone can reseal, so tests use this to
+    reach the checks that come after integrity (validation by type, display).
+    """
+    import json
+
+    from edge_runtime.bundle import MANIFEST, SUMS, manifest_digest, sha256_file, sums_text
+
+    manifest = dict(manifest, integrity=manifest_digest(manifest))
+    (folder / MANIFEST).write_text(json.dumps(manifest, indent=2))
+    files = manifest["files"] if isinstance(manifest.get("files"), dict) else {}
+    (folder / SUMS).write_text(sums_text({k: v for k, v in files.items() if isinstance(k, str)},
+                                         sha256_file(folder / MANIFEST)))
+    return manifest
+
+
 def run_cli(module: str, *args, check: bool = True) -> subprocess.CompletedProcess:
     """Run `python -m packager|edge_runtime ARGS` as a user would, offline env untouched."""
     proc = subprocess.run(

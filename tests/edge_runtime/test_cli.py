@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 
 import edge_runtime
-from edge_runtime.bundle import manifest_digest, open_bundle
+from edge_runtime.bundle import open_bundle
 from edge_runtime.cli import describe, main
-from tests.conftest import run_cli
+from tests.conftest import reseal, run_cli
 
 
 def edge_run_error(capsys, *args):
@@ -145,6 +145,41 @@ def test_empty_input(capsys, digits_bundle, tmp_path):
     assert "holds no samples" in err
 
 
+@pytest.mark.parametrize("args, message", [
+    (["--output", "{tmp}"], "is a folder"),
+    (["--output", "{tmp}/no/such/dir/y.npz"], "does not exist"),
+    (["--threads", "0"], "--threads must be 1..256, found 0"),
+    (["--threads", "100000"], "--threads must be 1..256"),
+])
+def test_run_options_are_checked_before_the_model_runs(capsys, tmp_path, args, message):
+    """A bad option is a one-line error, before any bundle is even opened (issue 12)."""
+    np.save(tmp_path / "x.npy", np.zeros((1, 1, 8, 8), np.float32))
+    args = [a.format(tmp=tmp_path) for a in args]
+    err = edge_run_error(capsys, "run", tmp_path / "no-bundle", "--input", tmp_path / "x.npy", *args)
+    assert message in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.npy"]  # nothing half-written
+
+
+@pytest.mark.parametrize("args", [["--runs", "0"], ["--warmup", "-1"], ["--runs", "99999999"], ["--threads", "-2"]])
+def test_bench_options_are_checked(capsys, tmp_path, args):
+    err = edge_run_error(capsys, "bench", tmp_path / "no-bundle", *args)
+    assert "must be" in err
+
+
+@pytest.mark.slow
+def test_output_write_failure_leaves_nothing(capsys, digits, digits_bundle, tmp_path, monkeypatch):
+    np.save(tmp_path / "x.npy", np.load(digits / "test_x.npy")[:2])
+
+    def full(file, **arrays):
+        Path(file).write_bytes(b"partial")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(np, "savez", full)
+    err = edge_run_error(capsys, "run", digits_bundle, "--input", tmp_path / "x.npy", "--output", tmp_path / "y.npz")
+    assert "could not write --output" in err and "No space left" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.npy"]
+
+
 # --- precision and fidelity in `edge-run info` (issue 13) ---
 
 BAR = {"min_cosine": 0.99, "min_top1": 0.99, "min_f1": 0.95, "min_channel_cosine": 0.9}
@@ -249,7 +284,7 @@ def test_describe_bundle_from_before_the_ladder():
 def reseal_below_the_bar(bundle: Path, dest: Path) -> Path:
     """A copy of a real bundle whose manifest says it was shipped with --accept-low-fidelity.
 
-    Re-sealed the way the build seals (edge_runtime.bundle.manifest_digest):
+    Re-sealed the way the build seals (tests.conftest.reseal):
     the manifest's digest covers every key but itself, so an edited manifest
     is only accepted with a recomputed digest.
     """
@@ -263,8 +298,7 @@ def reseal_below_the_bar(bundle: Path, dest: Path) -> Path:
         "why": "--accept-low-fidelity: int8, min/max came closest to the bar",
         "shortfalls": [f"{output}: cosine 0.9125 < 0.99"],
     }
-    manifest["integrity"] = manifest_digest(manifest)
-    (dest / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    reseal(dest, manifest)
     return dest
 
 

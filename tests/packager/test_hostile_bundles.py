@@ -17,9 +17,10 @@ from pathlib import Path
 
 import pytest
 
-from edge_runtime.bundle import MANIFEST, SUMS, manifest_digest, open_bundle, sha256_file, sums_text
+from edge_runtime.bundle import MANIFEST, SUMS, open_bundle, sha256_file
 from edge_runtime.errors import UserError
 from packager.bundle import DEVICE_FILES
+from tests.conftest import reseal
 
 pytestmark = pytest.mark.slow  # the digits bundle is a real build
 
@@ -37,15 +38,11 @@ def launch(bundle: Path, *args: str, cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run(["sh", str(bundle / "edge-run"), *args], cwd=cwd, env=env, capture_output=True, text=True)
 
 
-def reseal(bundle: Path, change) -> dict:
-    """Edit the manifest and recompute its digest and SHA256SUMS, as an attacker could."""
+def edit_manifest(bundle: Path, change) -> dict:
+    """Edit the manifest and reseal it (digest and SHA256SUMS), as an attacker could."""
     manifest = json.loads((bundle / MANIFEST).read_text())
     change(manifest)
-    manifest["integrity"] = manifest_digest(manifest)
-    (bundle / MANIFEST).write_text(json.dumps(manifest))
-    files = {k: v for k, v in manifest["files"].items() if isinstance(k, str)}
-    (bundle / SUMS).write_text(sums_text(files, sha256_file(bundle / MANIFEST)))
-    return manifest
+    return reseal(bundle, manifest)
 
 
 MARKER_CODE = "import pathlib; pathlib.Path({marker!r}).write_text('ran')\n"
@@ -106,7 +103,7 @@ def test_symlinked_file_is_refused(bundle, tmp_path):
 @pytest.mark.parametrize("entry", ["../outside.txt", "/etc/passwd", "./model.tflite", "a//b", "wheels/../x"])
 def test_manifest_paths_must_stay_inside_the_bundle(bundle, tmp_path, entry):
     (tmp_path / "outside.txt").write_text("secret")
-    reseal(bundle, lambda m: (m["files"].__setitem__(entry, "0" * 64), m["sizes"].__setitem__(entry, 6)))
+    edit_manifest(bundle, lambda m: (m["files"].__setitem__(entry, "0" * 64), m["sizes"].__setitem__(entry, 6)))
     with pytest.raises(UserError, match="not a plain relative path inside the bundle"):
         open_bundle(bundle)
     proc = launch(bundle, "info", str(bundle), cwd=tmp_path)
@@ -152,10 +149,10 @@ def test_device_scripts_are_not_templates(digits, tmp_path):
 
 
 def test_install_conf_is_data_not_code(bundle, tmp_path):
-    reseal_conf = "name=x$(touch PWNED)\narch=aarch64\npython=3.11\npackages=numpy\n"
-    (bundle / "install.conf").write_text(reseal_conf)
-    reseal(bundle, lambda m: (m["files"].__setitem__("install.conf", sha256_file(bundle / "install.conf")),
-                              m["sizes"].__setitem__("install.conf", len(reseal_conf))))
+    conf = "name=x$(touch PWNED)\narch=aarch64\npython=3.11\npackages=numpy\n"
+    (bundle / "install.conf").write_text(conf)
+    edit_manifest(bundle, lambda m: (m["files"].__setitem__("install.conf", sha256_file(bundle / "install.conf")),
+                                     m["sizes"].__setitem__("install.conf", len(conf))))
     proc = subprocess.run(["sh", str(bundle / "install.sh")], cwd=tmp_path, capture_output=True, text=True)
     assert proc.returncode == 1 and "install.conf: name holds characters it may not" in proc.stderr
     assert not list(tmp_path.rglob("PWNED"))
@@ -208,7 +205,7 @@ def test_archive_member_larger_than_declared_is_refused_unwritten(bundle, tmp_pa
 
 
 def test_archive_declaring_more_than_the_cap_is_refused_unread(bundle, tmp_path, monkeypatch):
-    reseal(bundle, lambda m: m["sizes"].__setitem__("model.tflite", 3 << 30))
+    edit_manifest(bundle, lambda m: m["sizes"].__setitem__("model.tflite", 3 << 30))
     monkeypatch.setattr("edge_runtime.bundle.MAX_BUNDLE_BYTES", 1 << 30)
     archive = rebuild_archive(bundle, tmp_path / "big.tar.gz")
     with pytest.raises(UserError, match="declares 32\\d+ bytes of files; the limit is"):
