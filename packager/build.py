@@ -11,6 +11,7 @@ import copy
 import dataclasses
 import datetime
 import json
+import os
 import shutil
 import sys
 import tempfile
@@ -23,7 +24,7 @@ from edge_runtime.errors import UserError
 
 from . import __version__
 from .bundle import bundle_name, publish, seal, stage_files
-from .calibration import load_calibration, split_holdout
+from .calibration import lack_of_variation, load_calibration, split_holdout
 from .convert import DEFAULT_BUDGET, convert
 from .fidelity import Bar, format_table
 from .ladder import PRECISIONS, Bench, Ladder, VALIDATION, float_model, io_entry
@@ -40,6 +41,8 @@ from .wheels import fetch_wheels, pinned, requirements, stage_wheels
 from .shapes import fix_shapes, parse_input_shapes, resolve_shapes
 
 STAGES = 9
+# auto: the precision ladder; int8: full integer or fail; strict: the ladder, on calibration data that varies
+BUILD_PRECISIONS = (*PRECISIONS, "strict")
 
 
 @dataclasses.dataclass
@@ -55,7 +58,7 @@ class BuildOptions:
     std: tuple[float, ...] | None = None
     io_dtype: str | None = None  # default: the profile's
     per_tensor: bool = False
-    precision: str = "auto"  # auto: the precision ladder; int8: full integer or fail
+    precision: str = "auto"  # one of BUILD_PRECISIONS
     min_cosine: float | None = None  # the bar; None: the defaults of fidelity.Bar
     min_top1: float | None = None
     min_f1: float | None = None
@@ -87,6 +90,8 @@ def build(opts: BuildOptions, say: Callable[[int, str], None] = _say) -> BuildRe
     Raises:
         UserError: any bad input; nothing is left in ``out_dir`` then.
     """
+    out_dir = Path(opts.out_dir)
+    _check_out_dir(out_dir)
     profile = load_profile(opts.target)
     io_dtype = opts.io_dtype or profile.io_dtype
     _check_options(opts, io_dtype)
@@ -107,10 +112,10 @@ def build(opts: BuildOptions, say: Callable[[int, str], None] = _say) -> BuildRe
             "NOTHING. Use real samples for anything you ship."
         )
     data = load_calibration(opts.calibration, model.inputs, shapes, opts.mean, opts.std)
+    calibration_warnings = _calibration_warnings(opts, data)
     calib, holdout = split_holdout(data)
 
-    out_dir = Path(opts.out_dir)
-    created_out = not out_dir.exists()
+    new_dirs = _missing_dirs(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     name = bundle_name(model.path.stem, profile.name)
     private = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=out_dir))
@@ -156,6 +161,7 @@ def build(opts: BuildOptions, say: Callable[[int, str], None] = _say) -> BuildRe
             manifest = _manifest(opts, name, profile, model, io_dtype, q, calib, holdout,
                                  preparation, conversion, packages)
             manifest["fixed_inputs"] = fixed_entries
+            manifest["quantization"]["calibration"]["warnings"] = calibration_warnings
             manifest["precision"] = {
                 "requested": opts.precision,
                 "chosen": q.precision,
@@ -172,6 +178,10 @@ def build(opts: BuildOptions, say: Callable[[int, str], None] = _say) -> BuildRe
                    f"{len(next(iter(holdout.values())))} held-out samples")
             manifest["fidelity"] = chosen.report
             print(format_table(chosen.report, q.precision), file=sys.stderr, flush=True)
+            if calibration_warnings:
+                _warn("the figures above were measured on " + ("random" if opts.calibration == "random" else
+                      "calibration data without variation") + ": they mean NOTHING (manifest: "
+                      "quantization.calibration.warnings)")
 
             say(8, "op report")
             manifest["ops"] = op_report(q.tflite)
@@ -184,18 +194,85 @@ def build(opts: BuildOptions, say: Callable[[int, str], None] = _say) -> BuildRe
             bundle_dir, archive = publish(stage, out_dir)
     except BaseException:
         shutil.rmtree(private, ignore_errors=True)
-        if created_out and not any(out_dir.iterdir()):
-            out_dir.rmdir()
+        _remove_empty(new_dirs)
         raise
     shutil.rmtree(private, ignore_errors=True)
     return BuildResult(bundle_dir, archive, manifest)
 
 
+def _check_out_dir(out_dir: Path) -> None:
+    """-o names a folder we can write, or one we can create: refused before any work, nothing created.
+
+    Otherwise mkdir or mkdtemp fail with a traceback, after the model and the
+    calibration data were read.
+    """
+    existing = out_dir
+    while not os.path.lexists(existing) and existing != existing.parent:
+        existing = existing.parent
+    if existing.is_symlink() and not existing.exists():
+        found = f"{existing} is a broken symlink"
+    elif not existing.is_dir():
+        found = f"{existing} is {'an existing file' if existing.is_file() else 'something else'}, not a folder"
+    elif not os.access(existing, os.W_OK | os.X_OK):
+        found = f"{existing} is a folder you cannot write to"
+    else:
+        return
+    raise UserError(f"-o/--out-dir {out_dir} cannot hold the bundle: {found}",
+                    "give a folder you can write to (it is created when missing), e.g. -o dist")
+
+
+def _missing_dirs(out_dir: Path) -> list[Path]:
+    """The folders ``mkdir(parents=True)`` is about to create, deepest first."""
+    missing = []
+    while not os.path.lexists(out_dir) and out_dir != out_dir.parent:
+        missing.append(out_dir)
+        out_dir = out_dir.parent
+    return missing
+
+
+def _remove_empty(dirs: list[Path]) -> None:
+    """A failed build leaves nothing: the folders it created go again, if nothing else went in."""
+    for folder in dirs:
+        if not folder.is_dir() or any(folder.iterdir()):
+            return
+        folder.rmdir()
+
+
+def _calibration_warnings(opts: BuildOptions, data: dict) -> list[str]:
+    """What makes the fidelity figures meaningless: warned now and kept in the manifest; refused by strict.
+
+    Calibration data that does not vary (identical or blank samples) gives a
+    perfect fidelity report for a model nobody tested (packager.calibration).
+    """
+    found = lack_of_variation(data)
+    if found and opts.precision == "strict":
+        raise UserError(
+            f"--precision strict: the calibration data does not vary ({'; '.join(found)}); "
+            "fidelity measured on it would mean nothing",
+            "give representative samples of the device's real input, or drop --precision strict "
+            "to build anyway (with a warning)",
+        )
+    if found:
+        _warn(f"the calibration data does not vary: {'; '.join(found)}. The int8 ranges are calibrated on it and "
+              "the fidelity figures measured on it mean NOTHING. Give representative samples "
+              "(--precision strict refuses such data).")
+    notes = [f"no variation: {line}" for line in found]
+    if opts.calibration == "random":
+        notes.insert(0, "--calibration random: calibrated and judged on noise")
+    return notes
+
+
 def _check_options(opts: BuildOptions, io_dtype: str) -> None:
     if io_dtype not in IO_DTYPES:
         raise UserError(f"--io-dtype must be one of {', '.join(IO_DTYPES)}, found {io_dtype!r}")
-    if opts.precision not in PRECISIONS:
-        raise UserError(f"--precision must be one of {', '.join(PRECISIONS)}, found {opts.precision!r}")
+    if opts.precision not in BUILD_PRECISIONS:
+        raise UserError(f"--precision must be one of {', '.join(BUILD_PRECISIONS)}, found {opts.precision!r}")
+    if opts.precision == "strict" and opts.accept_low_fidelity:
+        raise UserError("--precision strict and --accept-low-fidelity contradict each other: strict refuses "
+                        "what --accept-low-fidelity would ship", "drop one of them")
+    if opts.precision == "strict" and opts.calibration == "random":
+        raise UserError("--precision strict refuses --calibration random: fidelity measured on noise means nothing",
+                        "calibrate on real samples, or drop --precision strict")
     for flag, value in (("--min-cosine", opts.min_cosine), ("--min-top1", opts.min_top1),
                         ("--min-f1", opts.min_f1), ("--min-channel-cosine", opts.min_channel_cosine)):
         if value is not None and not 0 <= value <= 1:
@@ -293,7 +370,9 @@ def _choose_precision(opts: BuildOptions, io_dtype: str, conversion, calib, hold
     with captured_output(show=opts.verbose):
         bench = Bench(conversion.in_maps, conversion.out_maps, fixed_entries, holdout, _stacked(reference, holdout),
                       validation, _stacked(reference, validation))
-    ladder = Ladder(bench, bar, opts.precision, fallback=lambda: converter_int8(
+    # strict is auto's ladder; it differs in what it accepts as calibration data (_calibration_warnings)
+    ladder_precision = "auto" if opts.precision == "strict" else opts.precision
+    ladder = Ladder(bench, bar, ladder_precision, fallback=lambda: converter_int8(
         conversion.saved_model, conversion.in_maps, calib, io_dtype, opts.per_tensor, opts.verbose))
     float_tflite = export_float(conversion.saved_model, opts.verbose)
     if io_dtype == "uint8":

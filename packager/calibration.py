@@ -15,6 +15,9 @@ Sources:
 
 from __future__ import annotations
 
+import hashlib
+import re
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -24,9 +27,13 @@ from edge_runtime.errors import UserError
 from edge_runtime.tensors import batched_samples
 
 from .onnx_model import TensorSpec
+from .prepare.config_inputs import MAX_ELEMENTS as CONFIG_ELEMENTS
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 MIN_SAMPLES = 10
+# Pixels an image may declare (a 9000x7000 photo). More, in a calibration folder, is a decompression bomb.
+MAX_IMAGE_PIXELS = 64_000_000
+UNIFORM_AXIS = 4  # axes longer than this (not colour channels) must vary within a sample
 
 Calibration = dict[str, np.ndarray]
 
@@ -58,10 +65,50 @@ def _norm_values(values: tuple[float, ...] | None, channels: int, flag: str, def
     return np.broadcast_to(arr, (channels,)).copy()
 
 
-def load_image_folder(folder: Path, spec: TensorSpec, shape: list[int], mean, std) -> np.ndarray:
-    """Images -> (N, *shape[1:]) float array in the input's layout."""
+def _read_image(file: Path, channels: int, height: int, width: int) -> np.ndarray:
+    """One image as (H, W, C) float pixels in 0..255, resized to the input's HxW.
+
+    The size the file declares is checked before a pixel is decoded: a PNG of
+    a few kilobytes can declare 30000x30000 pixels (a decompression bomb) and
+    take gigabytes once decoded. PIL's own bomb check, which only warns below
+    twice its limit, is made an error too.
+    """
     from PIL import Image, UnidentifiedImageError
 
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(file) as img:
+                _check_declared_size(file, *img.size)
+                img = img.convert("RGB" if channels == 3 else "L")
+                img = img.resize((width, height), Image.BILINEAR)
+                return np.asarray(img, dtype=np.float32).reshape(height, width, channels)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        found = re.search(r"\((\d+) pixels\)", str(exc))
+        raise _image_too_large(file, f"{int(found[1]):,} pixels" if found else "more pixels than PIL allows") from None
+    except (UnidentifiedImageError, OSError, ValueError) as exc:
+        raise UserError(
+            f"calibration image {file} cannot be read ({exc})",
+            "remove or replace the file",
+        ) from None
+
+
+def _check_declared_size(file: Path, width: int, height: int) -> None:
+    if width * height > MAX_IMAGE_PIXELS:
+        raise _image_too_large(file, f"{width}x{height} pixels")
+
+
+def _image_too_large(file: Path, declared: str) -> UserError:
+    return UserError(
+        f"calibration image {file} ({file.stat().st_size:,} bytes) declares {declared}, over the limit of "
+        f"{MAX_IMAGE_PIXELS // 1_000_000} megapixels; edgepack does not decode it (a decompression bomb, "
+        "or a broken file)",
+        "remove it, or downscale it: images are resized to the input's size anyway",
+    )
+
+
+def load_image_folder(folder: Path, spec: TensorSpec, shape: list[int], mean, std) -> np.ndarray:
+    """Images -> (N, *shape[1:]) float array in the input's layout."""
     layout, channels, height, width = _image_layout(spec, shape)
     files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
     if not files:
@@ -73,16 +120,7 @@ def load_image_folder(folder: Path, spec: TensorSpec, shape: list[int], mean, st
     std_v = _norm_values(std, channels, "--std", 1.0)
     samples = []
     for file in files:
-        try:
-            with Image.open(file) as img:
-                img = img.convert("RGB" if channels == 3 else "L")
-                img = img.resize((width, height), Image.BILINEAR)
-                pixels = np.asarray(img, dtype=np.float32).reshape(height, width, channels)
-        except (UnidentifiedImageError, OSError) as exc:
-            raise UserError(
-                f"calibration image {file} cannot be read ({exc})",
-                "remove or replace the file",
-            ) from None
+        pixels = _read_image(file, channels, height, width)
         x = (pixels / 255.0 - mean_v) / std_v
         samples.append(x.transpose(2, 0, 1) if layout == "NCHW" else x)
     return np.stack(samples).astype(spec.dtype)
@@ -230,6 +268,50 @@ def load_calibration(
             "give 100-500 representative samples",
         )
     return data
+
+
+def lack_of_variation(data: Calibration) -> list[str]:
+    """What in the calibration set does not vary: one line per input, empty when it all varies.
+
+    Identical or blank samples calibrate the int8 ranges on nothing, and the
+    held-out samples that judge fidelity are then copies of the calibration
+    ones: the build would report perfect fidelity for a model never tested on
+    anything. Small integer inputs next to other inputs are configuration (a
+    sample rate, see prepare.config_inputs), the same in every sample by design.
+    """
+    problems = []
+    for name, samples in data.items():
+        count = len(samples)
+        if not count or not samples[0].size:
+            continue
+        flat = samples.reshape(count, -1)
+        if len(data) > 1 and samples.dtype.kind in "biu" and flat.shape[1] <= CONFIG_ELEMENTS:
+            continue
+        lows, highs = flat.min(axis=1), flat.max(axis=1)
+        if lows.min() == highs.max():
+            problems.append(f"input '{name}': every value of all {count} samples is {lows[0].item()}")
+            continue
+        distinct = len({hashlib.blake2b(row.tobytes(), digest_size=16).digest() for row in flat})
+        if distinct == 1:
+            problems.append(f"input '{name}': all {count} samples are identical")
+        elif distinct < MIN_SAMPLES:
+            problems.append(f"input '{name}': only {distinct} distinct samples among {count}, "
+                            "so held-out samples repeat calibration ones")
+        elif _all_uniform(samples):
+            problems.append(f"input '{name}': each of the {count} samples is uniform, one level all over "
+                            "(blank images, silence)")
+    return problems
+
+
+def _all_uniform(samples: np.ndarray) -> bool:
+    """Every sample is constant along each long axis (a blank image: one colour per channel).
+
+    Axes of a few values (colour channels, a batch of 1) may vary; a sample
+    with no long axis (a handful of features) is never called uniform.
+    """
+    long_axes = [axis for axis in range(1, samples.ndim) if samples.shape[axis] > UNIFORM_AXIS]
+    return bool(long_axes) and all(np.array_equal(samples.min(axis=axis), samples.max(axis=axis))
+                                   for axis in long_axes)
 
 
 def split_holdout(data: Calibration, fraction: float = 0.2, max_holdout: int = 200) -> tuple[Calibration, Calibration]:

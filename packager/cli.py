@@ -45,9 +45,10 @@ def cli():
 @click.option("--io-dtype", type=click.Choice(["int8", "uint8", "float32"]), default=None,
               help="Dtype of the model's inputs/outputs (default: the target's).")
 @click.option("--per-tensor", is_flag=True, help="One quantization scale per tensor instead of per channel.")
-@click.option("--precision", type=click.Choice(["auto", "int8"]), default="auto", show_default=True,
+@click.option("--precision", type=click.Choice(["auto", "int8", "strict"]), default="auto", show_default=True,
               help="auto: the cheapest precision that holds the fidelity bar (full int8 first); "
-                   "int8: full integer or fail (Edge TPU, NPUs).")
+                   "int8: full integer or fail (Edge TPU, NPUs); strict: auto, but calibration data "
+                   "without variation (identical or blank samples) is refused, not warned about.")
 @click.option("--min-cosine", type=float, default=None,
               help="Bar: every output's mean cosine vs float on held-out samples (default 0.99; 0 = off).")
 @click.option("--min-top1", type=float, default=None, help="Bar: top-1 agreement for class scores (default 0.99).")
