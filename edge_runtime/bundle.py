@@ -23,6 +23,7 @@ import zlib
 from pathlib import Path
 
 from .errors import UserError
+from .manifest import validate
 
 SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
@@ -84,7 +85,7 @@ def check_paths(files, sizes, where) -> None:
 def _read_manifest_bytes(data: bytes, where) -> dict:
     try:
         manifest = json.loads(data.decode("utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError, UnicodeDecodeError, over-long integers
         _refuse(where, f"not valid JSON ({str(exc)[:200]})")
     if not isinstance(manifest, dict) or manifest.get("schema_version") != SCHEMA_VERSION:
         found = manifest.get("schema_version") if isinstance(manifest, dict) else type(manifest).__name__
@@ -96,6 +97,7 @@ def _read_manifest_bytes(data: bytes, where) -> dict:
         raise UserError(f"{where} was modified after the build (its digest does not match)",
                         "re-copy the bundle, or rebuild it with edgepack build")
     check_paths(manifest.get("files"), manifest.get("sizes"), where)
+    validate(manifest, str(where))
     return manifest
 
 

@@ -10,11 +10,8 @@ import numpy as np
 from .bundle import open_bundle
 from .errors import UserError
 from .interpreter import Engine, make_engine
+from .manifest import INT64_MAX, INT64_MIN, MAX_FIXED_VALUES, Malformed, check_precision
 from .tensors import batched_samples, check_dtype, from_tflite, raw_to_tflite, to_tflite
-
-
-MAX_FIXED_VALUES = 4  # what edgepack build fixes: small integer configuration inputs
-INT64_MIN, INT64_MAX = -(2 ** 63), 2 ** 63 - 1  # JSON integers have no bound
 
 
 def fixed_inputs(manifest: dict) -> dict[str, np.ndarray]:
@@ -40,19 +37,6 @@ def fixed_inputs(manifest: dict) -> dict[str, np.ndarray]:
     return fixed
 
 
-_NUMBER = (int, float)
-_STEP_FIELDS = {"step": str, "precision": str, "note": str, "meets_bar": bool, "cosine": _NUMBER,
-                "channel_cosine": _NUMBER, "top1": _NUMBER, "f1": _NUMBER, "float_ops": int, "size": int,
-                "latency_ms": _NUMBER, "xnnpack_partitions": int, "seconds": _NUMBER}
-_PRECISION_FIELDS = {"requested": str, "chosen": str, "step": str, "why": str, "meets_bar": bool,
-                     "accepted_low_fidelity": bool}
-
-
-def _kind(value, kind) -> bool:
-    """``value`` is of ``kind`` (None allowed; bool is not a number)."""
-    return value is None or (isinstance(value, kind) and not (isinstance(value, bool) and kind is not bool))
-
-
 def precision_report(manifest: dict) -> dict | None:
     """The manifest's ``precision`` section, checked by type (None for bundles built before it).
 
@@ -60,31 +44,12 @@ def precision_report(manifest: dict) -> dict | None:
         UserError: a field is not what edgepack build writes (names the field).
     """
     prec = manifest.get("precision")
-    if prec is None:
-        return None
-
-    def bad(field: str, value) -> UserError:
-        return UserError(f"manifest precision.{field} {str(value)[:60]!r} is not what edgepack build writes",
-                         "rebuild the bundle with edgepack build")
-
-    if not isinstance(prec, dict):
-        raise bad("(section)", prec)
-    for field, kind in _PRECISION_FIELDS.items():
-        if not _kind(prec.get(field), kind):
-            raise bad(field, prec.get(field))
-    bar, shortfalls, steps = prec.get("bar") or {}, prec.get("shortfalls") or [], prec.get("steps") or []
-    if not isinstance(bar, dict) or not all(_kind(v, _NUMBER) for v in bar.values()):
-        raise bad("bar", bar)
-    if not isinstance(shortfalls, list) or not all(isinstance(x, str) for x in shortfalls):
-        raise bad("shortfalls", shortfalls)
-    if not isinstance(steps, list):
-        raise bad("steps", steps)
-    for i, step in enumerate(steps):
-        if not isinstance(step, dict):
-            raise bad(f"steps[{i}]", step)
-        for field, kind in _STEP_FIELDS.items():
-            if not _kind(step.get(field), kind):
-                raise bad(f"steps[{i}].{field}", step.get(field))
+    try:
+        check_precision(prec)
+    except Malformed as bad:
+        field = bad.path if "." in bad.path else f"{bad.path}.(section)"
+        raise UserError(f"manifest {field} {str(bad.value)[:60]!r} is not what edgepack build writes: "
+                        f"must be {bad.expected}", "rebuild the bundle with edgepack build") from None
     return prec
 
 

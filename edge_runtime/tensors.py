@@ -9,9 +9,18 @@ the ``scale``/``zero_point``; this module applies them both ways.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
+from .arrays import load_arrays
 from .errors import UserError
+
+# What one file or request of inputs may decode to (edge-run run --input, a serve .npy/.npz body): up to
+# MAX_SAMPLES samples, but no more than MAX_DECODED_BYTES unless MIN_SAMPLES samples need more.
+MAX_SAMPLES = 1024
+MIN_SAMPLES = 4
+MAX_DECODED_BYTES = 64 * 1024 * 1024
 
 
 def batched_samples(array: np.ndarray, shape: list[int], name: str, source: str) -> np.ndarray:
@@ -94,28 +103,37 @@ def raw_to_tflite(sample: np.ndarray, spec: dict) -> np.ndarray:
     return sample
 
 
-def feeds_from_numpy(source, inputs: list[dict], what: str) -> dict[str, np.ndarray]:
+def input_budget(inputs: list[dict], samples: int = MAX_SAMPLES) -> int:
+    """Bytes of arrays a file or request of model inputs may decode to.
+
+    ``samples`` samples of every input at 8 bytes a value (the widest dtype
+    an input takes), capped at MAX_DECODED_BYTES unless a few samples need
+    more: what the inputs need, not what a file declares. Fixed inputs may
+    ride along (a few values each).
+    """
+    per_sample = sum(math.prod(spec["shape"]) for spec in inputs) * 8
+    return max(min(per_sample * samples, MAX_DECODED_BYTES), per_sample * MIN_SAMPLES) + 64 * 1024
+
+
+def feeds_from_numpy(source, inputs: list[dict], what: str, max_bytes: int | None = None) \
+        -> dict[str, np.ndarray]:
     """Read model inputs from a .npy (one-input model) or .npz keyed by input name.
 
     Args:
-        source: a path or a binary file object.
+        source: a path or a seekable binary file object.
         inputs: the model's input specs.
         what: how to name the source in errors.
+        max_bytes: the most the arrays may decode to, checked before they are
+            allocated or decompressed; default :func:`input_budget`.
 
     Raises:
-        UserError: unreadable, pickled, or a .npy for a model with several inputs.
+        UserError: unreadable, pickled, over the budget, or a .npy for a model with several inputs.
     """
-    try:
-        data = np.load(source, allow_pickle=False)
-    except (ValueError, OSError, EOFError) as exc:
-        raise UserError(
-            f"{what} is not a readable numpy file without pickles ({exc})",
-            "save plain arrays with np.save / np.savez",
-        ) from None
+    limit = input_budget(inputs) if max_bytes is None else max_bytes
+    data = load_arrays(source, limit, what, "split the samples across several files or requests")
     if isinstance(data, np.ndarray):
         if len(inputs) != 1:
             names = ", ".join(s["name"] for s in inputs)
             raise UserError(f"a .npy feeds a one-input model; this one takes {names}", "pass a .npz keyed by input name")
         return {inputs[0]["name"]: data}
-    with data:
-        return {key: data[key] for key in data.files}
+    return dict(data)

@@ -18,7 +18,6 @@ from __future__ import annotations
 import hashlib
 import re
 import warnings
-import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -127,17 +126,23 @@ def load_image_folder(folder: Path, spec: TensorSpec, shape: list[int], mean, st
 
 
 def _load_array_file(path: Path):
-    try:
-        return np.load(path, allow_pickle=False)
-    except ValueError as exc:
-        if "pickle" in str(exc).lower():
-            raise UserError(
-                f"{path} holds pickled Python objects; edgepack never loads pickles",
-                "save plain numeric arrays: np.save(path, array) with a numeric dtype",
-            ) from None
-        raise UserError(f"{path} is not a readable numpy file ({exc})", "write it with np.save / np.savez") from None
-    except (OSError, EOFError, zipfile.BadZipFile) as exc:
-        raise UserError(f"{path} is not a readable numpy file ({exc})", "write it with np.save / np.savez") from None
+    """The array of a .npy, or the arrays of a .npz by name (``.files``, ``with`` work as on np.load's).
+
+    Sizes are checked before anything is allocated or inflated (a header can
+    declare petabytes; a small .npz can inflate to gigabytes), pickles are
+    never loaded. The limit is generous, calibration sets are legitimately
+    large: 4 GiB of arrays (500 samples of a 1x3x640x640 float32 input take 2.5 GB).
+    """
+    from edge_runtime.arrays import load_arrays
+
+    limit = 4 * 1024 ** 3
+    arrays = load_arrays(path, limit, str(path), "use fewer samples: 100-500 representative ones are enough")
+    one = isinstance(arrays, np.ndarray)
+    if one == (Path(path).suffix == ".npz"):  # callers go by the name
+        holds = "one array, as np.save writes" if one else "arrays by name, as np.savez writes"
+        raise UserError(f"{path} holds {holds}; its name ends in {Path(path).suffix or 'nothing'}",
+                        "name it .npy for np.save, .npz for np.savez")
+    return arrays
 
 
 def check_samples(array: np.ndarray, spec: TensorSpec, shape: list[int], source: str) -> np.ndarray:

@@ -238,3 +238,18 @@ def test_built_archive_opens_and_lists_manifest_first(digits_bundle):
     folder, manifest = open_bundle(archive)
     assert sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()) == sorted(
         [*manifest["files"], MANIFEST, SUMS])
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("inputs", "x", "inputs must be"),
+    ("target", {"name": "rpi4"}, "target.human_name must be"),
+    ("name", "a\nb", "name must be"),
+])
+def test_resealed_malformed_manifest_is_refused_naming_the_field(bundle, tmp_path, field, value, message):
+    """The digest is no signature: a resealed manifest still meets validation by type before any field is used."""
+    edit_manifest(bundle, lambda m: m.__setitem__(field, value))
+    with pytest.raises(UserError, match=message):
+        open_bundle(bundle)
+    proc = launch(bundle, "info", str(bundle), cwd=tmp_path)
+    assert proc.returncode == 2 and proc.stderr.startswith("error: ") and "Traceback" not in proc.stderr
+    assert message in proc.stderr
