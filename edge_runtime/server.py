@@ -491,9 +491,9 @@ class App:
             state["recorded"] = True
             close = close or self.service.draining.is_set()
             await send({"type": "http.response.start", "status": code, "headers": [
-                (b"content-length", str(len(body)).encode()),
-                *((k.lower().encode(), str(v).encode()) for k, v in headers.items()),
-                *([(b"connection", b"close")] if close else [])]})
+                (b"Content-Length", str(len(body)).encode()),
+                *((k.encode(), str(v).encode()) for k, v in headers.items()),
+                *([(b"Connection", b"close")] if close else [])]})
             await send({"type": "http.response.body", "body": body})
         finally:
             with metrics.lock:
@@ -662,6 +662,38 @@ def framing_problem(data: bytes) -> str | None:
     return None
 
 
+class OneWrite:
+    """A transport that sends what is written in one event-loop step as one write.
+
+    uvicorn writes the status line and headers, then the body: two segments
+    per reply. Joined, a reply leaves in one send() (and TCP_NODELAY, which
+    asyncio sets, sends it at once): no Nagle / delayed-ACK stall on a
+    keep-alive connection, and a client's first read holds the whole reply.
+    """
+
+    def __init__(self, transport, loop):
+        self._transport, self._loop, self._pending = transport, loop, []
+
+    def write(self, data: bytes) -> None:
+        if data:
+            self._pending.append(bytes(data))
+            if len(self._pending) == 1:
+                self._loop.call_soon(self.flush)
+
+    def flush(self) -> None:
+        if self._pending:
+            data, self._pending = b"".join(self._pending), []
+            if not self._transport.is_closing():
+                self._transport.write(data)
+
+    def close(self) -> None:
+        self.flush()
+        self._transport.close()
+
+    def __getattr__(self, name):  # pause/resume_reading, is_closing, get_extra_info, ...
+        return getattr(self._transport, name)
+
+
 def make_protocol(service: Service):
     """uvicorn's h11 protocol with a total head deadline, a connection cap and JSON protocol errors."""
     import h11
@@ -684,7 +716,7 @@ def make_protocol(service: Service):
                 transport.close()
                 service.metrics.request_done("other", 503, 0.0)
                 return
-            super().connection_made(transport)
+            super().connection_made(OneWrite(transport, self.loop))
             self._arm_head_timer()
 
         def connection_lost(self, exc):
