@@ -199,27 +199,6 @@ def _is_int(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _flatten(data, limit: int, name: str) -> list:
-    """Nested JSON lists of numbers -> a flat list, refusing more than ``limit`` values or non-numbers."""
-    flat, stack = [], [iter([data])]
-    while stack:
-        for value in stack[-1]:
-            if isinstance(value, list):
-                if len(stack) > MAX_DIMS:
-                    raise HttpError(400, f"input '{name}' data is nested deeper than {MAX_DIMS} levels")
-                stack.append(iter(value))
-                break
-            if not isinstance(value, (int, float)):  # bool is an int: BOOL tensors
-                raise HttpError(400, f"input '{name}' data holds {type(value).__name__} {str(value)[:20]!r}, "
-                                     "not a number")
-            flat.append(value)
-            if len(flat) > limit:
-                raise HttpError(400, f"input '{name}' holds more values than its shape says ({limit})")
-        else:
-            stack.pop()
-    return flat
-
-
 def _parameters(obj: dict, where: str) -> dict:
     params = obj.get("parameters")
     if params is None:
@@ -255,14 +234,30 @@ def _input_array(item, expected: dict, blobs: bytes, offset: int, max_batch: int
         return name, np.frombuffer(blobs, dtype=dtype, count=count, offset=offset).reshape(shape), offset + size
     if "data" not in item:
         raise HttpError(400, f"input '{name}' has neither 'data' nor parameters.binary_data_size")
-    flat = _flatten(item["data"], count, name)
-    if len(flat) != count:
-        raise HttpError(400, f"input '{name}' has {len(flat)} elements, shape {shape} needs {count}")
+    return name, _json_array(item["data"], name, shape, count, dtype), offset
+
+
+def _json_array(data, name: str, shape: list, count: int, dtype: np.dtype) -> np.ndarray:
+    """JSON 'data' (flat or nested lists) -> an array of the input's dtype; numbers only, in range.
+
+    The parsed JSON is already bounded by json_limit, so numpy may size the
+    array itself (one C pass: a per-value Python loop costs more than the model).
+    """
+    if not isinstance(data, list):
+        raise HttpError(400, f"input '{name}' data must be a list of numbers, found {type(data).__name__}")
     try:
-        array = np.array(flat, dtype=dtype)
-    except (TypeError, ValueError, OverflowError) as exc:
-        raise HttpError(400, f"input '{name}' data is not {want}: {exc}") from None
-    return name, array.reshape(shape), offset
+        array = np.array(data)
+    except (TypeError, ValueError, OverflowError, RecursionError) as exc:
+        raise HttpError(400, f"input '{name}' data is not a regular array of numbers: {str(exc)[:120]}") from None
+    if array.size != count:
+        raise HttpError(400, f"input '{name}' has {array.size} elements, shape {shape} needs {count}")
+    if array.size and array.dtype.kind not in "biuf":  # strings, objects, integers beyond 64 bits
+        raise HttpError(400, f"input '{name}' data holds {array.dtype.name} values, not numbers")
+    if dtype.kind in "iu" and array.size and array.dtype.kind in "iuf":
+        info = np.iinfo(dtype)
+        if array.min() < info.min or array.max() > info.max:
+            raise HttpError(400, f"input '{name}' data has values outside {dtype.name} ({info.min}..{info.max})")
+    return array.astype(dtype, copy=False).reshape(shape)
 
 
 def _requested_outputs(request: dict, spec: dict) -> tuple[list, bool]:
