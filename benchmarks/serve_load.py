@@ -174,11 +174,12 @@ def soak(bundle: Path, seconds: float, clients: int = 4) -> dict:
     counts: collections.Counter = collections.Counter()
     lock = threading.Lock()
     try:
-        warm = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-        for _ in range(50):
-            warm.request("POST", path, body, {"Content-Type": "application/json"})
-            warm.getresponse().read()
-        warm.close()
+        for _ in range(3):  # every kind of request once before the first reading: the allocator's pools fill
+            for payload, ctype in [(body, "application/json")] * 20 + bad_bodies:
+                warm = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+                warm.request("POST", path, payload, {"Content-Type": ctype})
+                warm.getresponse().read()
+                warm.close()
         rss_start = rss_mb(server.pid)
         stop_at = time.monotonic() + seconds
 
@@ -198,7 +199,8 @@ def soak(bundle: Path, seconds: float, clients: int = 4) -> dict:
                             attack = rng.choice(raw_attacks)
                             s.sendall(attack.replace(b"%s", path.encode()))
                             reply = s.recv(65536) if b"5000" not in attack else b"abandoned"
-                        key = reply.split(b" ")[1].decode() if reply.startswith(b"HTTP/1.1") else "closed"
+                        key = reply.split(b" ")[1].decode() if reply.startswith(b"HTTP/1.1") else (
+                            "abandoned" if reply == b"abandoned" else "closed")
                         with lock:
                             counts[key] += 1
                         continue
