@@ -28,13 +28,24 @@ uvicorn's asyncio protocol, as KServe's own Python server does; both are
 pure-Python wheels (py3-none-any) that ride in the bundle like numpy. No
 framework on top (starlette/fastapi): the app below is plain ASGI.
 
-Measured on the PP-OCR classifier bundle, one keep-alive connection, x86-64
-(benchmarks/serve_load.py --keepalive): old server serve p50 44.6 ms vs
-in-process predict p50 2.4 ms; uvicorn+h11 serve p50 2.9 ms (asyncio sets
-TCP_NODELAY). Nine clients sending a body at a few bytes per second: old
-server, every inference refused or stalled until they gave up; now
-inferences from another client take the usual few ms (the bodies are read
-on the event loop, before any interpreter slot is taken).
+Measured on the PP-OCR classifier bundle (input 1x3x48x192), one keep-alive
+connection, in-process predict p50 beside it, interleaved (2-core x86-64
+host, shared; benchmarks/serve_load.py --keepalive 10):
+
+    tensors  old server (serve / predict p50)   uvicorn+h11 (serve / predict p50)
+    binary   47.99 / 3.24 ms  (+44.8 ms)        6.27 / 2.96 ms  (+3.3 ms)
+    JSON     55.98 / 4.25 ms  (+51.7 ms)        15.44 / 4.04 ms (+11.4 ms)
+
+The old server's ~44 ms is Nagle meeting the delayed ACK (the reply went out
+in two writes); now a reply leaves in one write (OneWrite) with TCP_NODELAY.
+What is left over predict is our own work: JSON decoding alone is ~7 ms for
+27648 floats (a Python float per value), and on the digits bundle (64 values)
+serve costs +0.7 ms over predict. Nine clients each trickling a 1000-byte
+body at 5 bytes/s, a tenth sending 20 normal requests (workers 1, queue 1):
+old server, 20 of 20 got 503 (the slow bodies held every slot, with a
+timeout restarted by each byte); now 20 of 20 answered, p50 1.2 ms, max 7 ms
+(bodies are read on the event loop before a slot is taken, and each slow
+body is refused at its one total deadline).
 
 What this module adds on top of uvicorn, and why:
 
