@@ -22,7 +22,7 @@ sys.path.insert(0, str(ROOT))
 ROUNDS, PER_ROUND, THREADS = 20, 20, 2
 
 
-from serve_load import load_test, report  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
+from serve_load import keepalive_report, keepalive_vs_predict, load_test, report, soak, soak_report  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
 
 
 def build(model: Path, calibration: Path, out: Path, *extra) -> Path:
@@ -81,6 +81,8 @@ def main() -> int:
         x = np.load(data / "test_x.npy")[:1]
         rows.append(("digits CNN", side_by_side(bundle, data / "digits.onnx", {"image": x})))
         load = load_test(bundle, clients=8, seconds=30)
+        soaked = soak(bundle, seconds=120)
+        keepalive = []
 
         ppocr = Path(os.environ.get("EDGEPACK_PPOCR_CLS", ""))
         if ppocr.is_file():
@@ -89,6 +91,7 @@ def main() -> int:
                            "--mean", "0.5", "--std", "0.5")
             x = to_input(tmp / "lines")[:1]
             rows.append(("PP-OCR cls (MobileNetV3)", side_by_side(bundle, ppocr, {"x": x})))
+            keepalive = [keepalive_vs_predict(bundle, binary=binary) for binary in (True, False)]
         else:
             print("PP-OCR classifier not fetched (make fixtures); its row is left out", file=sys.stderr)
 
@@ -100,6 +103,9 @@ def main() -> int:
               f"{r['size_ratio']:11.2f}x")
     print()
     print(report(load))
+    print(soak_report(soaked))
+    for r in keepalive:
+        print("PP-OCR cls " + keepalive_report(r))
     return 0
 
 

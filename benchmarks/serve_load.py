@@ -1,17 +1,27 @@
-"""Bounded load test of `edge-run serve` (loopback only, fixed duration).
+"""Bounded load tests of `edge-run serve` (loopback only, fixed duration).
 
-N concurrent clients send valid infer requests for a fixed time over
-keep-alive connections. Reports failed requests, p50/p99 latency, and the
-server's RSS at start and end (growth target: under 10%).
+- load: N concurrent clients send valid infer requests for a fixed time over
+  keep-alive connections. Reports failed requests, p50/p99 latency, and the
+  server's RSS at start and end (growth target: under 10%).
+- keep-alive: serve p50 over one keep-alive connection beside in-process
+  predict p50 on the same bundle and input, interleaved (goal: serve within
+  2 ms of predict; reported, never asserted).
+- soak: a long mixed load of good and hostile requests (malformed JSON,
+  oversized declarations, .npz bombs, ambiguous framing, slow and abandoned
+  bodies); reports status counts, 5xx (should be 0) and RSS growth.
 
-    python benchmarks/serve_load.py BUNDLE [--clients 8] [--seconds 30]
+    python benchmarks/serve_load.py BUNDLE [--clients 8] [--seconds 30] [--keepalive N] [--soak SECONDS]
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
 import http.client
+import io
 import json
+import os
+import random
 import socket
 import subprocess
 import sys
@@ -36,6 +46,200 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def start_server(bundle: Path, *extra, root: Path = ROOT) -> tuple[subprocess.Popen, int]:
+    """`edge-run serve` from ``root``'s edge_runtime on a free loopback port, once ready."""
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-m", "edge_runtime", "serve", str(bundle), "--port", str(port), *extra],
+                              cwd=root, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    for _ in range(300):
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+            conn.request("GET", "/v2/health/ready")
+            if conn.getresponse().status == 200:
+                return server, port
+        except OSError:
+            pass
+        time.sleep(0.1)
+    server.kill()
+    raise RuntimeError("server never became ready")
+
+
+def infer_request(bundle: Path) -> tuple[str, bytes, dict]:
+    """(path, JSON body, feeds) for one random sample of the bundle's inputs."""
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    rng = np.random.default_rng(0)
+    feeds = {s["name"]: rng.random(s["shape"], dtype=np.float32) for s in manifest["inputs"]}
+    body = json.dumps({"inputs": [{"name": s["name"], "shape": s["shape"], "datatype": "FP32",
+                                   "data": feeds[s["name"]].ravel().tolist()} for s in manifest["inputs"]]})
+    return f"/v2/models/{manifest['name']}/infer", body.encode(), feeds
+
+
+def binary_request(bundle: Path) -> tuple[bytes, dict]:
+    """The same sample as infer_request, in the binary tensor extension (what tritonclient sends)."""
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    _, _, feeds = infer_request(bundle)
+    head = json.dumps({"inputs": [{"name": s["name"], "shape": s["shape"], "datatype": "FP32",
+                                   "parameters": {"binary_data_size": feeds[s["name"]].nbytes}}
+                                  for s in manifest["inputs"]]}).encode()
+    body = head + b"".join(feeds[s["name"]].tobytes() for s in manifest["inputs"])
+    return body, {"Inference-Header-Content-Length": str(len(head)), "Content-Type": "application/octet-stream"}
+
+
+def keepalive_vs_predict(bundle: Path, rounds: int = 10, per_round: int = 20, root: Path = ROOT,
+                         binary: bool = True) -> dict:
+    """Serve p50 over one keep-alive connection beside in-process predict p50, interleaved rounds.
+
+    binary: tensors in the binary extension (the protocol's own cost); else
+    JSON, whose decoding alone (a Python float per value) can outweigh a small
+    model.
+    """
+    import edge_runtime
+
+    path, body, feeds = infer_request(bundle)
+    headers = {"Content-Type": "application/json"}
+    if binary:
+        body, headers = binary_request(bundle)
+    model = edge_runtime.load(bundle)
+    server, port = start_server(bundle, "--workers", "1", "--queue", "1", root=root)
+    serve_ms, predict_ms = [], []
+    try:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        for _ in range(5):
+            conn.request("POST", path, body, headers)
+            conn.getresponse().read()
+            model.predict(feeds)
+        for _ in range(rounds):  # interleaved: machine noise lands on both
+            for _ in range(per_round):
+                start = time.perf_counter()
+                conn.request("POST", path, body, headers)
+                resp = conn.getresponse()
+                resp.read()
+                serve_ms.append((time.perf_counter() - start) * 1e3)
+                assert resp.status == 200, resp.status
+            for _ in range(per_round):
+                start = time.perf_counter()
+                model.predict(feeds)
+                predict_ms.append((time.perf_counter() - start) * 1e3)
+        conn.close()
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    serve_p50, predict_p50 = float(np.median(serve_ms)), float(np.median(predict_ms))
+    return {"tensors": "binary" if binary else "JSON", "requests": len(serve_ms), "serve_p50_ms": serve_p50, "predict_p50_ms": predict_p50,
+            "difference_ms": serve_p50 - predict_p50, "ratio": serve_p50 / predict_p50}
+
+
+def keepalive_report(r: dict) -> str:
+    verdict = "ok" if r["difference_ms"] <= 2.0 else "OVER GOAL"
+    return (f"keep-alive ({r['tensors']} tensors): serve p50 {r['serve_p50_ms']:.2f} ms over one connection vs predict p50 "
+            f"{r['predict_p50_ms']:.2f} ms in process: +{r['difference_ms']:.2f} ms ({r['ratio']:.2f}x; "
+            f"goal <= +2 ms: {verdict}; {r['requests']} requests)")
+
+
+def _npz_bomb() -> bytes:
+    """~1 kB of .npz whose member declares 1 GiB (refused from its header)."""
+    import zipfile
+
+    header = np.lib.format.header_data_from_array_1_0(np.zeros(1))
+    header.update(shape=(1 << 27,))
+    buf = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buf, header)
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("x.npy", buf.getvalue() + bytes(1 << 20))
+    return out.getvalue()
+
+
+def soak(bundle: Path, seconds: float, clients: int = 4) -> dict:
+    """A long mixed good/bad load; status counts and the server's RSS growth after warm-up."""
+    path, body, _ = infer_request(bundle)
+    name = json.loads(body)["inputs"][0]["name"]
+    bad_bodies = [
+        (b"{not json", "application/json"), (b"[" * 50000, "application/json"),
+        (json.dumps({"inputs": [{"name": name, "datatype": "FP32", "shape": [1 << 40], "data": [0]}]}).encode(),
+         "application/json"),
+        (json.dumps({"inputs": "x", "parameters": "s"}).encode(), "application/json"),
+        (_npz_bomb(), "application/x-npz"), (b"\x93NUMPY garbage", "application/x-npy"),
+        (body, "text/plain"),
+    ]
+    raw_attacks = [
+        b"POST %s HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        b"POST %s HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 5000\r\n\r\n{\"inputs\"",  # abandoned body
+        b"GET /v2/health/live HTTP/1.1\r\nHost: attacker.example\r\n\r\n",
+        b"GARBAGE\r\n\r\n",
+    ]
+    server, port = start_server(bundle, "--workers", "1", "--queue", str(clients), "--timeout", "2")
+    counts: collections.Counter = collections.Counter()
+    lock = threading.Lock()
+    try:
+        for _ in range(3):  # every kind of request once before the first reading: the allocator's pools fill
+            for payload, ctype in [(body, "application/json")] * 20 + bad_bodies:
+                warm = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+                warm.request("POST", path, payload, {"Content-Type": ctype})
+                warm.getresponse().read()
+                warm.close()
+        rss_start = rss_mb(server.pid)
+        stop_at = time.monotonic() + seconds
+
+        def client(seed: int) -> None:
+            rng = random.Random(seed)
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+            while time.monotonic() < stop_at:
+                pick = rng.random()
+                try:
+                    if pick < 0.5:
+                        conn.request("POST", path, body, {"Content-Type": "application/json"})
+                    elif pick < 0.85:
+                        bad, ctype = rng.choice(bad_bodies)
+                        conn.request("POST", path, bad, {"Content-Type": ctype})
+                    else:
+                        with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+                            attack = rng.choice(raw_attacks)
+                            s.sendall(attack.replace(b"%s", path.encode()))
+                            reply = s.recv(65536) if b"5000" not in attack else b"abandoned"
+                        key = reply.split(b" ")[1].decode() if reply.startswith(b"HTTP/1.1") else (
+                            "abandoned" if reply == b"abandoned" else "closed")
+                        with lock:
+                            counts[key] += 1
+                        continue
+                    resp = conn.getresponse()
+                    resp.read()
+                    status = str(resp.status)
+                    if resp.getheader("Connection") == "close":
+                        conn.close()
+                except OSError as exc:
+                    status = type(exc).__name__
+                    conn.close()
+                with lock:
+                    counts[status] += 1
+            conn.close()
+
+        threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        time.sleep(2.5)  # abandoned bodies reach their deadline
+        rss_end = rss_mb(server.pid)
+        alive = server.poll() is None
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    return {"seconds": seconds, "clients": clients, "counts": dict(sorted(counts.items())),
+            "requests": sum(counts.values()), "server_errors": sum(n for k, n in counts.items() if k.startswith("5")
+                                                                   and k != "503"),
+            "rss_start_mb": rss_start, "rss_end_mb": rss_end,
+            "rss_growth_pct": (rss_end - rss_start) / rss_start * 100, "alive": alive, "exit_code": server.returncode}
+
+
+def soak_report(r: dict) -> str:
+    verdict = "ok" if r["rss_growth_pct"] < 10 and r["server_errors"] == 0 and r["alive"] else "OVER TARGET"
+    return (f"soak: {r['clients']} clients x {r['seconds']:.0f} s of mixed good/hostile requests: {r['requests']} "
+            f"({', '.join(f'{k}: {n}' for k, n in r['counts'].items())}), 5xx other than 503: {r['server_errors']}, "
+            f"RSS {r['rss_start_mb']:.1f} -> {r['rss_end_mb']:.1f} MB ({r['rss_growth_pct']:+.1f}%, target < 10%: "
+            f"{verdict}), SIGTERM exit {r['exit_code']}")
 
 
 def load_test(bundle: Path, clients: int, seconds: float) -> dict:
@@ -119,8 +323,20 @@ def main() -> int:
     parser.add_argument("bundle")
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--seconds", type=float, default=30)
+    parser.add_argument("--keepalive", type=int, default=0, metavar="ROUNDS",
+                        help="instead: serve p50 over one keep-alive connection vs predict p50")
+    parser.add_argument("--soak", type=float, default=0, metavar="SECONDS", help="instead: the mixed good/bad soak")
+    parser.add_argument("--server-root", default=str(ROOT), help="checkout whose edge_runtime serves (to compare)")
     args = parser.parse_args()
-    print(report(load_test(Path(args.bundle), args.clients, args.seconds)))
+    bundle = Path(args.bundle)
+    if args.keepalive:
+        for binary in (True, False):
+            print(keepalive_report(keepalive_vs_predict(bundle, rounds=args.keepalive, root=Path(args.server_root),
+                                                        binary=binary)))
+    elif args.soak:
+        print(soak_report(soak(bundle, args.soak, clients=args.clients)))
+    else:
+        print(report(load_test(bundle, args.clients, args.seconds)))
     return 0
 
 

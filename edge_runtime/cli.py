@@ -6,8 +6,11 @@ Standard library, numpy and a TFLite runtime only: this runs on the Pi.
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import json
+import math
 import os
+import re
 import resource
 import sys
 import time
@@ -285,17 +288,61 @@ def cmd_info(args) -> int:
     return 0
 
 
-def cmd_serve(args) -> int:
-    from .server import Limits, serve
+HOSTNAME = re.compile(r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*\.?$", re.I)
+SERVE_RANGES = {  # flag: (lowest, highest) -- sane for a small board, and no overflow anywhere
+    "port": (0, 65535), "workers": (1, 64), "queue": (0, 4096), "threads": (1, 256),
+    "max_body": (1, 1 << 30), "max_batch": (1, 4096), "max_connections": (1, 10000),
+}
 
-    for flag in ("workers", "queue", "max_body"):
-        if getattr(args, flag) < (0 if flag == "queue" else 1):
-            raise UserError(f"--{flag.replace('_', '-')} must be positive, found {getattr(args, flag)}")
-    if args.timeout <= 0:
-        raise UserError(f"--timeout must be positive, found {args.timeout}")
-    limits = Limits(max_body=args.max_body, workers=args.workers, queue=args.queue, timeout=args.timeout)
-    return serve(args.bundle, args.host, args.port, limits, threads=args.threads, delegate=args.delegate,
-                 verbose=args.verbose)
+
+def _check_host(value: str, flag: str) -> str:
+    """An IP address or a DNS name, else a one-line error."""
+    try:
+        ipaddress.ip_address(value.strip("[]"))
+        return value.strip("[]")
+    except ValueError:
+        pass
+    if not HOSTNAME.match(value):
+        raise UserError(f"{flag} must be an IP address or a host name, found {value!r}")
+    return value
+
+
+def _read_token(path: str) -> str:
+    """The shared secret from --token-file: one line, at least 16 characters."""
+    try:
+        token = Path(path).read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserError(f"cannot read --token-file {path}: {getattr(exc, 'strerror', None) or exc}") from None
+    if len(token) < 16 or any(c.isspace() for c in token):
+        raise UserError(f"--token-file {path} must hold one token of at least 16 characters without spaces",
+                        "e.g. python3 -c 'import secrets; print(secrets.token_urlsafe(32))' > FILE")
+    return token
+
+
+def serve_settings(args):
+    """Every serve option checked, one line per mistake -> (host, Limits, Access)."""
+    from .server import LOOPBACK_NAMES, Access, Limits
+
+    for flag, (low, high) in SERVE_RANGES.items():
+        value = getattr(args, flag)
+        if value is not None and not low <= value <= high:
+            raise UserError(f"--{flag.replace('_', '-')} must be between {low} and {high}, found {value}")
+    if not (math.isfinite(args.timeout) and 0 < args.timeout <= 3600):
+        raise UserError(f"--timeout must be a number of seconds above 0 and at most 3600, found {args.timeout}")
+    host = _check_host(args.host, "--host")
+    names = {_check_host(name, "--allow-host").lower().rstrip(".") for name in args.allow_host}
+    token = _read_token(args.token_file) if args.token_file else None
+    limits = Limits(max_body=args.max_body, workers=args.workers, queue=args.queue, timeout=args.timeout,
+                    max_batch=args.max_batch, connections=args.max_connections)
+    return host, limits, Access(hosts=frozenset(LOOPBACK_NAMES | names), token=token)
+
+
+def cmd_serve(args) -> int:
+    from .server import serve
+
+    host, limits, access = serve_settings(args)
+    return serve(args.bundle, host, args.port, limits, threads=args.threads, delegate=args.delegate,
+                 verbose=args.verbose, access=access)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -324,12 +371,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     srv = sub.add_parser("serve", help="serve the model over HTTP (Open Inference Protocol v2, /metrics)")
     common(srv)
-    srv.add_argument("--host", default="127.0.0.1")
-    srv.add_argument("--port", type=int, default=8080)
+    srv.add_argument("--host", default="127.0.0.1",
+                     help="address to listen on (default 127.0.0.1: this machine only; 0.0.0.0 for the LAN)")
+    srv.add_argument("--port", type=int, default=8080, help="0 picks a free port")
     srv.add_argument("--workers", type=int, default=1, help="interpreters running requests at once")
     srv.add_argument("--queue", type=int, default=8, help="requests that may wait beyond those (then 503)")
-    srv.add_argument("--timeout", type=float, default=10.0, help="seconds to read a request or wait in the queue")
+    srv.add_argument("--timeout", type=float, default=10.0,
+                     help="seconds to read a request (head, then body: each one total deadline) and to wait in the "
+                          "queue; also how long SIGTERM waits for requests in flight")
     srv.add_argument("--max-body", type=int, default=16 * 1024 * 1024, help="largest request body in bytes (413)")
+    srv.add_argument("--max-batch", type=int, default=16, help="most samples one request may carry (413)")
+    srv.add_argument("--max-connections", type=int, default=64, help="open connections at once (then 503)")
+    srv.add_argument("--token-file", help="require 'Authorization: Bearer TOKEN' (the file's one line) on "
+                                          "/v2/models/...; health, /v2 and /metrics stay open")
+    srv.add_argument("--allow-host", action="append", default=[], metavar="NAME",
+                     help="a Host name clients use to reach this server (repeatable; localhost and IP addresses "
+                          "are always accepted; others are refused against DNS rebinding)")
     srv.set_defaults(func=cmd_serve)
 
     info = sub.add_parser("info", help="describe the bundle")

@@ -16,12 +16,19 @@ import threading
 BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
+def escape_label(value) -> str:
+    """A label value as the text format spells it: backslash, double quote and newline escaped.
+
+    Unescaped, a newline in a value (a model or output name) ends the sample
+    line and corrupts the whole exposition.
+    """
+    return str(value).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
 def _labels(labels: dict) -> str:
     if not labels:
         return ""
-    body = ",".join(f'{k}="{str(v).replace(chr(92), chr(92) * 2).replace(chr(34), chr(92) + chr(34))}"'
-                    for k, v in sorted(labels.items()))
-    return "{" + body + "}"
+    return "{" + ",".join(f'{k}="{escape_label(v)}"' for k, v in sorted(labels.items())) + "}"
 
 
 def _number(value: float) -> str:

@@ -26,10 +26,14 @@ def cache_root() -> Path:
     return Path(os.environ.get("EDGEPACK_CACHE", Path.home() / ".cache" / "edgepack"))
 
 
+# `edge-run serve`'s HTTP layer: pure-Python wheels (py3-none-any), the versions requirements/host.txt pins.
+SERVER_PACKAGES = ("uvicorn==0.54.0", "h11==0.16.0", "click==8.5.1")
+
+
 def requirements(profile: Profile) -> list[str]:
     """The top-level packages the device needs, as pip requirement strings."""
     rt = profile.runtime
-    return [f"{rt['package']}=={rt['version']}", rt["numpy"]]
+    return [f"{rt['package']}=={rt['version']}", rt["numpy"], *SERVER_PACKAGES]
 
 
 def pip_platform_args(profile: Profile) -> list[str]:
