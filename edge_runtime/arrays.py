@@ -104,6 +104,10 @@ def _load(fp, max_bytes: int, what: str, too_big: str) -> np.ndarray | NpzArrays
     raise UserError(f"{what} is neither an .npy nor an .npz file (it starts with {magic[:6]!r})", FIX)
 
 
+class TooLarge(UserError):
+    """Over the caller's byte budget (a server answers 413, not 400)."""
+
+
 class _Budget:
     """Array bytes still allowed; taken before each allocation."""
 
@@ -112,7 +116,7 @@ class _Budget:
 
     def take(self, nbytes: int, found: str) -> None:
         if nbytes > self.left:
-            raise UserError(f"{self.what} declares {found} ({nbytes:,} bytes): over the limit of "
+            raise TooLarge(f"{self.what} declares {found} ({nbytes:,} bytes): over the limit of "
                             f"{self.max_bytes:,} bytes of arrays", self.too_big)
         self.left -= nbytes
 
@@ -292,7 +296,7 @@ def _check_members(infos: list[zipfile.ZipInfo], size: int, max_bytes: int, what
         members[name[:-4]] = info
     allowance = max_bytes + len(members) * (MAX_HEADER + 16)  # each member's .npy header on top of its data
     if declared > allowance:
-        raise UserError(f"{what} declares {declared:,} bytes once inflated: over the limit of {max_bytes:,} "
+        raise TooLarge(f"{what} declares {declared:,} bytes once inflated: over the limit of {max_bytes:,} "
                         "bytes of arrays", too_big)
     return list(members.items())
 

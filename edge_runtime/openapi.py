@@ -31,7 +31,7 @@ def _errors(*codes: int) -> dict:
 
 def openapi_document(spec: dict, model: str) -> dict:
     """The document for a server of ``model`` whose tensors are ``spec`` ({"inputs", "outputs"})."""
-    from .server import TO_DATATYPE
+    from .protocol import TO_DATATYPE
 
     inputs = [s["name"] for s in spec["inputs"]]
     outputs = [s["name"] for s in spec["outputs"]]

@@ -36,6 +36,10 @@ host, shared; benchmarks/serve_load.py --keepalive 10):
     binary   47.99 / 3.24 ms  (+44.8 ms)        6.27 / 2.96 ms  (+3.3 ms)
     JSON     55.98 / 4.25 ms  (+51.7 ms)        15.44 / 4.04 ms (+11.4 ms)
 
+and again with the host quiet (load average 1): binary 1.89 / 0.61 ms
+(+1.28 ms), JSON 11.92 / 0.54 ms (+11.39 ms, of which json.loads of the
+560 KB body is 7.5 ms).
+
 The old server's ~44 ms is Nagle meeting the delayed ACK (the reply went out
 in two writes); now a reply leaves in one write (OneWrite) with TCP_NODELAY.
 What is left over predict is our own work: JSON decoding alone is ~7 ms for
@@ -82,36 +86,20 @@ import socket
 import sys
 import threading
 import time
-import zipfile
 
 import numpy as np
 
+from .arrays import TooLarge
 from .errors import UserError
 from .metrics import Metrics, model_fidelity
+from .protocol import (DEFAULT_MAX_BATCH, HttpError, encode_response, max_elements, parse_json_request,
+                       tensor_json)
 from .tensors import feeds_from_numpy
 
-DATATYPES = {
-    "BOOL": "bool", "UINT8": "uint8", "UINT16": "uint16", "UINT32": "uint32", "UINT64": "uint64",
-    "INT8": "int8", "INT16": "int16", "INT32": "int32", "INT64": "int64",
-    "FP16": "float16", "FP32": "float32", "FP64": "float64",
-}
-TO_DATATYPE = {v: k for k, v in DATATYPES.items()}
 MODEL_PATH = re.compile(r"^/v2/models/([^/]+)(?:/versions/([^/]+))?(/ready|/infer)?$")
-MAX_DIMS = 16  # a tensor shape with more dimensions is not a model input
-MAX_NPZ_MEMBERS = 64
-JSON_CHARS_PER_VALUE = 32  # "-1.2345678901234567e-05, " fits: the largest JSON a tensor element needs
-JSON_OVERHEAD = 64 * 1024  # names, shapes, parameters around the data
 BODY_TYPES = {"application/json", "application/octet-stream", "application/x-npy", "application/x-npz"}
 FORM_TYPES = {"text/plain", "application/x-www-form-urlencoded", "multipart/form-data"}
 LOOPBACK_NAMES = {"localhost", "127.0.0.1", "::1"}
-
-
-class HttpError(Exception):
-    """A reply other than 200: status, message, extra headers, and whether to close the connection."""
-
-    def __init__(self, code: int, message: str, headers: dict | None = None, close: bool = False):
-        super().__init__(message)
-        self.code, self.message, self.headers, self.close = code, message, headers or {}, close
 
 
 @dataclasses.dataclass
@@ -120,7 +108,7 @@ class Limits:
     workers: int = 1  # interpreters running at once
     queue: int = 8  # requests waiting for one beyond those
     timeout: float = 10.0  # seconds to read a request head, its body, and to wait in the queue
-    max_batch: int = 16  # samples one request may carry
+    max_batch: int = DEFAULT_MAX_BATCH  # samples one request may carry
     connections: int = 64  # open connections; one more is refused with 503
 
     @property
@@ -185,223 +173,24 @@ class Service:
             self.pool.put(model)
 
 
-# ---------------------------------------------------------------- request bodies
-
-
-def _tensor_json(spec: dict) -> dict:
-    return {"name": spec["name"], "datatype": TO_DATATYPE[spec["dtype"]], "shape": spec["shape"]}
-
-
-def max_elements(spec: dict, max_batch: int) -> int:
-    """The most elements one request may give an input: max_batch samples of its shape."""
-    return max_batch * math.prod(max(1, int(d)) for d in spec["shape"])
-
-
-def json_limit(inputs: list[dict], max_batch: int) -> int:
-    """The largest JSON request the model's inputs can need; a bigger one is refused before parsing.
-
-    Parsed JSON costs ~30 bytes of Python objects per number: bounding the text
-    by what the inputs need bounds that too, whatever --max-body says.
-    """
-    return JSON_OVERHEAD + JSON_CHARS_PER_VALUE * sum(max_elements(s, max_batch) for s in inputs)
-
-
-def _is_int(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _parameters(obj: dict, where: str) -> dict:
-    params = obj.get("parameters")
-    if params is None:
-        return {}
-    if not isinstance(params, dict):
-        raise HttpError(400, f"{where} 'parameters' must be a JSON object, found {type(params).__name__}")
-    return params
-
-
-def _input_array(item, expected: dict, blobs: bytes, offset: int, max_batch: int) -> tuple[str, np.ndarray, int]:
-    """One entry of 'inputs' -> (name, array, new offset into the binary data); checked before allocating."""
-    if not isinstance(item, dict) or not {"name", "shape", "datatype"} <= set(item):
-        raise HttpError(400, "each input needs 'name', 'shape' and 'datatype'")
-    name = item["name"]
-    if not isinstance(name, str) or name not in expected:
-        raise HttpError(400, f"unknown input '{str(name)[:80]}'; the model's inputs are {', '.join(expected)}")
-    want = TO_DATATYPE[expected[name]["dtype"]]
-    if item["datatype"] != want:
-        raise HttpError(400, f"input '{name}' has datatype {str(item['datatype'])[:20]}, the model takes {want}")
-    shape = item["shape"]
-    if (not isinstance(shape, list) or len(shape) > MAX_DIMS
-            or not all(_is_int(d) and d >= 0 for d in shape)):
-        raise HttpError(400, f"input '{name}' shape must be a list of at most {MAX_DIMS} non-negative integers")
-    count, limit = math.prod(shape), max_elements(expected[name], max_batch)
-    if count > limit:
-        raise HttpError(413, f"input '{name}' shape {shape} holds {count} values; this server takes at most "
-                             f"{limit} ({max_batch} samples of {expected[name]['shape']})", close=True)
-    dtype = np.dtype(DATATYPES[want])
-    size = _parameters(item, f"input '{name}'").get("binary_data_size")
-    if size is not None:
-        if not _is_int(size) or size != count * dtype.itemsize or offset + size > len(blobs):
-            raise HttpError(400, f"input '{name}': binary data of {size} bytes does not fit shape {shape} {want}")
-        return name, np.frombuffer(blobs, dtype=dtype, count=count, offset=offset).reshape(shape), offset + size
-    if "data" not in item:
-        raise HttpError(400, f"input '{name}' has neither 'data' nor parameters.binary_data_size")
-    return name, _json_array(item["data"], name, shape, count, dtype), offset
-
-
-def _json_array(data, name: str, shape: list, count: int, dtype: np.dtype) -> np.ndarray:
-    """JSON 'data' (flat or nested lists) -> an array of the input's dtype; numbers only, in range.
-
-    The parsed JSON is already bounded by json_limit, so numpy may size the
-    array itself (one C pass: a per-value Python loop costs more than the model).
-    """
-    if not isinstance(data, list):
-        raise HttpError(400, f"input '{name}' data must be a list of numbers, found {type(data).__name__}")
-    try:
-        array = np.array(data)
-    except (TypeError, ValueError, OverflowError, RecursionError) as exc:
-        raise HttpError(400, f"input '{name}' data is not a regular array of numbers: {str(exc)[:120]}") from None
-    if array.size != count:
-        raise HttpError(400, f"input '{name}' has {array.size} elements, shape {shape} needs {count}")
-    if array.size and array.dtype.kind not in "biuf":  # strings, objects, integers beyond 64 bits
-        raise HttpError(400, f"input '{name}' data holds {array.dtype.name} values, not numbers")
-    if dtype.kind in "iu" and array.size and array.dtype.kind in "iuf":
-        info = np.iinfo(dtype)
-        if array.min() < info.min or array.max() > info.max:
-            raise HttpError(400, f"input '{name}' data has values outside {dtype.name} ({info.min}..{info.max})")
-    return array.astype(dtype, copy=False).reshape(shape)
-
-
-def _requested_outputs(request: dict, spec: dict) -> tuple[list, bool]:
-    """The 'outputs' list -> (output names, binary data wanted for any)."""
-    wanted = request.get("outputs")
-    if wanted is None:
-        wanted = []
-    if not isinstance(wanted, list) or not all(isinstance(o, dict) and isinstance(o.get("name"), str)
-                                               for o in wanted):
-        raise HttpError(400, "'outputs' must be a list of objects with a 'name'")
-    known = [s["name"] for s in spec["outputs"]]
-    binary = bool(_parameters(request, "the request").get("binary_data_output"))
-    for o in wanted:
-        if o["name"] not in known:
-            raise HttpError(400, f"unknown output '{o['name'][:80]}'; the model's outputs are {', '.join(known)}")
-        binary = binary or bool(_parameters(o, f"output '{o['name']}'").get("binary_data"))
-    return [o["name"] for o in wanted] or known, binary
-
-
-def parse_json_request(body: bytes, header_length: int | None, spec: dict,
-                       max_batch: int = Limits.max_batch) -> tuple[dict, list, bool, object]:
-    """A v2 infer request -> (feeds, requested outputs, binary outputs wanted, request id).
-
-    Every field is checked by type; sizes are checked against the model's
-    inputs before anything is allocated (413); anything else wrong is a 400.
-    """
-    head, blobs = (body, b"") if header_length is None else (body[:header_length], body[header_length:])
-    limit = json_limit(spec["inputs"], max_batch)
-    if len(head) > limit:
-        raise HttpError(413, f"JSON request of {len(head)} bytes is over the {limit} bytes the model's inputs can "
-                             "need; send tensors as binary data or a .npy/.npz body", close=True)
-    try:
-        request = json.loads(head)
-    except RecursionError:
-        raise HttpError(400, "request body is not valid JSON: nested too deeply") from None
-    except (ValueError, UnicodeDecodeError) as exc:  # JSONDecodeError, and ints over Python's digit limit
-        raise HttpError(400, f"request body is not valid JSON: {str(exc)[:200]}") from None
-    if not isinstance(request, dict) or not isinstance(request.get("inputs"), list):
-        raise HttpError(400, "request must be a JSON object with an 'inputs' list")
-    request_id = request.get("id")
-    if request_id is not None and not isinstance(request_id, str):
-        raise HttpError(400, f"'id' must be a string, found {type(request_id).__name__}")
-    expected = {s["name"]: s for s in spec["inputs"]}
-    feeds, offset = {}, 0
-    for item in request["inputs"]:
-        name, array, offset = _input_array(item, expected, blobs, offset, max_batch)
-        if name in feeds:
-            raise HttpError(400, f"input '{name}' is given twice")
-        feeds[name] = array
-    if offset != len(blobs):
-        raise HttpError(400, f"{len(blobs) - offset} bytes of binary data follow the inputs that no input claims")
-    names, binary = _requested_outputs(request, spec)
-    return feeds, names, binary, request_id
-
-
-def _npy_declared_bytes(fp, what: str) -> int:
-    """The bytes an .npy stream's header says its array holds (reads only the header)."""
-    fmt = np.lib.format
-    try:
-        version = fmt.read_magic(fp)
-        read = fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0
-        shape, _fortran, dtype = read(fp)
-    except (ValueError, OSError, EOFError, SyntaxError, zipfile.BadZipFile) as exc:
-        raise HttpError(400, f"{what} is not a readable numpy file ({str(exc)[:200]})") from None
-    if dtype.hasobject:
-        raise HttpError(400, f"{what} holds Python objects (pickles are refused); save plain arrays")
-    return math.prod(shape) * dtype.itemsize
-
-
-def check_numpy_body(body: bytes, ctype: str, inputs: list[dict], max_batch: int) -> None:
-    """Refuse a .npy/.npz body whose arrays, by their declared sizes, exceed what the inputs can need.
-
-    Read from the headers only: a small compressed .npz may declare (and
-    decompress to) gigabytes; it is refused before a byte is decompressed.
-    """
-    limit = sum(max_elements(s, max_batch) for s in inputs) * 8  # 8 bytes: the widest numeric type
-    what = f"the {ctype[14:]} body"
-    if ctype == "application/x-npy":
-        declared = _npy_declared_bytes(io.BytesIO(body), what)
-    else:
-        try:
-            with zipfile.ZipFile(io.BytesIO(body)) as archive:
-                members = archive.infolist()
-                if len(members) > MAX_NPZ_MEMBERS:
-                    raise HttpError(400, f"{what} has {len(members)} members; the model has {len(inputs)} inputs")
-                declared = 0
-                for info in members:
-                    with archive.open(info) as member:
-                        declared += _npy_declared_bytes(member, f"{what} member {info.filename[:80]!r}")
-        except (zipfile.BadZipFile, zipfile.LargeZipFile, NotImplementedError, OSError, EOFError,
-                ValueError) as exc:
-            raise HttpError(400, f"{what} is not a readable .npz ({str(exc)[:200]})") from None
-    if declared > limit:
-        raise HttpError(413, f"{what} declares {declared} bytes of arrays; the model's inputs need at most "
-                             f"{limit} ({max_batch} samples)", close=True)
-
-
-def encode_response(model: str, outputs: dict, names: list, binary: bool, request_id) -> tuple[bytes, dict]:
-    parts, blobs = [], []
-    for name in names:
-        value = np.ascontiguousarray(outputs[name])
-        entry = {"name": name, "datatype": TO_DATATYPE[value.dtype.name], "shape": list(value.shape)}
-        if binary:
-            data = value.tobytes()
-            entry["parameters"] = {"binary_data_size": len(data)}
-            blobs.append(data)
-        else:
-            entry["data"] = value.ravel().tolist()
-        parts.append(entry)
-    head = {"model_name": model, "outputs": parts}
-    if request_id is not None:
-        head["id"] = request_id
-    text = json.dumps(head).encode()
-    if not binary:
-        return text, {"Content-Type": "application/json"}
-    return text + b"".join(blobs), {"Content-Type": "application/octet-stream",
-                                    "Inference-Header-Content-Length": str(len(text))}
-
-
 def run_inference(service: Service, body: bytes, ctype: str, header_length: int | None,
                   deadline: float) -> tuple[bytes, dict]:
     """Parse, wait for an interpreter, predict, encode: the blocking part, on a worker thread."""
     limits = service.limits
     try:
         if ctype in ("application/x-npy", "application/x-npz"):
-            check_numpy_body(body, ctype, service.spec["inputs"], limits.max_batch)
-            feeds = feeds_from_numpy(io.BytesIO(body), service.spec["inputs"], f"the {ctype[14:]} body")
+            # Sizes come from the .npy headers and the zip directory, checked before anything is
+            # allocated or inflated (edge_runtime.arrays): a small .npz may inflate to gigabytes.
+            budget = sum(max_elements(s, limits.max_batch) for s in service.spec["inputs"]) * 8  # 8: widest type
+            feeds = feeds_from_numpy(io.BytesIO(body), service.spec["inputs"], f"the {ctype[14:]} body", budget)
             outputs = service.infer(feeds, deadline)
             buf = io.BytesIO()
             np.savez(buf, **outputs)
             return buf.getvalue(), {"Content-Type": "application/x-npz"}
         feeds, names, binary, request_id = parse_json_request(body, header_length, service.spec, limits.max_batch)
         outputs = service.infer(feeds, deadline)
+    except TooLarge as exc:
+        raise HttpError(413, str(exc), close=True) from None
     except UserError as exc:
         raise HttpError(400, str(exc)) from None
     return encode_response(service.name, outputs, names, binary, request_id)
@@ -559,8 +348,8 @@ class App:
         if action is None:
             return self._json(200, {
                 "name": name, "versions": ["1"], "platform": "tflite",
-                "inputs": [_tensor_json(s) for s in service.spec["inputs"]],
-                "outputs": [_tensor_json(s) for s in service.spec["outputs"]]})
+                "inputs": [tensor_json(s) for s in service.spec["inputs"]],
+                "outputs": [tensor_json(s) for s in service.spec["outputs"]]})
         return await self._infer(receive, headers)
 
     def _body_length(self, headers: dict) -> int | None:

@@ -28,7 +28,8 @@ from edge_runtime.errors import UserError
 from edge_runtime.interpreter import Engine
 from edge_runtime.metrics import Metrics
 from edge_runtime.model import Model
-from edge_runtime.server import Access, HttpError, Limits, Service, listen, make_server, parse_json_request
+from edge_runtime.protocol import HttpError, parse_json_request
+from edge_runtime.server import Access, Limits, Service, listen, make_server
 
 NAME = "digits-rpi4"
 INFER = f"/v2/models/{NAME}/infer"
