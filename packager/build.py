@@ -32,6 +32,7 @@ from .layout import map_tensors
 from .onnx_model import load_onnx
 from .prepare import prepare
 from .prepare.config_inputs import constant_config_inputs, freeze
+from .edgetpu import compatibility
 from .ops import op_report
 from .profiles import load_profile
 from .quantize import IO_DTYPES, Calibrated, converter_int8, export_float, export_float16
@@ -188,6 +189,9 @@ def build(opts: BuildOptions, say: Callable[[int, str], None] = _say) -> BuildRe
             if manifest["ops"]["float_ops"] and q.precision in ("int8", "int8+float"):
                 _warn(f"{len(manifest['ops']['float_ops'])} float op(s) left in the graph: "
                       + ", ".join(f["type"] for f in manifest["ops"]["float_ops"][:8]))
+            manifest["edgetpu"] = compatibility(q.tflite)
+            if "edgetpu" in profile.delegates:
+                print(f"Edge TPU: {manifest['edgetpu']['summary']}", file=sys.stderr, flush=True)
 
             say(9, f"writing {out_dir / name} and {name}.tar.gz")
             manifest = seal(stage, manifest)

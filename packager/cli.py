@@ -108,12 +108,20 @@ def targets(as_json):
 @click.argument("bundle", type=click.Path())
 @click.option("--json", "as_json", is_flag=True, help="Print the whole manifest.")
 def inspect(bundle, as_json):
-    """Show a bundle's manifest, op report and fidelity report."""
+    """Show a bundle's manifest, op report, fidelity report and Edge TPU compatibility."""
     from edge_runtime.bundle import open_bundle
     from edge_runtime.cli import describe
 
-    _, manifest = open_bundle(bundle)
-    click.echo(json.dumps(manifest, indent=2) if as_json else describe(manifest))
+    from .edgetpu import compatibility
+
+    folder, manifest = open_bundle(bundle)
+    # From the model itself: bundles built before the report existed get it too.
+    edgetpu = compatibility((folder / "model.tflite").read_bytes())
+    if as_json:
+        click.echo(json.dumps({**manifest, "edgetpu": edgetpu}, indent=2))
+    else:
+        click.echo(describe(manifest))
+        click.echo(f"edgetpu    {edgetpu['summary']}")
 
 
 @cli.command()

@@ -1,0 +1,327 @@
+"""Edge TPU compatibility, predicted without the Edge TPU compiler.
+
+The compiler (x86 Linux only, unmaintained) maps ops in execution order and
+delegates one segment: the first op it cannot map, and every op after it,
+run on the CPU. So the figure that matters is where mapping stops, and why.
+Each op of the int8 .tflite is checked against Coral's documented supported
+operations and model requirements (edgetpu_ops.toml): op type, 8-bit tensors,
+static shapes, the rank rule and the op's own limitations. A prediction, not
+a compilation: limitations the documentation leaves vague (sizes "that might
+not be mapped") are not guessed at.
+
+The flatbuffer is read with the schema module ai-edge-litert ships: op
+options (fused activation, dilation, masks) and constant buffers are not
+visible through the Interpreter.
+"""
+
+from __future__ import annotations
+
+import functools
+import tomllib
+from pathlib import Path
+
+import numpy as np
+
+TABLE = Path(__file__).with_name("edgetpu_ops.toml")
+EIGHT_BIT = ("INT8", "UINT8")
+PARAMETER_TYPES = ("INT32", "INT64")  # axes, shapes, paddings, biases: fine when constant
+WEIGHTED = {"CONV_2D": (1, 2), "DEPTHWISE_CONV_2D": (1, 2), "FULLY_CONNECTED": (1, 2), "TRANSPOSE_CONV": (1, 3)}
+SOFTMAX_MAX = 16000
+
+
+@functools.cache
+def table() -> dict:
+    """The supported-ops table (edgetpu_ops.toml)."""
+    with TABLE.open("rb") as f:
+        return tomllib.load(f)
+
+
+@functools.cache
+def _schema():
+    from ai_edge_litert import schema_py_generated as schema
+
+    def names(enum) -> dict[int, str]:
+        return {v: k for k, v in vars(enum).items() if not k.startswith("_")}
+
+    return schema, names(schema.BuiltinOperator), names(schema.TensorType), names(schema.ActivationFunctionType)
+
+
+class _Graph:
+    """The main subgraph of a .tflite: tensors, constants and ops in execution order."""
+
+    def __init__(self, tflite: bytes):
+        schema, self.op_names, self.type_names, self.activations = _schema()
+        self.model = schema.ModelT.InitFromPackedBuf(bytearray(tflite), 0)
+        self.sub = self.model.subgraphs[0]
+
+    def op_type(self, op) -> str:
+        code = self.model.operatorCodes[op.opcodeIndex]
+        builtin = max(code.builtinCode, code.deprecatedBuiltinCode)
+        if self.op_names.get(builtin) == "CUSTOM":
+            return f"CUSTOM:{(code.customCode or b'?').decode(errors='replace')}"
+        return self.op_names.get(builtin, f"BUILTIN_{builtin}")
+
+    def tensor(self, index: int):
+        return self.sub.tensors[index]
+
+    def name(self, index: int) -> str:
+        raw = self.tensor(index).name
+        text = raw.decode(errors="replace") if isinstance(raw, bytes) else str(raw)
+        first = text.split(";")[0]  # the converter joins fused tensors' names with ';'
+        return first if len(first) <= 60 else first[:57] + "..."
+
+    def dtype(self, index: int) -> str:
+        return self.type_names.get(self.tensor(index).type, "?")
+
+    def shape(self, index: int) -> list[int]:
+        shape = self.tensor(index).shape
+        return [] if shape is None else [int(d) for d in shape]
+
+    def dynamic(self, index: int) -> bool:
+        sig = self.tensor(index).shapeSignature
+        return sig is not None and any(int(d) < 0 for d in sig)
+
+    def constant(self, index: int) -> bool:
+        buffer = self.model.buffers[self.tensor(index).buffer]
+        return (buffer.data is not None and len(buffer.data) > 0) or bool(getattr(buffer, "size", 0))
+
+    def values(self, index: int) -> np.ndarray | None:
+        """A constant int32/int64 tensor's values (axes, paddings), else None."""
+        buffer = self.model.buffers[self.tensor(index).buffer]
+        dtype = {"INT32": np.int32, "INT64": np.int64}.get(self.dtype(index))
+        if dtype is None or buffer.data is None or not len(buffer.data):
+            return None
+        return np.frombuffer(np.asarray(buffer.data, dtype=np.uint8).tobytes(), dtype=dtype).reshape(self.shape(index))
+
+    def all_zero(self, index: int) -> bool:
+        buffer = self.model.buffers[self.tensor(index).buffer]
+        if buffer.data is None:
+            return False
+        raw = np.asarray(buffer.data, dtype=np.uint8)
+        zp = self.tensor(index).quantization
+        zero_points = [] if zp is None or zp.zeroPoint is None else list(zp.zeroPoint)
+        if self.dtype(index) in EIGHT_BIT and zero_points:  # quantized zero is the zero point
+            values = raw.view(np.int8 if self.dtype(index) == "INT8" else np.uint8)
+            return bool(np.all(values == int(zero_points[0])))
+        return not raw.any()
+
+
+def _ins(op) -> list[int]:
+    return [int(i) for i in op.inputs if i >= 0]
+
+
+def _outs(op) -> list[int]:
+    return [int(i) for i in op.outputs]
+
+
+def _over_one(shape: list[int]) -> int:
+    return sum(1 for d in shape if d > 1)
+
+
+# --- the general requirements ---------------------------------------------------------------
+
+def _tensor_reason(g: _Graph, op_type: str, op, position: int, index: int, is_input: bool) -> str | None:
+    """Why one input/output of an op keeps it off the Edge TPU, or None."""
+    kind = g.dtype(index)
+    what = f"{'input' if is_input else 'output'} '{g.name(index)}'"
+    weighted = WEIGHTED.get(op_type, ())
+    if is_input and position in weighted and not g.constant(index):
+        return f"{op_type} {'weights' if position == weighted[0] else 'bias'} '{g.name(index)}' are not constant"
+    if kind not in EIGHT_BIT:
+        if not (is_input and kind in PARAMETER_TYPES and g.constant(index)):
+            return f"{kind.lower()} {what}" + (" (not a compile-time constant)" if kind in PARAMETER_TYPES else "")
+    if g.dynamic(index):
+        return f"dynamic shape {list(g.tensor(index).shapeSignature)} of {what}"
+    shape = g.shape(index)
+    if not g.constant(index) and len(shape) > 3 and any(d > 1 for d in shape[:-3]):
+        return f"{len(shape)}-D {what} {shape} with {_over_one(shape)} dims > 1 (only the 3 innermost may be)"
+    return None
+
+
+# --- the op-specific limitations (edgetpu_ops.toml `checks`) --------------------------------
+
+def _no_fused_activation(g, op, op_type):
+    act = getattr(op.builtinOptions, "fusedActivationFunction", 0) or 0
+    return None if act == 0 else f"fused {g.activations.get(act, act)} activation"
+
+
+def _same_dilation(g, op, op_type):
+    o = op.builtinOptions
+    h, w = getattr(o, "dilationHFactor", 1) or 1, getattr(o, "dilationWFactor", 1) or 1
+    return None if h == w else f"dilation {h} in y but {w} in x"
+
+
+def _fc_default_weights(g, op, op_type):
+    fmt = getattr(op.builtinOptions, "weightsFormat", 0) or 0
+    return None if fmt == 0 else f"weights format {fmt} (only the default is supported)"
+
+
+def _output_1d(g, op, op_type):
+    shape = g.shape(_outs(op)[0])
+    return None if _over_one(shape) <= 1 else f"output {shape} is not 1-D"
+
+
+def _concat_constant_zero_pad(g, op, op_type):
+    ins = _ins(op)
+    constants = [i for i in ins if g.constant(i)]
+    if not constants:
+        return None
+    if len(ins) != 2:
+        return f"constant input '{g.name(constants[0])}' among {len(ins)} inputs (allowed only with 2)"
+    if not g.all_zero(constants[0]):
+        return f"constant input '{g.name(constants[0])}' is not all zeros"
+    return None
+
+
+def _axes(g, op) -> list[int] | None:
+    if len(_ins(op)) < 2:
+        return None
+    values = g.values(_ins(op)[1])
+    if values is None:
+        return None
+    rank = len(g.shape(_ins(op)[0]))
+    return sorted({int(a) % rank for a in values.ravel()}) if rank else []
+
+
+def _axes_not_batch(g, op, op_type):
+    axes = _axes(g, op)
+    if axes is None:
+        return "reduction axes are not a constant"
+    return "reduces over the batch dimension" if 0 in axes and len(g.shape(_ins(op)[0])) > 1 else None
+
+
+def _mean_z_multiple_of_4(g, op, op_type):
+    axes, shape = _axes(g, op), g.shape(_ins(op)[0])
+    if axes is None or not shape or (len(shape) - 1) not in axes:
+        return None
+    return None if shape[-1] % 4 == 0 else f"reduces over {shape[-1]} channels (needs a multiple of 4)"
+
+
+def _axis_not_batch(g, op, op_type):
+    axis = getattr(op.builtinOptions, "axis", 0) or 0
+    return "packs along the batch dimension" if axis == 0 else None
+
+
+def _pad_not_batch(g, op, op_type):
+    pads = g.values(_ins(op)[1]) if len(_ins(op)) > 1 else None
+    if pads is None:
+        return "paddings are not a constant"
+    return f"pads the batch dimension by {pads[0].tolist()}" if pads.ndim == 2 and pads[0].any() else None
+
+
+def _alpha_innermost(g, op, op_type):
+    shape = g.shape(_ins(op)[1])
+    return None if all(d == 1 for d in shape[:-1]) else f"alpha {shape} is not 1-D"
+
+
+def _io_3d(g, op, op_type):
+    for index in (_ins(op)[0], _outs(op)[0]):
+        shape = g.shape(index)
+        if len(shape) > 3 and any(d > 1 for d in shape[:-3]):
+            return f"'{g.name(index)}' {shape} is not 3-D"
+    return None
+
+
+def _softmax_1d_16000(g, op, op_type):
+    shape = g.shape(_ins(op)[0])
+    if _over_one(shape) > 1:
+        return f"input {shape} is not 1-D"
+    size = int(np.prod(shape)) if shape else 1
+    return None if size <= SOFTMAX_MAX else f"input of {size} elements (at most {SOFTMAX_MAX})"
+
+
+def _squeeze_leading_ones(g, op, op_type):
+    shape, out = g.shape(_ins(op)[0]), g.shape(_outs(op)[0])
+    leading = 0
+    while leading < len(shape) and shape[leading] == 1:
+        leading += 1
+    kept = [d for d in shape[leading:]]
+    return None if out[-len(kept):] == kept or not kept else f"squeezes {shape} to {out} (needs a relayout)"
+
+
+def _strided_slice_unit(g, op, op_type):
+    o = op.builtinOptions
+    if getattr(o, "ellipsisMask", 0) or getattr(o, "newAxisMask", 0):
+        return "ellipsis or new-axis mask set"
+    strides = g.values(_ins(op)[3]) if len(_ins(op)) > 3 else None
+    if strides is None:
+        return "strides are not a constant"
+    return None if np.all(strides == 1) else f"strides {strides.tolist()} (only 1 is supported)"
+
+
+CHECKS = {
+    "no_fused_activation": _no_fused_activation,
+    "same_dilation": _same_dilation,
+    "fc_default_weights": _fc_default_weights,
+    "output_1d": _output_1d,
+    "concat_constant_zero_pad": _concat_constant_zero_pad,
+    "axes_not_batch": _axes_not_batch,
+    "mean_z_multiple_of_4": _mean_z_multiple_of_4,
+    "axis_not_batch": _axis_not_batch,
+    "pad_not_batch": _pad_not_batch,
+    "alpha_innermost": _alpha_innermost,
+    "io_3d": _io_3d,
+    "softmax_1d_16000": _softmax_1d_16000,
+    "squeeze_leading_ones": _squeeze_leading_ones,
+    "strided_slice_unit": _strided_slice_unit,
+}
+
+
+def op_reason(g: _Graph, op) -> tuple[str, str | None]:
+    """(op type, why it cannot run on the Edge TPU or None)."""
+    op_type = g.op_type(op)
+    if op_type.startswith("CUSTOM:"):
+        return op_type, f"custom op {op_type[7:]} is not a TFLite built-in"
+    entry = table()["ops"].get(op_type)
+    if entry is None:
+        return op_type, f"op {op_type} is not in the Edge TPU's supported operations"
+    for is_input, indices in ((True, [int(i) for i in op.inputs]), (False, _outs(op))):
+        for position, index in enumerate(indices):
+            if index < 0:
+                continue
+            why = _tensor_reason(g, op_type, op, position, index, is_input)
+            if why:
+                return op_type, why
+    for check in entry.get("checks", []):
+        why = CHECKS[check](g, op, op_type)
+        if why:
+            return op_type, f"{op_type}: {why}"
+    return op_type, None
+
+
+def compatibility(tflite: bytes) -> dict:
+    """Which ops the Edge TPU compiler would map, and where mapping stops.
+
+    Returns:
+        {"ops_total", "ops_edgetpu", "first_cpu_op": {index, type, why} or None,
+        "reasons": {op type: why} for every op type that cannot be mapped (first
+        reason seen), "summary": one line}.
+    """
+    g = _Graph(tflite)
+    ops = list(g.sub.operators or [])
+    first = None
+    reasons: dict[str, str] = {}
+    for index, op in enumerate(ops):
+        op_type, why = op_reason(g, op)
+        if why is None:
+            continue
+        reasons.setdefault(op_type, why)
+        if first is None:
+            first = {"index": index, "type": op_type, "why": why}
+    mapped = first["index"] if first else len(ops)
+    if len(g.model.subgraphs) > 1:  # control flow: the compiler maps the main subgraph only
+        reasons.setdefault("SUBGRAPHS", f"{len(g.model.subgraphs)} subgraphs (only the first is compiled)")
+    return {
+        "ops_total": len(ops),
+        "ops_edgetpu": mapped,
+        "first_cpu_op": first,
+        "reasons": reasons,
+        "summary": summary_line(len(ops), mapped, first),
+        "source": table()["source"],
+    }
+
+
+def summary_line(total: int, mapped: int, first: dict | None) -> str:
+    """'N of M ops would run on the Edge TPU; first CPU op: X (why)'."""
+    stop = "none" if first is None else f"{first['type']} #{first['index']} ({first['why']})"
+    return f"{mapped} of {total} ops would run on the Edge TPU; first CPU op: {stop}"
