@@ -99,7 +99,7 @@ def check(manifest: dict) -> None:
     _need(isinstance(sha, str) and HEX64.fullmatch(sha), "source.sha256", "64 lowercase hex digits", sha)
     inputs = _tensors(manifest, "inputs")
     _tensors(manifest, "outputs")
-    _fixed_inputs(manifest.get("fixed_inputs", []), {spec["name"] for spec in inputs})
+    check_fixed_inputs(manifest.get("fixed_inputs", []), {spec["name"] for spec in inputs})
     check_precision(manifest.get("precision"))
     _fidelity(manifest.get("fidelity"))
     _conversion(manifest)
@@ -139,10 +139,10 @@ def _tensor(spec, path: str) -> None:
     for key in ("dtype", "tflite_dtype"):
         _need(spec.get(key, MISSING) in DTYPES, f"{path}.{key}", f"one of {', '.join(DTYPES)}", spec.get(key, MISSING))
     perm = _list(_field(spec, "permutation", path), f"{path}.permutation", MAX_DIMS)
-    _need(all(_is_int(p) for p in perm) and sorted(perm) == list(range(len(shape))), f"{path}.permutation",
+    _need(all(is_int(p) for p in perm) and sorted(perm) == list(range(len(shape))), f"{path}.permutation",
           f"a permutation of 0..{len(shape) - 1} (one per axis of shape {shape})", perm)
     tflite_shape, want = _field(spec, "tflite_shape", path), [shape[p] for p in perm]
-    _need(isinstance(tflite_shape, list) and all(_is_int(d) for d in tflite_shape) and tflite_shape == want,
+    _need(isinstance(tflite_shape, list) and all(is_int(d) for d in tflite_shape) and tflite_shape == want,
           f"{path}.tflite_shape", f"shape {shape} in the permutation's order, {want}", tflite_shape)
     _integer(_field(spec, "tflite_index", path), f"{path}.tflite_index", 0, MAX_DIM)
     _quantization(spec, path)
@@ -151,7 +151,7 @@ def _tensor(spec, path: str) -> None:
 def _shape(shape, path: str) -> list[int]:
     _list(shape, path, MAX_DIMS)
     for i, dim in enumerate(shape):
-        _need(_is_int(dim) and 1 <= dim <= MAX_DIM, f"{path}[{i}]", "a positive integer", dim)
+        _need(is_int(dim) and 1 <= dim <= MAX_DIM, f"{path}[{i}]", "a positive integer", dim)
     _need(math.prod(shape) <= MAX_ELEMENTS, path, f"at most {MAX_ELEMENTS:,} elements", shape)
     return shape
 
@@ -172,7 +172,7 @@ def _quantization(spec: dict, path: str) -> None:
         _integer(_field(spec, "zero_point", path), f"{path}.zero_point", int(low), int(high))
 
 
-def _fixed_inputs(entries, inputs: set[str]) -> None:
+def check_fixed_inputs(entries, inputs: set[str]) -> None:
     """Inputs fixed at build time: a name and a few integers (see model.fixed_inputs)."""
     _list(entries, "fixed_inputs", MAX_TENSORS)
     for i, entry in enumerate(entries):
@@ -225,7 +225,7 @@ def _fields(section: dict, kinds: dict, path: str) -> None:
         elif kind is bool:
             _need(isinstance(value, bool), f"{path}.{key}", "true, false or null", value)
         else:
-            number = _is_int(value) if kind is int else _is_number(value)
+            number = is_int(value) if kind is int else _is_number(value)
             _need(number, f"{path}.{key}", ("an integer" if kind is int else "a number") + " or null", value)
 
 
@@ -299,7 +299,7 @@ def _need(ok, path: str, expected: str, value) -> None:
         raise Malformed(path, expected, value)
 
 
-def _is_int(value) -> bool:
+def is_int(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
@@ -339,4 +339,4 @@ def _name(value, path: str) -> None:
 def _integer(value, path: str, low: int, high: int) -> None:
     expected = "a positive integer" if (low, high) == (1, MAX_DIM) else (
         "a non-negative integer" if (low, high) == (0, INT64_MAX) else f"an integer from {low:,} to {high:,}")
-    _need(_is_int(value) and low <= value <= high, path, expected, value)
+    _need(is_int(value) and low <= value <= high, path, expected, value)

@@ -10,7 +10,7 @@ import numpy as np
 from .bundle import open_bundle
 from .errors import UserError
 from .interpreter import Engine, make_engine
-from .manifest import INT64_MAX, INT64_MIN, MAX_FIXED_VALUES, Malformed, check_precision
+from .manifest import MAX_FIXED_VALUES, Malformed, check_fixed_inputs, check_precision
 from .tensors import batched_samples, check_dtype, from_tflite, raw_to_tflite, to_tflite
 
 
@@ -21,20 +21,15 @@ def fixed_inputs(manifest: dict) -> dict[str, np.ndarray]:
         UserError: the entry is not what edgepack build writes.
     """
     entries = manifest.get("fixed_inputs", [])
-    fixed = {}
-    for entry in entries if isinstance(entries, list) else [entries]:
-        value = entry.get("value") if isinstance(entry, dict) else None
-        flat = value if isinstance(value, list) else [value]
-        if (not isinstance(entry, dict) or not isinstance(entry.get("name"), str) or len(flat) > MAX_FIXED_VALUES
-                or not flat or not all(isinstance(v, int) and not isinstance(v, bool) and INT64_MIN <= v <= INT64_MAX
-                                       for v in flat)):
-            raise UserError(
-                f"manifest fixed_inputs entry {str(entry)[:80]!r} is not a name with at most "
-                f"{MAX_FIXED_VALUES} integer values",
-                "rebuild the bundle with edgepack build",
-            )
-        fixed[entry["name"]] = np.asarray(value, dtype=np.int64)
-    return fixed
+    try:
+        check_fixed_inputs(entries, set())  # the one check, as open_bundle's validation runs it
+    except Malformed as bad:
+        raise UserError(
+            f"manifest fixed_inputs entry {str(bad.value)[:80]!r} is not a name with at most "
+            f"{MAX_FIXED_VALUES} integer values ({bad.path} must be {bad.expected})",
+            "rebuild the bundle with edgepack build",
+        ) from None
+    return {entry["name"]: np.asarray(entry["value"], dtype=np.int64) for entry in entries}
 
 
 def precision_report(manifest: dict) -> dict | None:

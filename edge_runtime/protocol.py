@@ -12,6 +12,7 @@ import math
 
 import numpy as np
 
+from .manifest import is_int
 DATATYPES = {
     "BOOL": "bool", "UINT8": "uint8", "UINT16": "uint16", "UINT32": "uint32", "UINT64": "uint64",
     "INT8": "int8", "INT16": "int16", "INT32": "int32", "INT64": "int64",
@@ -50,10 +51,6 @@ def json_limit(inputs: list[dict], max_batch: int) -> int:
     return JSON_OVERHEAD + JSON_CHARS_PER_VALUE * sum(max_elements(s, max_batch) for s in inputs)
 
 
-def _is_int(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
 def _parameters(obj: dict, where: str) -> dict:
     params = obj.get("parameters")
     if params is None:
@@ -75,7 +72,7 @@ def _input_array(item, expected: dict, blobs: bytes, offset: int, max_batch: int
         raise HttpError(400, f"input '{name}' has datatype {str(item['datatype'])[:20]}, the model takes {want}")
     shape = item["shape"]
     if (not isinstance(shape, list) or len(shape) > MAX_DIMS
-            or not all(_is_int(d) and d >= 0 for d in shape)):
+            or not all(is_int(d) and d >= 0 for d in shape)):
         raise HttpError(400, f"input '{name}' shape must be a list of at most {MAX_DIMS} non-negative integers")
     count, limit = math.prod(shape), max_elements(expected[name], max_batch)
     if count > limit:
@@ -84,7 +81,7 @@ def _input_array(item, expected: dict, blobs: bytes, offset: int, max_batch: int
     dtype = np.dtype(DATATYPES[want])
     size = _parameters(item, f"input '{name}'").get("binary_data_size")
     if size is not None:
-        if not _is_int(size) or size != count * dtype.itemsize or offset + size > len(blobs):
+        if not is_int(size) or size != count * dtype.itemsize or offset + size > len(blobs):
             raise HttpError(400, f"input '{name}': binary data of {size} bytes does not fit shape {shape} {want}")
         return name, np.frombuffer(blobs, dtype=dtype, count=count, offset=offset).reshape(shape), offset + size
     if "data" not in item:
