@@ -20,6 +20,7 @@ from typing import Callable
 
 import numpy as np
 
+import edge_runtime
 from edge_runtime.errors import UserError
 
 from . import __version__
@@ -34,7 +35,8 @@ from .prepare import prepare
 from .prepare.config_inputs import constant_config_inputs, freeze
 from .edgetpu import compatibility
 from .ops import op_report
-from .profiles import load_profile
+from .memory import check_budget, measure_peak_rss
+from .profiles import NO_RUNTIME_WHEELS, load_profile
 from .quantize import IO_DTYPES, Calibrated, converter_int8, export_float, export_float16
 from .quiet import captured_output
 from .reference import Reference
@@ -86,15 +88,27 @@ def _warn(text: str) -> None:
 
 
 def build(opts: BuildOptions, say: Callable[[int, str], None] = _say) -> BuildResult:
-    """Run the whole pipeline and publish the bundle.
+    """One target's build (``--target`` names one profile); see :func:`build_all`."""
+    results = build_all(opts, say)
+    if len(results) != 1:
+        raise UserError(f"--target {opts.target} names {len(results)} targets here, where one is expected")
+    return results[0]
+
+
+def build_all(opts: BuildOptions, say: Callable[[int, str], None] = _say) -> list[BuildResult]:
+    """Run the whole pipeline once and publish one bundle per target.
+
+    ``--target rpi4,rpi5,zero2w`` converts, quantizes and measures the model
+    once: the targets share it, only their wheels, profile and checks differ.
 
     Raises:
-        UserError: any bad input; nothing is left in ``out_dir`` then.
+        UserError: any bad input, or a target the model does not suit (its
+            memory budget); nothing is left in ``out_dir`` then, for no target.
     """
     out_dir = Path(opts.out_dir)
     _check_out_dir(out_dir)
-    profile = load_profile(opts.target)
-    io_dtype = opts.io_dtype or profile.io_dtype
+    profiles = load_targets(opts.target, opts.wheels)
+    io_dtype = opts.io_dtype or _shared_io_dtype(profiles)
     _check_options(opts, io_dtype)
     overrides = parse_input_shapes(opts.input_shapes)
 
@@ -118,13 +132,13 @@ def build(opts: BuildOptions, say: Callable[[int, str], None] = _say) -> BuildRe
 
     new_dirs = _missing_dirs(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    name = bundle_name(model.path.stem, profile.name)
-    private = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=out_dir))
+    names = [bundle_name(model.path.stem, p.name) for p in profiles]
+    private = Path(tempfile.mkdtemp(prefix=f".{names[0]}.", dir=out_dir))
     try:
         with tempfile.TemporaryDirectory(prefix="edgepack-") as work:
             work = Path(work)
             # Wheels first: a device we cannot equip should fail before minutes of conversion.
-            wheels, packages = _device_wheels(opts, profile, work, say)
+            equipment = [_device_wheels(opts, p, work / f"wheels-{p.name}", say) for p in profiles]
 
             say(4, "preparing the graph (constants folded, pre-quantized ops back to float)")
             prepared = copy.deepcopy(fixed)
@@ -150,20 +164,7 @@ def build(opts: BuildOptions, say: Callable[[int, str], None] = _say) -> BuildRe
                                                 fixed_entries, prepared, work, model, live_inputs, shapes)
             chosen = outcome.chosen
             q = chosen.model
-
-            stage = private / name
-            stage.mkdir()
-            (stage / "model.tflite").write_bytes(q.tflite)
-            if q.recipe is not None:
-                (stage / "recipe.json").write_text(json.dumps(q.recipe, indent=1, default=str) + "\n")
-            if wheels:
-                stage_wheels(wheels, stage)
-            stage_files(stage, profile.arch, profile.os["python"], packages)
-            manifest = _manifest(opts, name, profile, model, io_dtype, q, calib, holdout,
-                                 preparation, conversion, packages)
-            manifest["fixed_inputs"] = fixed_entries
-            manifest["quantization"]["calibration"]["warnings"] = calibration_warnings
-            manifest["precision"] = {
+            precision = {
                 "requested": opts.precision,
                 "chosen": q.precision,
                 "step": chosen.name,
@@ -177,31 +178,91 @@ def build(opts: BuildOptions, say: Callable[[int, str], None] = _say) -> BuildRe
 
             say(7, f"fidelity of the chosen model ({chosen.name}) on "
                    f"{len(next(iter(holdout.values())))} held-out samples")
-            manifest["fidelity"] = chosen.report
             print(format_table(chosen.report, q.precision), file=sys.stderr, flush=True)
             if calibration_warnings:
                 _warn("the figures above were measured on " + ("random" if opts.calibration == "random" else
                       "calibration data without variation") + ": they mean NOTHING (manifest: "
                       "quantization.calibration.warnings)")
 
-            say(8, "op report")
-            manifest["ops"] = op_report(q.tflite)
-            if manifest["ops"]["float_ops"] and q.precision in ("int8", "int8+float"):
-                _warn(f"{len(manifest['ops']['float_ops'])} float op(s) left in the graph: "
-                      + ", ".join(f["type"] for f in manifest["ops"]["float_ops"][:8]))
-            manifest["edgetpu"] = compatibility(q.tflite)
-            if "edgetpu" in profile.delegates:
-                print(f"Edge TPU: {manifest['edgetpu']['summary']}", file=sys.stderr, flush=True)
+            say(8, "op report, memory of a run")
+            ops = op_report(q.tflite)
+            if ops["float_ops"] and q.precision in ("int8", "int8+float"):
+                _warn(f"{len(ops['float_ops'])} float op(s) left in the graph: "
+                      + ", ".join(f["type"] for f in ops["float_ops"][:8]))
+            (work / "model.tflite").write_bytes(q.tflite)
+            measured = measure_peak_rss(work / "model.tflite", Path(edge_runtime.__file__).resolve().parent.parent,
+                                        max(p.default_threads for p in profiles))
+            stages = []
+            for profile, name, (wheels, packages) in zip(profiles, names, equipment):
+                memory, crowded = check_budget(measured, profile)
+                if crowded:
+                    _warn(crowded)
+                stage = private / name
+                stage.mkdir()
+                (stage / "model.tflite").write_bytes(q.tflite)
+                if q.recipe is not None:
+                    (stage / "recipe.json").write_text(json.dumps(q.recipe, indent=1, default=str) + "\n")
+                if wheels:
+                    stage_wheels(wheels, stage)
+                stage_files(stage, profile.arch, profile.os["python"], packages)
+                manifest = _manifest(opts, name, profile, model, io_dtype, q, calib, holdout,
+                                     preparation, conversion, packages)
+                manifest["fixed_inputs"] = fixed_entries
+                manifest["quantization"]["calibration"]["warnings"] = calibration_warnings
+                manifest["precision"] = precision
+                manifest["fidelity"] = chosen.report
+                manifest["ops"] = ops
+                manifest["memory"] = memory
+                manifest["edgetpu"] = compatibility(q.tflite)
+                if "edgetpu" in profile.delegates:
+                    print(f"Edge TPU ({profile.name}): {manifest['edgetpu']['summary']}", file=sys.stderr, flush=True)
+                stages.append((stage, manifest))
 
-            say(9, f"writing {out_dir / name} and {name}.tar.gz")
-            manifest = seal(stage, manifest)
-            bundle_dir, archive = publish(stage, out_dir)
+            say(9, "writing " + ", ".join(f"{out_dir / n} and {n}.tar.gz" for n in names))
+            sealed = [(stage, seal(stage, manifest)) for stage, manifest in stages]
+            results = []
+            for stage, manifest in sealed:
+                bundle_dir, archive = publish(stage, out_dir)
+                results.append(BuildResult(bundle_dir, archive, manifest))
     except BaseException:
         shutil.rmtree(private, ignore_errors=True)
         _remove_empty(new_dirs)
         raise
     shutil.rmtree(private, ignore_errors=True)
-    return BuildResult(bundle_dir, archive, manifest)
+    return results
+
+
+def load_targets(targets: str, wheels: bool = True) -> list:
+    """The profiles ``--target`` names: one, or several separated by commas (each a name or a .toml path).
+
+    Raises:
+        UserError: an unknown or repeated target, or one whose device no runtime wheel exists for.
+    """
+    parts = [t.strip() for t in targets.split(",")] if targets else []
+    if not parts or not all(parts):
+        raise UserError(f"--target {targets!r}: expected one target or several separated by commas",
+                        "e.g. --target rpi4 or --target rpi4,rpi5,zero2w (edgepack targets lists them)")
+    profiles = [load_profile(t) for t in parts]
+    seen = set()
+    for profile in profiles:
+        if profile.name in seen:
+            raise UserError(f"--target {targets}: {profile.name} is named twice", "name each target once")
+        seen.add(profile.name)
+        if profile.arch in NO_RUNTIME_WHEELS and wheels:
+            raise UserError(f"target {profile.name}: {NO_RUNTIME_WHEELS[profile.arch]}",
+                            "use the device's 64-bit OS (targets rpi4, rpi5, zero2w), or build with --no-wheels "
+                            "and install a TFLite runtime on the device yourself")
+    return profiles
+
+
+def _shared_io_dtype(profiles) -> str:
+    """The targets' I/O dtype: one model serves them all only when they agree."""
+    wanted = {p.io_dtype for p in profiles}
+    if len(wanted) > 1:
+        listed = ", ".join(f"{p.name} {p.io_dtype}" for p in profiles)
+        raise UserError(f"the targets want different I/O dtypes ({listed}) and one build makes one model",
+                        "pass --io-dtype to choose one for all, or build the targets separately")
+    return wanted.pop()
 
 
 def _check_out_dir(out_dir: Path) -> None:
@@ -289,8 +350,9 @@ def _device_wheels(opts: BuildOptions, profile, work: Path, say) -> tuple[list, 
     if not opts.wheels:
         say(3, "no device wheels (--no-wheels)")
         return [], requirements(profile)
-    say(3, f"device wheels for {profile.arch} / Python {profile.os['python']} "
+    say(3, f"device wheels for {profile.name}: {profile.arch} / Python {profile.os['python']} "
            f"({', '.join(requirements(profile))})")
+    work.mkdir(parents=True)
     wheels = fetch_wheels(profile, work)
     return wheels, pinned(wheels, profile)
 

@@ -34,7 +34,9 @@ def cli():
 
 @cli.command()
 @click.argument("model", type=click.Path(dir_okay=False))
-@click.option("--target", required=True, help="Device profile name (edgepack targets) or path to a profile .toml.")
+@click.option("--target", required=True,
+              help="Device profile name (edgepack targets) or path to a profile .toml; several separated by "
+                   "commas build one bundle each from one conversion.")
 @click.option("--calibration", required=True,
               help="Folder of images, .npy (one input), .npz (one array per input name), or 'random'.")
 @click.option("-o", "--out-dir", default="dist", show_default=True, help="Where the bundle folder and .tar.gz go.")
@@ -64,8 +66,7 @@ def cli():
 def build(model, target, calibration, out_dir, input_shapes, mean, std, io_dtype, per_tensor, precision, min_cosine,
           min_top1, min_f1, min_channel_cosine, accept_low_fidelity, no_wheels, strategy_timeout, verbose):
     """Build MODEL.onnx into a bundle for --target."""
-    from .build import BuildOptions
-    from .build import build as run_build
+    from .build import BuildOptions, build_all
 
     opts = BuildOptions(
         model=model, target=target, calibration=calibration, out_dir=out_dir, input_shapes=input_shapes,
@@ -75,33 +76,63 @@ def build(model, target, calibration, out_dir, input_shapes, mean, std, io_dtype
     )
     if strategy_timeout is not None:
         opts.strategy_timeout = strategy_timeout
-    result = run_build(opts)
+    results = build_all(opts)
     from edge_runtime.cli import describe
 
-    click.echo(describe(result.manifest))
-    click.echo(f"bundle     {result.bundle_dir}")
-    click.echo(f"archive    {result.archive}")
+    if len(results) == 1:
+        click.echo(describe(results[0].manifest))
+        click.echo(f"bundle     {results[0].bundle_dir}")
+        click.echo(f"archive    {results[0].archive}")
+    else:
+        click.echo(summary_table(results))
+
+
+def summary_table(results) -> str:
+    """One line per target of a multi-target build: what each bundle holds and how it fits."""
+    rows = [("target", "cpu", "python", "precision", "model", "peak RSS / budget", "edge tpu", "archive")]
+    for r in results:
+        m = r.manifest
+        memory = m.get("memory") or {}
+        model_mb = m["sizes"]["model.tflite"] / 1e6
+        edgetpu = m.get("edgetpu") or {}
+        rows.append((
+            m["target"]["name"], m["target"]["cpu"], m["target"]["os"]["python"], m["precision"]["chosen"],
+            f"{model_mb:.2f} MB",
+            f"{memory.get('peak_rss_mb', 0):.0f} / {memory.get('budget_mb', 0)} MB",
+            f"{edgetpu.get('ops_edgetpu', 0)}/{edgetpu.get('ops_total', 0)} ops"
+            if "edgetpu" in m["target"]["delegates"] else "-",
+            str(r.archive),
+        ))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)) + "  " + row[-1] for row in rows]
+    first = results[0].manifest
+    lines.append(f"one conversion ({first['converter']['strategy']}) and one {first['precision']['chosen']} model "
+                 f"(sha256 {first['files']['model.tflite'][:16]}...) shared by {len(results)} bundles")
+    return "\n".join(lines)
 
 
 @cli.command()
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def targets(as_json):
     """List the device profiles."""
-    from .profiles import all_profiles
+    from .profiles import NO_RUNTIME_WHEELS, all_profiles
 
     profiles = all_profiles()
     if as_json:
         click.echo(json.dumps([p.to_dict() for p in profiles], indent=2))
         return
-    header = f"{'name':<10} {'arch':<8} {'cpu':<11} {'cores':>5} {'mem MB':>7} {'os':<26} {'python':<6} {'runtime':<22} delegates"
+    header = (f"{'name':<13} {'arch':<8} {'cpu':<11} {'cores':>5} {'mem MB':>7} {'budget':>6} {'os':<26} "
+              f"{'python':<6} {'runtime':<22} delegates")
     click.echo(header)
     for p in profiles:
         os_name = f"{p.os['name']} {p.os['debian_suite']}"
         runtime = f"{p.runtime['package']} {p.runtime['version']}"
         click.echo(
-            f"{p.name:<10} {p.arch:<8} {p.cpu:<11} {p.cores:>5} {p.memory_mb:>7} {os_name:<26} "
-            f"{p.os['python']:<6} {runtime:<22} {','.join(p.delegates)}"
+            f"{p.name:<13} {p.arch:<8} {p.cpu:<11} {p.cores:>5} {p.memory_mb:>7} {p.memory_budget_mb:>6} "
+            f"{os_name:<26} {p.os['python']:<6} {runtime:<22} {','.join(p.delegates)}"
         )
+    for arch, why in NO_RUNTIME_WHEELS.items():
+        click.echo(f"not a target: {why}; use the 64-bit OS on the same board.")
 
 
 @cli.command()

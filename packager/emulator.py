@@ -39,7 +39,7 @@ EMULATORS = {
 }
 # What a Raspberry Pi OS Lite image brings that the bundle relies on.
 ROOTFS_PACKAGES = ("python3", "python3-venv", "libstdc++6", "libgcc-s1", "coreutils", "dash", "sed", "grep",
-                   "findutils")
+                   "findutils", "ca-certificates")
 # What /proc/cpuinfo says on the real board, per profile cpu: (part, features).
 # The host's x86 cpuinfo would crash TFLite's CPU probe (and lie to it).
 CPU_INFO = {
@@ -94,7 +94,7 @@ def _tree_checksums(root: Path) -> dict[str, str]:
 def _spec(profile: Profile) -> dict:
     qemu, debian_arch = emulator_for(profile)
     return {"suite": profile.os["debian_suite"], "arch": debian_arch, "qemu": qemu,
-            "python": profile.os["python"], "packages": list(ROOTFS_PACKAGES), "layout": 2}
+            "python": profile.os["python"], "packages": list(ROOTFS_PACKAGES), "layout": 3}
 
 
 def rootfs_dir(profile: Profile) -> Path:
@@ -145,6 +145,16 @@ def build_rootfs(cache: Path, spec: dict, log=_stderr_log) -> None:
         # including the byte-compiled standard library (py3compile's job), so
         # runs never write into the cached tree.
         (root / "etc" / "hostname").write_text("edgepack-emulated\n")
+        # Merged /usr: from trixie on, base-files' maintainer scripts make these links (bookworm's packages
+        # ship them); without them no binary finds /lib/ld-linux-aarch64.so.1.
+        for top in ("bin", "sbin", "lib"):
+            if not os.path.lexists(root / top) and (root / "usr" / top).is_dir():
+                (root / top).symlink_to(f"usr/{top}")
+        # update-ca-certificates' job: Debian's pip (trixie's 25.1) loads the system CA bundle at import,
+        # even with --no-index, and fails without it.
+        certs = sorted((root / "usr" / "share" / "ca-certificates").rglob("*.crt"))
+        (root / "etc" / "ssl" / "certs").mkdir(parents=True, exist_ok=True)
+        (root / "etc" / "ssl" / "certs" / "ca-certificates.crt").write_bytes(b"".join(c.read_bytes() for c in certs))
         # /dev comes from the host at run time; device nodes in a cached tree
         # would only be a hazard to anyone copying it (/dev/zero never ends).
         shutil.rmtree(root / "dev")
@@ -152,8 +162,12 @@ def build_rootfs(cache: Path, spec: dict, log=_stderr_log) -> None:
         for d in ("proc", "sys", "tmp", "root"):
             (root / d).mkdir(parents=True, exist_ok=True)
         python = f"/usr/lib/python{spec['python']}"
-        subprocess.run(_proot(spec["qemu"], "max", root, [], "/", f"python3 -m compileall -q -j2 {python} >/dev/null 2>&1 || true"),
-                       stdin=subprocess.DEVNULL, capture_output=True)
+        compiled = subprocess.run(_proot(spec["qemu"], "max", root, [], "/", f"python3 -m compileall -q -j2 {python}"),
+                                  stdin=subprocess.DEVNULL, capture_output=True, text=True)
+        if compiled.returncode != 0:  # a tree whose Python cannot even run would fail every test later, obscurely
+            tail = " ".join((compiled.stderr or compiled.stdout).strip().splitlines()[-3:])
+            raise UserError(f"the {spec['suite']}/{spec['arch']} tree's python3 does not run under emulation: {tail}",
+                            "report this bug with the Debian suite")
         record = {"spec": spec, "files": _tree_checksums(root), "build_seconds": round(time.monotonic() - start, 1)}
         (work / CHECKSUMS).write_text(json.dumps(record))
         old = cache.parent / f".{cache.name}.old"

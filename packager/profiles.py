@@ -17,7 +17,7 @@ from edge_runtime.errors import UserError
 DEVICES_DIR = Path(__file__).resolve().parent.parent / "devices"
 
 ARCHES = ("aarch64", "armv7l", "x86_64")
-DELEGATES = ("xnnpack", "edgetpu", "nnapi")
+DELEGATES = ("xnnpack", "edgetpu", "nnapi", "external")
 IO_DTYPES = ("int8", "uint8", "float32")
 
 # key -> (type, required); tables are checked key by key below.
@@ -28,11 +28,17 @@ _TOP = {
     "cpu": (str, True),
     "cores": (int, True),
     "memory_mb": (int, True),
+    "memory_budget_mb": (int, False),
     "default_threads": (int, True),
     "io_dtype": (str, True),
     "delegates": (list, True),
     "os": (dict, True),
     "runtime": (dict, True),
+    "external_delegate": (dict, False),
+}
+_EXTERNAL = {
+    "library": (str, True),
+    "options": (dict, False),
 }
 _OS = {
     "name": (str, True),
@@ -47,6 +53,12 @@ _RUNTIME = {
     "why": (str, False),
 }
 RUNTIME_PACKAGES = ("ai-edge-litert", "tflite-runtime")
+# Architectures a profile may describe but no TFLite runtime wheel on PyPI serves.
+NO_RUNTIME_WHEELS = {
+    "armv7l": "32-bit ARM (armv7l, e.g. 32-bit Raspberry Pi OS) has no TFLite runtime wheel on PyPI: "
+              "ai-edge-litert ships aarch64 and x86-64 only, and tflite-runtime never shipped armv7l "
+              "wheels there",
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,17 +71,21 @@ class Profile:
     cpu: str
     cores: int
     memory_mb: int
+    memory_budget_mb: int
     default_threads: int
     io_dtype: str
     delegates: tuple[str, ...]
     os: dict[str, str]
     runtime: dict[str, str]
     source: str
+    external_delegate: dict | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The whole profile as plain JSON-able data (for the manifest)."""
         data = dataclasses.asdict(self)
         data["delegates"] = list(self.delegates)
+        if self.external_delegate is None:
+            del data["external_delegate"]
         return data
 
 
@@ -116,7 +132,21 @@ def parse_profile(data: dict, source: str) -> Profile:
     _check_choice(data["runtime"]["package"], RUNTIME_PACKAGES, "runtime.package", source)
     for delegate in data["delegates"]:
         _check_choice(delegate, DELEGATES, "delegates", source)
-    for key in ("cores", "memory_mb", "default_threads"):
+    external = data.get("external_delegate")
+    if external is not None:
+        _check_table(external, _EXTERNAL, "external_delegate.", source)
+        if not external["library"].startswith("/"):
+            raise UserError(f"device profile {source}: 'external_delegate.library' must be an absolute path on "
+                            f"the device, found {external['library']!r}", "e.g. /usr/lib/libvx_delegate.so")
+        for key, value in external.get("options", {}).items():
+            if not isinstance(value, str):
+                raise UserError(f"device profile {source}: external_delegate.options.{key} must be a string, "
+                                f"found {value!r}", 'quote it: key = "value"')
+    if ("external" in data["delegates"]) != (external is not None):
+        raise UserError(f"device profile {source}: 'delegates' lists \"external\" exactly when an "
+                        "[external_delegate] table names the library", "add the table, or drop \"external\"")
+    data = {**data, "memory_budget_mb": data.get("memory_budget_mb", data["memory_mb"] // 2)}
+    for key in ("cores", "memory_mb", "memory_budget_mb", "default_threads"):
         if data[key] < 1:
             raise UserError(f"device profile {source}: '{key}' must be at least 1, found {data[key]}")
     python = data["os"]["python"].split(".")
@@ -125,7 +155,10 @@ def parse_profile(data: dict, source: str) -> Profile:
             f"device profile {source}: 'os.python' must be MAJOR.MINOR like \"3.11\", "
             f"found {data['os']['python']!r}"
         )
-    fields = {k: data[k] for k in _TOP}
+    if data["memory_budget_mb"] > data["memory_mb"]:
+        raise UserError(f"device profile {source}: 'memory_budget_mb' ({data['memory_budget_mb']}) exceeds "
+                        f"'memory_mb' ({data['memory_mb']})", "the budget is the part of the memory the model may use")
+    fields = {k: data.get(k) for k in _TOP}
     fields["delegates"] = tuple(data["delegates"])
     return Profile(**fields, source=source)
 
