@@ -94,6 +94,30 @@ def test_delegate_takes_exactly_the_reshape_nodes_and_matches_the_cpu(copy_deleg
     assert names.count("DELEGATE") == 2 + 3  # 2 copy kernels, then XNNPACK's around them
 
 
+def test_one_partition_of_two_nodes(copy_delegate, tmp_path):
+    """Two RESHAPEs the partitioner puts in one delegate kernel (with two outputs): both counted, both copied."""
+    import tensorflow as tf
+
+    @tf.function(input_signature=[tf.TensorSpec([1, 16], tf.float32)])
+    def twice(x):
+        y = tf.squeeze(tf.expand_dims(tf.reshape(x * 2.0, [4, 4]), 0), 0)
+        return y + 1.0, tf.reshape(y, [16])
+
+    path = tmp_path / "two.tflite"
+    path.write_bytes(tf.lite.TFLiteConverter.from_concrete_functions([twice.get_concrete_function()], twice).convert())
+    assert sorted(op_names(path)) == ["ADD", "MUL", "RESHAPE", "RESHAPE"]
+    engine = make_engine(str(path), 1, external(copy_delegate))
+    assert (engine.delegate_nodes, engine.total_nodes, engine.partitions) == (2, 4, 1)
+    cpu = make_engine(str(path), 1, "cpu")
+    x = np.arange(16, dtype=np.float32).reshape(1, 16)
+    for eng in (engine, cpu):
+        eng.interpreter.set_tensor(eng.interpreter.get_input_details()[0]["index"], x)
+        eng.interpreter.invoke()
+    for got, want in zip(engine.interpreter.get_output_details(), cpu.interpreter.get_output_details()):
+        np.testing.assert_array_equal(engine.interpreter.get_tensor(got["index"]),
+                                      cpu.interpreter.get_tensor(want["index"]))
+
+
 def test_options_reach_the_delegate(copy_delegate, reshape_model):
     one = make_engine(str(reshape_model), 1, external(copy_delegate, "max_nodes=1"))
     assert (one.delegate_nodes, one.partitions, one.fallback) == (1, 1, None)
