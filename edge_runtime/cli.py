@@ -67,7 +67,7 @@ def cmd_run(args) -> int:
 
     _check_threads(args.threads)
     out = _check_output(args.output) if args.output else None
-    model = load(args.bundle, threads=args.threads, delegate=args.delegate)
+    model = load(args.bundle, threads=args.threads, delegate=args.delegate, delegate_options=args.delegate_option)
     outputs = model.predict(_read_input(args.input, model), raw=args.raw)
     if out:
         _write_npz(out, outputs)
@@ -120,8 +120,7 @@ def benchmark(model, runs: int, warmup: int) -> dict:
     return {
         "model": model.name,
         "runtime": f"{engine.runtime} {engine.runtime_version}",
-        "delegate": engine.delegate,
-        "fallback": engine.fallback,
+        **engine.report(),
         "threads": engine.threads,
         "runs": runs,
         "warmup": warmup,
@@ -142,14 +141,15 @@ def cmd_bench(args) -> int:
     if not (1 <= args.runs <= 1_000_000 and 0 <= args.warmup <= 1_000_000):
         raise UserError(f"--runs must be 1..1000000 and --warmup 0..1000000, found {args.runs} and {args.warmup}")
     _check_threads(args.threads)
-    model = load(args.bundle, threads=args.threads, delegate=args.delegate)
+    model = load(args.bundle, threads=args.threads, delegate=args.delegate, delegate_options=args.delegate_option)
     result = benchmark(model, args.runs, args.warmup)
     if args.json:
         print(json.dumps(result, indent=2))
         return 0
     lat = result["latency_ms"]
     print(f"model      {result['model']}")
-    print(f"runtime    {result['runtime']}, delegate {result['delegate']}, {result['threads']} threads")
+    print(f"runtime    {result['runtime']}, {result['threads']} threads")
+    print(f"engine     {model.engine.summary()}")
     if result["fallback"]:
         print(f"fallback   {result['fallback']}")
     print(f"runs       {result['runs']} (+{result['warmup']} warm-up)")
@@ -280,11 +280,44 @@ def describe(manifest: dict) -> str:
     return "\n".join(lines)
 
 
+def _engine_report(args) -> dict:
+    """Load the model as run, bench and serve would: which delegate runs it, its share, why not the one wanted.
+
+    A bundle is still described when its model cannot be loaded here (no
+    runtime on a workstation, say): the report then says why.
+    """
+    from . import load
+
+    _check_threads(args.threads)
+    try:
+        engine = load(args.bundle, threads=args.threads, delegate=args.delegate,
+                      delegate_options=args.delegate_option).engine
+    except UserError as exc:
+        if "--delegate" in str(exc):  # a mistake on this command line, not a property of the device
+            raise
+        return {"loaded": False, "error": str(exc)}
+    return {"loaded": True, "runtime": f"{engine.runtime} {engine.runtime_version}", "threads": engine.threads,
+            **engine.report(), "summary": engine.summary()}
+
+
+def engine_lines(report: dict) -> list[str]:
+    if not report["loaded"]:
+        return [f"engine     not loaded here: {report['error']}"]
+    lines = [f"engine     {report['runtime']}, {report['threads']} threads, {report['summary']}"]
+    if report["fallback"]:
+        lines.append(f"fallback   {report['fallback']}")
+    return lines
+
+
 def cmd_info(args) -> int:
     from .bundle import open_bundle
 
     _, manifest = open_bundle(args.bundle)
-    print(json.dumps(manifest, indent=2) if args.json else describe(manifest))
+    engine = _engine_report(args)
+    if args.json:
+        print(json.dumps({**manifest, "engine": engine}, indent=2))
+    else:
+        print("\n".join([describe(manifest), *engine_lines(engine)]))
     return 0
 
 
@@ -342,7 +375,7 @@ def cmd_serve(args) -> int:
 
     host, limits, access = serve_settings(args)
     return serve(args.bundle, host, args.port, limits, threads=args.threads, delegate=args.delegate,
-                 verbose=args.verbose, access=access)
+                 delegate_options=args.delegate_option, verbose=args.verbose, access=access)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -353,7 +386,11 @@ def build_parser() -> argparse.ArgumentParser:
     def common(p):
         p.add_argument("bundle", help="bundle folder or .tar.gz")
         p.add_argument("--threads", type=int, default=None, help="CPU threads (default: the target's)")
-        p.add_argument("--delegate", choices=("xnnpack", "cpu", "edgetpu"), default=None)
+        p.add_argument("--delegate", default=None, metavar="NAME|PATH",
+                       help="xnnpack, cpu (reference kernels), edgetpu, or the path of an external delegate "
+                            "library (.so, e.g. an NPU's); default: the target's. On failure: the CPU with XNNPACK")
+        p.add_argument("--delegate-option", action="append", default=[], metavar="KEY=VALUE",
+                       help="an option for the external delegate library (repeatable)")
 
     run = sub.add_parser("run", help="run the model on an input file")
     common(run)
@@ -389,9 +426,9 @@ def build_parser() -> argparse.ArgumentParser:
                           "are always accepted; others are refused against DNS rebinding)")
     srv.set_defaults(func=cmd_serve)
 
-    info = sub.add_parser("info", help="describe the bundle")
-    info.add_argument("bundle")
-    info.add_argument("--json", action="store_true")
+    info = sub.add_parser("info", help="describe the bundle, and which delegate runs it here")
+    common(info)
+    info.add_argument("--json", action="store_true", help="the manifest, with an added \"engine\" report")
     info.set_defaults(func=cmd_info)
     return parser
 

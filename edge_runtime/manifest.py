@@ -23,7 +23,10 @@ from .errors import UserError
 # numpy names of the tensor types the runner feeds and returns (the OIP datatypes of `edge-run serve`)
 DTYPES = ("bool", "uint8", "uint16", "uint32", "uint64", "int8", "int16", "int32", "int64",
           "float16", "float32", "float64")
-DELEGATES = ("xnnpack", "edgetpu", "nnapi", "cpu")
+DELEGATES = ("xnnpack", "edgetpu", "nnapi", "cpu", "external")
+MAX_DELEGATE_OPTIONS = 64
+MAX_OPTION_TEXT = 1024  # an option key or value (a cache path, a core list)
+MAX_PATH = 4096
 MAX_TENSORS = 256  # inputs, outputs or fixed inputs of one model
 MAX_DIMS = 16
 MAX_DIM = 2 ** 31 - 1
@@ -117,6 +120,29 @@ def _target(target: dict) -> None:
     delegates = _list(target.get("delegates", []), "target.delegates", 8)
     for i, delegate in enumerate(delegates):
         _need(delegate in DELEGATES, f"target.delegates[{i}]", f"one of {', '.join(DELEGATES)}", delegate)
+    table = target.get("external_delegate")
+    if "external" in delegates or table is not None:
+        _external_delegate(table)
+
+
+def _external_delegate(table) -> None:
+    """The library the "external" delegate loads, and its options (both strings, as the plugin ABI passes them)."""
+    path = "target.external_delegate"
+    _need(isinstance(table, dict), path, 'an object {"library": "/abs/path.so", "options": {...}} '
+          'when target.delegates holds "external"', MISSING if table is None else table)
+    library = _field(table, "library", path)
+    _need(isinstance(library, str) and library.startswith("/") and len(library) <= MAX_PATH
+          and not CONTROL.search(library), f"{path}.library",
+          f"an absolute path of at most {MAX_PATH} characters without control characters", library)
+    options = table.get("options", {})
+    _need(isinstance(options, dict) and len(options) <= MAX_DELEGATE_OPTIONS, f"{path}.options",
+          f"an object of at most {MAX_DELEGATE_OPTIONS} string options", options)
+    for key, value in options.items():
+        for what, text in (("key", key), ("value", value)):
+            _need(isinstance(text, str) and len(text) <= MAX_OPTION_TEXT and not CONTROL.search(text)
+                  and (what == "value" or text), f"{path}.options[{_show(key)}]",
+                  f"a string {what} of {'0' if what == 'value' else '1'} to {MAX_OPTION_TEXT} characters "
+                  "without control characters", text)
 
 
 def _tensors(manifest: dict, kind: str) -> list[dict]:

@@ -106,7 +106,7 @@ class Metrics:
         self.lock = threading.Lock()
         self.model_info = model_info
         self.model_lines = list(model_lines or [])  # model_fidelity(manifest): fixed at start
-        self.delegate: dict = {}
+        self.engine: dict = {}  # Engine.report() once the model is loaded
         self.requests: dict[tuple, int] = {}
         self.request_seconds: dict[str, Histogram] = {}
         self.inference = Histogram()
@@ -149,14 +149,33 @@ class Metrics:
                 f"edge_run_model_info{_labels(self.model_info)} 1",
                 *self.model_lines,
             ]
-            if self.delegate:
-                lines += [
-                    "# HELP edge_run_delegate_info The delegate in use; fallback=\"true\" when the wanted one failed.",
-                    "# TYPE edge_run_delegate_info gauge",
-                    f"edge_run_delegate_info{_labels(self.delegate)} 1",
-                ]
+            lines += delegate_lines(self.engine)
         lines += device_health()
         return "\n".join(lines) + "\n"
+
+
+def _gauge(name: str, text: str, labels: dict, value) -> list[str]:
+    return [f"# HELP {name} {text}", f"# TYPE {name} gauge", f"{name}{_labels(labels)} {value}"]
+
+
+def delegate_lines(engine: dict) -> list[str]:
+    """Which delegate runs the model and on which model file, why not the wanted one, and its share of the graph."""
+    if not engine:
+        return []
+    info = {"delegate": engine["delegate"], "fallback": str(bool(engine["fallback"])).lower(),
+            "library": engine.get("delegate_library") or "", "model_file": engine.get("model_file", ""),
+            "reason": engine["fallback"] or ""}
+    lines = _gauge("edge_run_delegate_info", "The delegate in use; fallback=\"true\" when the wanted one failed, "
+                   "and why.", info, 1)
+    labels = {"delegate": engine["delegate"]}
+    if engine.get("delegate_nodes") is not None:
+        lines += _gauge("edge_run_delegate_nodes", "Nodes of the model's graph the delegate took.",
+                        labels, engine["delegate_nodes"])
+        lines += _gauge("edge_run_delegate_partitions", "Delegate kernels the graph was split into.",
+                        labels, engine["partitions"])
+    if engine.get("total_nodes") is not None:
+        lines += _gauge("edge_run_model_nodes", "Nodes of the model's graph.", {}, engine["total_nodes"])
+    return lines
 
 
 def device_health() -> list[str]:

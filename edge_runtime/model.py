@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from .bundle import open_bundle
+from .delegates import choose
 from .errors import UserError
 from .interpreter import Engine, make_engine
 from .manifest import MAX_FIXED_VALUES, Malformed, check_fixed_inputs, check_precision
@@ -146,13 +147,17 @@ class Model:
         return {s["name"]: join(slot) for s, slot in zip(self.outputs, results)}
 
 
-def load(bundle: str | os.PathLike, threads: int | None = None, delegate: str | None = None) -> Model:
+def load(bundle: str | os.PathLike, threads: int | None = None, delegate: str | None = None,
+         delegate_options: list[str] | None = None) -> Model:
     """Verify a bundle and load its model.
 
     Args:
         bundle: the bundle folder or its .tar.gz.
         threads: CPU threads; default: the target profile's.
-        delegate: "xnnpack", "cpu" or "edgetpu"; default: the target's first.
+        delegate: "xnnpack", "cpu", "edgetpu" or the path of an external
+            delegate library; default: the target's first (its
+            ``external_delegate`` for "external").
+        delegate_options: KEY=VALUE options for an external delegate.
 
     Returns:
         A :class:`Model`.
@@ -165,9 +170,9 @@ def load(bundle: str | os.PathLike, threads: int | None = None, delegate: str | 
     threads = threads or target.get("default_threads") or os.cpu_count() or 1
     if threads < 1:
         raise UserError(f"--threads must be at least 1, found {threads}")
-    delegate = delegate or (target.get("delegates") or ["xnnpack"])[0]
-    model_file = folder / "model.tflite"
-    if delegate == "edgetpu" and (folder / "model_edgetpu.tflite").is_file():
-        model_file = folder / "model_edgetpu.tflite"
-    engine = make_engine(str(model_file), threads, delegate)
+    choice = choose(delegate, delegate_options, target)
+    # model_edgetpu.tflite only with the Edge TPU delegate loaded: the CPU cannot run its edgetpu-custom-op
+    edgetpu_model = folder / "model_edgetpu.tflite"
+    engine = make_engine(str(folder / "model.tflite"), threads, choice,
+                         str(edgetpu_model) if choice.name == "edgetpu" and edgetpu_model.is_file() else None)
     return Model(folder, manifest, engine)

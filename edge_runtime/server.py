@@ -153,7 +153,10 @@ class Service:
             first = models[0]
             self.spec = {"inputs": first.inputs, "outputs": first.outputs}
             engine = first.engine
-            self.metrics.delegate = {"delegate": engine.delegate, "fallback": str(bool(engine.fallback)).lower()}
+            self.metrics.engine = engine.report()
+            print(f"edge-run serve: {engine.summary()}", file=sys.stderr, flush=True)
+            if engine.fallback:
+                print(f"edge-run serve: fallback: {engine.fallback}", file=sys.stderr, flush=True)
             self.ready.set()
         except Exception as exc:  # reported on /ready and in the log; the server stays up
             self.failed = str(exc)
@@ -632,7 +635,8 @@ def make_server(service: Service, access: Access, on_exit=None, verbose: bool = 
 
 
 def serve(bundle: str, host: str, port: int, limits: Limits, threads: int | None = None,
-          delegate: str | None = None, verbose: bool = False, access: Access | None = None) -> int:
+          delegate: str | None = None, verbose: bool = False, access: Access | None = None,
+          delegate_options: list[str] | None = None) -> int:
     """Serve a bundle until SIGTERM/SIGINT; returns the exit code (0)."""
     from . import load
     from .bundle import open_bundle
@@ -642,9 +646,12 @@ def serve(bundle: str, host: str, port: int, limits: Limits, threads: int | None
     folder, manifest = open_bundle(bundle)  # verify before opening a port
 
     def load_models():
-        first = load(folder, threads=threads, delegate=delegate)
-        rest = [Model(folder, manifest, make_engine(first.engine.model_path, first.engine.threads,
-                                                    first.engine.delegate)) for _ in range(limits.workers - 1)]
+        first = load(folder, threads=threads, delegate=delegate, delegate_options=delegate_options)
+        plain, used = str(folder / "model.tflite"), first.engine.model_path
+        # the delegate the first one ended up with; the Edge TPU model again only if its delegate loads again
+        rest = [Model(folder, manifest, make_engine(plain, first.engine.threads, first.engine.choice,
+                                                    used if used != plain else None))
+                for _ in range(limits.workers - 1)]
         return [first, *rest]
 
     target = manifest.get("target", {})

@@ -551,7 +551,7 @@ def test_real_manifests_pass_and_are_read(name):
     (("outputs", 0, "zero_point"), DELETE, "outputs[0].zero_point must be present, found nothing (the field is missing)"),
     (("outputs", 0, "tflite_index"), "2", 'outputs[0].tflite_index must be an integer from 0 to 2,147,483,647, found "2"'),
     (("target", "default_threads"), True, "target.default_threads must be an integer from 1 to 1,024, found true"),
-    (("target", "delegates"), ["gpu"], 'target.delegates[0] must be one of xnnpack, edgetpu, nnapi, cpu, found "gpu"'),
+    (("target", "delegates"), ["gpu"], 'target.delegates[0] must be one of xnnpack, edgetpu, nnapi, cpu, external, found "gpu"'),
     (("fixed_inputs", 0, "value"), [1] * 5, "fixed_inputs[0].value must be an integer or a list of 1 to 4 integers"),
     (("fixed_inputs", 0, "value"), 2 ** 70, "fixed_inputs[0].value must be an integer from -9,223,372,036,854,775,808"),
     (("fixed_inputs", 0, "name"), "x", 'fixed_inputs[0].name must be a name that is not also in inputs, found "x"'),

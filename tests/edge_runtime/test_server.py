@@ -166,7 +166,9 @@ def test_metrics_pass_promtool(server, samples, digits_bundle):
     text = server.metrics()
     for name in ("edge_run_requests_total", "edge_run_request_duration_seconds_bucket",
                  "edge_run_inference_duration_seconds_count", "edge_run_in_flight_requests",
-                 "edge_run_model_info", 'edge_run_delegate_info{delegate="xnnpack",fallback="false"}'):
+                 "edge_run_model_info", 'edge_run_delegate_info{delegate="xnnpack",fallback="false",library="",'
+                 'model_file="model.tflite",reason=""} 1', "edge_run_model_nodes 8\n",
+                 'edge_run_delegate_nodes{delegate="xnnpack"} 7\n'):
         assert name in text
     manifest = json.loads((digits_bundle / "manifest.json").read_text())
     precision = manifest["precision"]

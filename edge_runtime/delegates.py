@@ -1,0 +1,172 @@
+"""Delegates: which one the user asked for, loading it, and how much of the graph it took.
+
+An NPU on an ARM Linux board is reached through a TFLite *external delegate*:
+a shared library exporting ``tflite_plugin_create_delegate`` and
+``tflite_plugin_destroy_delegate`` (NXP's VX delegate on the i.MX 8M Plus, for
+one). NNAPI plays that role on Android only, where no LiteRT Python wheel
+runs. Any failure to load or apply a delegate ends in a one-line reason and
+the model on the CPU with XNNPACK, never a traceback: a board without its
+NPU driver should still answer.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import dataclasses
+import os
+import re
+
+from .errors import UserError
+
+NAMES = ("xnnpack", "cpu", "edgetpu")  # what --delegate takes besides a library path
+EDGETPU_LIBRARY = "libedgetpu.so.1"
+SYMBOLS = ("tflite_plugin_create_delegate", "tflite_plugin_destroy_delegate")
+MAX_OPTIONS = 64
+MAX_OPTION_TEXT = 1024
+OPTION_KEY = re.compile(r"[A-Za-z0-9_.\-]{1,128}")
+CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
+DELEGATE_OP = "DELEGATE"  # the op name TFLite gives every delegate kernel node
+
+
+@dataclasses.dataclass(frozen=True)
+class Choice:
+    """The delegate asked for: a name of NAMES, or "external" with its library and options."""
+
+    name: str
+    library: str = ""
+    options: tuple = ()  # ((key, value), ...): hashable, ordered as given
+
+    def describe(self) -> str:
+        if self.name == "external":
+            return f"external delegate {self.library}"
+        return "Edge TPU delegate" if self.name == "edgetpu" else f"{self.name} delegate"
+
+
+def is_library(value: str) -> bool:
+    """--delegate names a library rather than one of NAMES: it holds a '/' or ends in .so."""
+    return "/" in value or value.endswith(".so") or ".so." in os.path.basename(value)
+
+
+def parse_options(pairs: list[str]) -> tuple:
+    """--delegate-option KEY=VALUE flags as ((key, value), ...).
+
+    Raises:
+        UserError: a flag without '=', an empty or odd key, or too many.
+    """
+    if len(pairs) > MAX_OPTIONS:
+        raise UserError(f"at most {MAX_OPTIONS} --delegate-option flags, found {len(pairs)}")
+    options = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not OPTION_KEY.fullmatch(key) or len(value) > MAX_OPTION_TEXT or CONTROL.search(value):
+            raise UserError(f"--delegate-option must be KEY=VALUE (key of letters, digits, _ . -; value without "
+                            f"control characters, at most {MAX_OPTION_TEXT} characters), found {pair[:80]!r}",
+                            "e.g. --delegate-option cache_file_path=/var/cache/vx")
+        options[key] = value
+    return tuple(options.items())
+
+
+def choose(delegate: str | None, options: list[str] | tuple | None, target: dict) -> Choice:
+    """The delegate to use: the command line's, else the target profile's first.
+
+    ``delegate`` is one of NAMES or a library path; ``options`` are
+    --delegate-option flags, valid only for an external delegate (the command
+    line's, or the manifest's ``target.external_delegate``, whose options they
+    override key by key).
+
+    Raises:
+        UserError: an unknown name, or options for a delegate that takes none.
+    """
+    extra = parse_options(list(options)) if options and not isinstance(options, tuple) else (options or ())
+    if delegate is not None and is_library(delegate):
+        return Choice("external", delegate, extra)
+    if delegate is not None and delegate not in NAMES:
+        raise UserError(f"--delegate must be one of {', '.join(NAMES)} or the path of a delegate library (.so), "
+                        f"found {delegate!r}", "e.g. --delegate /usr/lib/libvx_delegate.so")
+    name = delegate or (target.get("delegates") or ["xnnpack"])[0]
+    if name == "nnapi":  # written by profiles for Android; no Python runtime reaches NNAPI
+        name = "xnnpack"
+    if name == "external":
+        table = target["external_delegate"]  # required with "external" by the manifest's validation
+        merged = {**table.get("options", {}), **dict(extra)}
+        return Choice("external", table["library"], tuple(merged.items()))
+    if extra:
+        raise UserError(f"--delegate-option is for an external delegate library; the delegate here is {name}",
+                        "pass --delegate /path/to/libdelegate.so with it")
+    return Choice(name)
+
+
+def one_line(text: str, most: int = 300) -> str:
+    """An error text as one short line (runtimes and delegates write several)."""
+    line = " ".join(CONTROL.sub(" ", str(text)).split())
+    return line if len(line) <= most else line[: most - 3] + "..."
+
+
+def open_delegate(mod, choice: Choice):
+    """Load a delegate library: (delegate object, None) or (None, why not, one line).
+
+    The library is opened and its two entry points looked up with ctypes
+    first: the runtime's own loader reports a missing symbol as an
+    AttributeError and then prints a traceback from its finalizer.
+    """
+    library = EDGETPU_LIBRARY if choice.name == "edgetpu" else choice.library
+    if "/" in library and not os.path.isfile(library):
+        return None, f"no file at {library}"
+    try:
+        handle = ctypes.CDLL(library)
+    except OSError as exc:
+        return None, f"cannot load {library}: {one_line(str(exc).removeprefix(f'{library}: '))}"
+    missing = [symbol for symbol in SYMBOLS if not hasattr(handle, symbol)]
+    if missing:
+        return None, f"{library} is not a TFLite external delegate (no {' or '.join(missing)})"
+    options = dict(choice.options)
+    try:
+        return mod.load_delegate(library, options), None
+    except (ValueError, RuntimeError, OSError) as exc:
+        said = one_line(re.sub(r"^Failed to load delegate from \S+\s*", "", str(exc))) or "no reason given"
+        asked = f" with options {', '.join(f'{k}={v}' for k, v in options.items())}" if options else ""
+        return None, f"{library} refused to create its delegate{asked}: {said}"
+
+
+@dataclasses.dataclass
+class Coverage:
+    """How much of the graph delegates took: kernel nodes, the original nodes they replaced, partitions."""
+
+    delegate_nodes: int
+    total_nodes: int
+    partitions: int
+
+
+def coverage(interpreter) -> Coverage | None:
+    """Count the original nodes the delegate kernels replaced, from the interpreter's node list.
+
+    After delegation the node list holds the model's original nodes, then one
+    kernel node per partition (op name DELEGATE) whose inputs and outputs are
+    the partition's. A partition's nodes are found by walking back from its
+    outputs through the original producers, stopping at its inputs. Called
+    before allocate_tensors, when only the delegates given to the interpreter
+    have been applied (the default XNNPACK delegate is applied at allocation,
+    to the nodes left over). None when the runtime does not list nodes.
+    """
+    try:
+        ops = interpreter._get_ops_details()  # noqa: SLF001 -- the only view of the graph after delegation
+    except (AttributeError, ValueError, RuntimeError):
+        return None
+    original = [op for op in ops if op["op_name"] != DELEGATE_OP]
+    kernels = [op for op in ops if op["op_name"] == DELEGATE_OP]
+    producer = {int(t): op["index"] for op in original for t in op["outputs"]}
+    inputs = {op["index"]: [int(t) for t in op["inputs"] if t >= 0] for op in original}
+    taken = set()
+    for kernel in kernels:
+        stop = {int(t) for t in kernel["inputs"]}
+        todo = [int(t) for t in kernel["outputs"]]
+        seen = set()
+        while todo:
+            tensor = todo.pop()
+            if tensor in stop or tensor in seen or tensor not in producer:
+                continue
+            seen.add(tensor)
+            node = producer[tensor]
+            taken.add(node)
+            todo.extend(inputs[node])
+    return Coverage(len(taken), len(original), len(kernels))

@@ -1,0 +1,337 @@
+"""External delegates and the Edge TPU model choice, with a real delegate.
+
+No NPU exists here, so tests/fixtures/delegate/copy_delegate.c is compiled
+into a genuine TFLite external delegate: it claims RESHAPE (SQUEEZE,
+EXPAND_DIMS) nodes and runs them itself by copying bytes. Everything the
+runner does with a vendor's delegate (loading it with options, counting the
+nodes it took, falling back to the CPU with a reason) is tested on it.
+Tests marked slow need the built digits bundle (one RESHAPE among 8 nodes).
+"""
+
+import json
+import shutil
+import signal
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edge_runtime.bundle import open_bundle, sha256_file
+from edge_runtime.cli import main
+from edge_runtime.delegates import choose, parse_options
+from edge_runtime.errors import UserError
+from edge_runtime.interpreter import make_engine
+from edge_runtime.manifest import validate
+from tests.conftest import reseal, run_cli
+from tests.edge_runtime.test_server import Server
+
+SOURCE = Path(__file__).resolve().parent.parent / "fixtures" / "delegate"
+LIBC = "/lib/x86_64-linux-gnu/libc.so.6"
+
+
+@pytest.fixture(scope="session")
+def copy_delegate(tmp_path_factory) -> str:
+    """copy_delegate.c built with the host gcc against the ABI declared beside it."""
+    gcc = shutil.which("gcc")
+    if not gcc:
+        pytest.skip("no gcc on this machine to build the test delegate")
+    out = tmp_path_factory.mktemp("delegate") / "libcopy_delegate.so"
+    subprocess.run([gcc, "-shared", "-fPIC", "-O2", "-Wall", "-Wextra", "-Werror", "-I", str(SOURCE),
+                    "-o", str(out), str(SOURCE / "copy_delegate.c")], check=True, capture_output=True)
+    return str(out)
+
+
+@pytest.fixture(scope="session")
+def reshape_model(tmp_path_factory) -> Path:
+    """A small float Keras model with two RESHAPE nodes between its dense and conv layers, as TFLite."""
+    import tensorflow as tf
+
+    tf.keras.utils.set_random_seed(0)
+    inp = tf.keras.Input((16,), batch_size=1)
+    x = tf.keras.layers.Dense(32, activation="relu")(inp)
+    x = tf.keras.layers.Reshape((4, 8, 1))(x)
+    x = tf.keras.layers.Conv2D(4, 3, padding="same", activation="relu")(x)
+    x = tf.keras.layers.Reshape((128,))(x)
+    out = tf.keras.layers.Dense(10)(x)
+    path = tmp_path_factory.mktemp("reshape") / "reshape.tflite"
+    path.write_bytes(tf.lite.TFLiteConverter.from_keras_model(tf.keras.Model(inp, out)).convert())
+    return path
+
+
+def op_names(model_path) -> list[str]:
+    from ai_edge_litert.interpreter import Interpreter
+
+    return [op["op_name"] for op in Interpreter(model_path=str(model_path))._get_ops_details()]
+
+
+def run(engine, x: np.ndarray) -> np.ndarray:
+    interp = engine.interpreter
+    interp.set_tensor(interp.get_input_details()[0]["index"], x)
+    interp.invoke()
+    return interp.get_tensor(interp.get_output_details()[0]["index"])
+
+
+def external(library, *options):
+    return choose(library, list(options), {})
+
+
+def test_delegate_takes_exactly_the_reshape_nodes_and_matches_the_cpu(copy_delegate, reshape_model):
+    ops = op_names(reshape_model)
+    assert ops.count("RESHAPE") == 2 and len(ops) == 5
+    engine = make_engine(str(reshape_model), 1, external(copy_delegate))
+    assert (engine.delegate, engine.fallback, engine.delegate_library) == ("external", None, copy_delegate)
+    assert (engine.delegate_nodes, engine.total_nodes, engine.partitions) == (2, 5, 2)
+    assert "took 2 of 5 nodes in 2 partitions" in engine.summary()
+    cpu = make_engine(str(reshape_model), 1, "xnnpack")
+    assert (cpu.delegate_nodes, cpu.total_nodes) == (5, 5)  # XNNPACK alone takes the whole graph
+    x = np.random.default_rng(0).standard_normal((1, 16)).astype(np.float32)
+    for _ in range(2):  # the delegate's kernels copy on every invoke, not once
+        np.testing.assert_array_equal(run(engine, x), run(cpu, x))
+        x = x[:, ::-1].copy()
+    # the rest of the graph still ran on XNNPACK, applied after the external delegate
+    names = [op["op_name"] for op in engine.interpreter._get_ops_details()]
+    assert names.count("DELEGATE") == 2 + 3  # 2 copy kernels, then XNNPACK's around them
+
+
+def test_one_partition_of_two_nodes(copy_delegate, tmp_path):
+    """Two RESHAPEs the partitioner puts in one delegate kernel (with two outputs): both counted, both copied."""
+    import tensorflow as tf
+
+    @tf.function(input_signature=[tf.TensorSpec([1, 16], tf.float32)])
+    def twice(x):
+        y = tf.squeeze(tf.expand_dims(tf.reshape(x * 2.0, [4, 4]), 0), 0)
+        return y + 1.0, tf.reshape(y, [16])
+
+    path = tmp_path / "two.tflite"
+    path.write_bytes(tf.lite.TFLiteConverter.from_concrete_functions([twice.get_concrete_function()], twice).convert())
+    assert sorted(op_names(path)) == ["ADD", "MUL", "RESHAPE", "RESHAPE"]
+    engine = make_engine(str(path), 1, external(copy_delegate))
+    assert (engine.delegate_nodes, engine.total_nodes, engine.partitions) == (2, 4, 1)
+    cpu = make_engine(str(path), 1, "cpu")
+    x = np.arange(16, dtype=np.float32).reshape(1, 16)
+    for eng in (engine, cpu):
+        eng.interpreter.set_tensor(eng.interpreter.get_input_details()[0]["index"], x)
+        eng.interpreter.invoke()
+    for got, want in zip(engine.interpreter.get_output_details(), cpu.interpreter.get_output_details()):
+        np.testing.assert_array_equal(engine.interpreter.get_tensor(got["index"]),
+                                      cpu.interpreter.get_tensor(want["index"]))
+
+
+def test_options_reach_the_delegate(copy_delegate, reshape_model):
+    one = make_engine(str(reshape_model), 1, external(copy_delegate, "max_nodes=1"))
+    assert (one.delegate_nodes, one.partitions, one.fallback) == (1, 1, None)
+    none = make_engine(str(reshape_model), 1, external(copy_delegate, "ops=SQUEEZE,EXPAND_DIMS"))
+    assert (none.delegate, none.delegate_nodes, none.partitions, none.fallback) == ("external", 0, 0, None)
+
+
+@pytest.mark.parametrize(("library", "options", "reason"), [
+    ("missing", [], "no file at {tmp}/missing.so"),
+    ("text", [], "cannot load {tmp}/text.so: file too short"),
+    (LIBC, [], f"{LIBC} is not a TFLite external delegate (no tflite_plugin_create_delegate or"),
+    ("copy", ["colour=red"], "refused to create its delegate with options colour=red: copy_delegate: unknown option"),
+    ("copy", ["max_nodes=many"], "copy_delegate: max_nodes must be a whole number"),
+    ("copy", ["fail=prepare"], "runtime could not apply it: copy_delegate: refusing to prepare (fail=prepare)"),
+])
+def test_fallback_to_xnnpack_says_why(copy_delegate, reshape_model, tmp_path, capfd, library, options, reason):
+    (tmp_path / "text.so").write_text("not a library\n")
+    path = {"missing": f"{tmp_path}/missing.so", "text": f"{tmp_path}/text.so", "copy": copy_delegate}.get(library,
+                                                                                                         library)
+    engine = make_engine(str(reshape_model), 1, external(path, *options))
+    assert engine.delegate == "xnnpack" and engine.delegate_library == ""
+    assert engine.fallback.startswith(f"external delegate {path} not used: ")
+    assert reason.format(tmp=tmp_path) in engine.fallback
+    assert engine.fallback.endswith("; running reshape.tflite on the CPU with XNNPACK")
+    assert "\n" not in engine.fallback
+    x = np.ones((1, 16), np.float32)
+    np.testing.assert_array_equal(run(engine, x), run(make_engine(str(reshape_model), 1), x))
+    assert "Traceback" not in capfd.readouterr().err
+
+
+def test_delegate_choice_and_options_checked():
+    assert choose("/opt/npu/libvx_delegate.so", ["a=1", "b=x=y"], {}).options == (("a", "1"), ("b", "x=y"))
+    assert choose("libvx_delegate.so", [], {}).name == "external"  # found through the loader's path
+    assert choose(None, [], {"delegates": ["cpu"]}).name == "cpu"
+    target = {"delegates": ["external"], "external_delegate": {"library": "/usr/lib/libvx.so", "options": {"a": "1"}}}
+    chosen = choose(None, ["b=2", "a=3"], target)
+    assert (chosen.library, chosen.options) == ("/usr/lib/libvx.so", (("a", "3"), ("b", "2")))  # the CLI wins
+    assert choose("xnnpack", [], target).name == "xnnpack"
+    with pytest.raises(UserError, match="--delegate-option is for an external delegate library; the delegate "
+                                        "here is xnnpack"):
+        choose(None, ["a=1"], {})
+    with pytest.raises(UserError, match="--delegate must be one of xnnpack, cpu, edgetpu or the path"):
+        choose("gpu", [], {})
+    for bad in ("novalue", "=1", "a b=1", "k=line\nbreak"):
+        with pytest.raises(UserError, match="--delegate-option must be KEY=VALUE"):
+            parse_options([bad])
+
+
+def target_manifest(**target) -> dict:
+    return {"name": "m", "target": {"name": "t", "human_name": "T", **target},
+            "source": {"file": "m.onnx", "sha256": "0" * 64},
+            "inputs": [{"name": "x", "shape": [1, 2], "dtype": "float32", "tflite_dtype": "float32",
+                        "permutation": [0, 1], "tflite_shape": [1, 2], "tflite_index": 0}],
+            "outputs": [{"name": "y", "shape": [1, 2], "dtype": "float32", "tflite_dtype": "float32",
+                         "permutation": [0, 1], "tflite_shape": [1, 2], "tflite_index": 1}]}
+
+
+@pytest.mark.parametrize(("target", "message"), [
+    ({"delegates": ["external"]}, 'target.external_delegate must be an object {"library": "/abs/path.so", '
+                                  '"options": {...}} when target.delegates holds "external", found nothing'),
+    ({"delegates": ["external"], "external_delegate": {"library": "libvx.so"}},
+     'target.external_delegate.library must be an absolute path of at most 4096 characters'),
+    ({"delegates": ["external"], "external_delegate": {"library": "/l.so", "options": {"k": 1}}},
+     'target.external_delegate.options["k"] must be a string value of 0 to 1024 characters'),
+    ({"delegates": ["external"], "external_delegate": {"library": "/l.so", "options": {"": "v"}}},
+     'target.external_delegate.options[""] must be a string key of 1 to 1024 characters'),
+    ({"delegates": ["external"], "external_delegate": {"library": "/l.so",
+                                                       "options": {str(i): "v" for i in range(65)}}},
+     "target.external_delegate.options must be an object of at most 64 string options"),
+])
+def test_manifest_external_delegate_validated(target, message):
+    with pytest.raises(UserError, match="^m.json: " + message.replace("[", r"\[").replace("(", r"\(")
+                       .replace("{", r"\{").replace(".", r"\.").replace("+", r"\+")):
+        validate(target_manifest(**target), "m.json")
+    validate(target_manifest(delegates=["external", "xnnpack"],
+                             external_delegate={"library": "/usr/lib/libvx_delegate.so", "options": {"k": "v"}}), "m")
+
+
+# ---------------------------------------------------------------- the bundle, through edge-run
+
+def stop_with_log(server) -> tuple[int, str]:
+    """SIGTERM, then the exit code and everything the server logged."""
+    server.proc.send_signal(signal.SIGTERM)
+    _, log = server.proc.communicate(timeout=30)
+    return server.proc.returncode, log
+
+
+def bench_json(*args) -> dict:
+    return json.loads(run_cli("edge_runtime", "bench", *args, "--runs", "3", "--warmup", "1", "--json").stdout)
+
+
+@pytest.mark.slow
+def test_bench_and_info_report_the_delegate_share(copy_delegate, digits_bundle, digits, tmp_path):
+    result = bench_json(digits_bundle, "--delegate", copy_delegate)
+    assert {k: result[k] for k in ("delegate", "delegate_library", "delegate_nodes", "total_nodes", "partitions",
+                                   "model_file", "fallback")} == {
+        "delegate": "external", "delegate_library": copy_delegate, "delegate_nodes": 1, "total_nodes": 8,
+        "partitions": 1, "model_file": "model.tflite", "fallback": None}
+    text = run_cli("edge_runtime", "bench", digits_bundle, "--delegate", copy_delegate, "--runs", "2").stdout
+    assert f"engine     delegate external ({copy_delegate}), took 1 of 8 nodes in 1 partition; model model.tflite" \
+        in text
+    info = run_cli("edge_runtime", "info", digits_bundle, "--delegate", copy_delegate,
+                   "--delegate-option", "max_nodes=0").stdout
+    assert f"delegate external ({copy_delegate}), took 0 of 8 nodes in 0 partitions" in info
+    engine = json.loads(run_cli("edge_runtime", "info", digits_bundle, "--json").stdout)["engine"]
+    # int8 SOFTMAX stays on the builtin kernels
+    assert (engine["delegate"], engine["delegate_nodes"], engine["total_nodes"]) == ("xnnpack", 7, 8)
+    # same scores through the delegate as on the CPU, bit for bit
+    np.save(tmp_path / "x.npy", np.load(digits / "test_x.npy")[:8])
+    for name, extra in (("cpu", []), ("copy", ["--delegate", copy_delegate])):
+        run_cli("edge_runtime", "run", digits_bundle, "--input", tmp_path / "x.npy", "--output",
+                tmp_path / f"{name}.npz", *extra)
+    with np.load(tmp_path / "cpu.npz") as cpu, np.load(tmp_path / "copy.npz") as copy:
+        np.testing.assert_array_equal(copy["scores"], cpu["scores"])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("library", "options", "reason"), [
+    ("missing", [], "no file at {tmp}/missing.so"),
+    ("text", [], "cannot load {tmp}/text.so: file too short"),
+    (LIBC, [], "is not a TFLite external delegate"),
+    ("copy", ["--delegate-option", "colour=red"], "copy_delegate: unknown option"),
+])
+def test_bench_and_info_report_the_fallback(copy_delegate, digits_bundle, tmp_path, library, options, reason):
+    (tmp_path / "text.so").write_text("not a library\n")
+    path = {"missing": f"{tmp_path}/missing.so", "text": f"{tmp_path}/text.so", "copy": copy_delegate}.get(library,
+                                                                                                         library)
+    result = bench_json(digits_bundle, "--delegate", path, *options)
+    assert result["delegate"] == "xnnpack" and result["model_file"] == "model.tflite"
+    assert reason.format(tmp=tmp_path) in result["fallback"]
+    proc = run_cli("edge_runtime", "info", digits_bundle, "--delegate", path, *options)
+    assert f"fallback   external delegate {path} not used: " in proc.stdout
+    assert reason.format(tmp=tmp_path) in proc.stdout and "Traceback" not in proc.stderr
+
+
+@pytest.mark.slow
+def test_delegate_flag_mistakes_are_one_line_errors(capsys, digits_bundle, copy_delegate):
+    for args, message in ((["--delegate-option", "max_nodes=1"], "--delegate-option is for an external delegate"),
+                          (["--delegate", copy_delegate, "--delegate-option", "max_nodes"],
+                           "--delegate-option must be KEY=VALUE"),
+                          (["--delegate", "npu"], "--delegate must be one of xnnpack, cpu, edgetpu or the path")):
+        for command in ("info", "bench"):
+            code = main([command, str(digits_bundle), *args])
+            err = capsys.readouterr().err
+            assert code == 2 and err.startswith("error: ") and len(err.strip().splitlines()) == 1, err
+            assert message in err
+
+
+@pytest.mark.slow
+def test_manifest_names_the_external_delegate(copy_delegate, digits_bundle, tmp_path):
+    bundle = tmp_path / "bundle"
+    shutil.copytree(digits_bundle, bundle)
+    _, manifest = open_bundle(bundle)
+    target = dict(manifest["target"], delegates=["external", "xnnpack"],
+                  external_delegate={"library": copy_delegate, "options": {"max_nodes": "0"}})
+    reseal(bundle, dict(manifest, target=target))
+    result = bench_json(bundle)
+    assert (result["delegate"], result["delegate_library"], result["delegate_nodes"]) == ("external", copy_delegate, 0)
+    result = bench_json(bundle, "--delegate-option", "max_nodes=1")  # the command line's options win
+    assert (result["delegate"], result["delegate_nodes"]) == ("external", 1)
+    assert bench_json(bundle, "--delegate", "xnnpack")["delegate"] == "xnnpack"
+
+
+@pytest.mark.slow
+def test_server_reports_the_delegate_and_the_fallback(copy_delegate, digits_bundle):
+    server = Server(digits_bundle, "--delegate", copy_delegate)
+    try:
+        text = server.metrics()
+    finally:
+        _, log = stop_with_log(server)
+    assert f"edge-run serve: delegate external ({copy_delegate}), took 1 of 8 nodes in 1 partition" in log
+    assert (f'edge_run_delegate_info{{delegate="external",fallback="false",library="{copy_delegate}",'
+            f'model_file="model.tflite",reason=""}} 1') in text
+    assert 'edge_run_delegate_nodes{delegate="external"} 1\n' in text and "edge_run_model_nodes 8\n" in text
+    assert 'edge_run_delegate_partitions{delegate="external"} 1\n' in text
+    server = Server(digits_bundle, "--delegate", copy_delegate, "--delegate-option", "fail=prepare",
+                    "--workers", "2")
+    try:
+        text = server.metrics()
+    finally:
+        _, log = stop_with_log(server)
+    assert 'edge_run_delegate_info{delegate="xnnpack",fallback="true",library="",model_file="model.tflite",' \
+           f'reason="external delegate {copy_delegate} not used: the ai_edge_litert runtime could not apply it: ' \
+           "copy_delegate: refusing to prepare (fail=prepare)" in text
+    assert "edge-run serve: delegate xnnpack, took 7 of 8 nodes in 1 partition; model model.tflite" in log
+    assert f"edge-run serve: fallback: external delegate {copy_delegate} not used" in log
+    assert "Traceback" not in log
+
+
+# ---------------------------------------------------------------- Edge TPU model selection
+
+@pytest.mark.slow
+def test_edgetpu_model_only_with_its_delegate(digits_bundle, tmp_path):
+    """No libedgetpu here: model_edgetpu.tflite (an op only the TPU runs) must not run on the CPU."""
+    bundle = tmp_path / "bundle"
+    shutil.copytree(digits_bundle, bundle)
+    _, manifest = open_bundle(bundle)
+    # a stand-in the CPU could never run: if it were chosen, loading would fail
+    (bundle / "model_edgetpu.tflite").write_bytes(b"TFL3 compiled for the Edge TPU")
+    files = dict(manifest["files"], **{"model_edgetpu.tflite": sha256_file(bundle / "model_edgetpu.tflite")})
+    sizes = dict(manifest["sizes"], **{"model_edgetpu.tflite": (bundle / "model_edgetpu.tflite").stat().st_size})
+    reseal(bundle, dict(manifest, files=files, sizes=sizes, target=dict(manifest["target"], delegates=["edgetpu"])))
+    result = bench_json(bundle)
+    assert (result["delegate"], result["model_file"]) == ("xnnpack", "model.tflite")
+    assert result["fallback"].startswith("Edge TPU delegate not used: cannot load libedgetpu.so.1: ")
+    assert result["fallback"].endswith("; running model.tflite on the CPU with XNNPACK")
+    info = run_cli("edge_runtime", "info", bundle).stdout
+    assert "engine     ai_edge_litert" in info and "delegate xnnpack, took 7 of 8 nodes" in info
+    assert "fallback   Edge TPU delegate not used: cannot load libedgetpu.so.1" in info
+    server = Server(bundle)
+    try:
+        text = server.metrics()
+    finally:
+        _, log = stop_with_log(server)
+    assert 'edge_run_delegate_info{delegate="xnnpack",fallback="true",library="",model_file="model.tflite",' \
+           'reason="Edge TPU delegate not used: cannot load libedgetpu.so.1' in text
+    assert "edge-run serve: fallback: Edge TPU delegate not used" in log
