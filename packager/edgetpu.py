@@ -267,14 +267,16 @@ CHECKS = {
 }
 
 
-def op_reason(g: _Graph, op) -> tuple[str, str | None]:
-    """(op type, why it cannot run on the Edge TPU or None)."""
+def op_reason(g: _Graph, op, runtime: int | None = None) -> tuple[str, str | None]:
+    """(op type, why it cannot run on the Edge TPU or None); runtime: the device's Edge TPU runtime."""
     op_type = g.op_type(op)
     if op_type.startswith("CUSTOM:"):
         return op_type, f"custom op {op_type[7:]} is not a TFLite built-in"
     entry = table()["ops"].get(op_type)
     if entry is None:
         return op_type, f"op {op_type} is not in the Edge TPU's supported operations"
+    if runtime is not None and entry.get("runtime", 0) > runtime:
+        return op_type, f"{op_type} needs Edge TPU runtime {entry['runtime']} (the target has {runtime})"
     for is_input, indices in ((True, [int(i) for i in op.inputs]), (False, _outs(op))):
         for position, index in enumerate(indices):
             if index < 0:
@@ -289,39 +291,75 @@ def op_reason(g: _Graph, op) -> tuple[str, str | None]:
     return op_type, None
 
 
-def compatibility(tflite: bytes) -> dict:
+def _float_io_edges(g: _Graph, ops: list) -> tuple[int, int]:
+    """How many ops at the start quantize float model inputs, and at the end dequantize to float outputs.
+
+    A model with float I/O starts with QUANTIZE (float -> int8) and ends with
+    DEQUANTIZE (int8 -> float). The compiler leaves those on the CPU around
+    the one Edge TPU segment: they do not stop the mapping of the ops between
+    them (edgetpu_ops.toml, "Float I/O", for the compiler log that shows it).
+    """
+    inputs = {int(i) for i in (g.sub.inputs if g.sub.inputs is not None else [])}
+    outputs = {int(i) for i in (g.sub.outputs if g.sub.outputs is not None else [])}
+
+    def edge(op, kind: str, ends: set[int], index_of) -> bool:
+        ins, outs = _ins(op), _outs(op)
+        if g.op_type(op) != kind or len(ins) != 1 or len(outs) != 1:
+            return False
+        return index_of(ins, outs) in ends and g.dtype(ins[0] if kind == "QUANTIZE" else outs[0]) == "FLOAT32"
+
+    lead = 0
+    while lead < len(ops) and edge(ops[lead], "QUANTIZE", inputs, lambda i, o: i[0]):
+        lead += 1
+    trail = 0
+    while trail < len(ops) - lead and edge(ops[-1 - trail], "DEQUANTIZE", outputs, lambda i, o: o[0]):
+        trail += 1
+    return lead, trail
+
+
+def compatibility(tflite: bytes, runtime: int | None = None) -> dict:
     """Which ops the Edge TPU compiler would map, and where mapping stops.
+
+    Args:
+        runtime: the device's Edge TPU runtime version, when known: ops
+            that need a newer one count as CPU ops.
 
     Returns:
         {"ops_total", "ops_edgetpu", "first_cpu_op": {index, type, why} or None,
-        "reasons": {op type: why} for every op type that cannot be mapped (first
-        reason seen), "summary": one line}.
+        "float_io": {"quantize", "dequantize"} edge ops left on the CPU without
+        stopping the mapping, "reasons": {op type: why} for every op type that
+        cannot be mapped (first reason seen), "summary": one line}.
     """
     g = _Graph(tflite)
     ops = list(g.sub.operators or [])
+    lead, trail = _float_io_edges(g, ops)
     first = None
     reasons: dict[str, str] = {}
-    for index, op in enumerate(ops):
-        op_type, why = op_reason(g, op)
+    for index, op in enumerate(ops[lead:len(ops) - trail], start=lead):
+        op_type, why = op_reason(g, op, runtime)
         if why is None:
             continue
         reasons.setdefault(op_type, why)
         if first is None:
             first = {"index": index, "type": op_type, "why": why}
-    mapped = first["index"] if first else len(ops)
+    mapped = (first["index"] if first else len(ops) - trail) - lead
     if len(g.model.subgraphs) > 1:  # control flow: the compiler maps the main subgraph only
         reasons.setdefault("SUBGRAPHS", f"{len(g.model.subgraphs)} subgraphs (only the first is compiled)")
+    float_io = {"quantize": lead, "dequantize": trail}
     return {
         "ops_total": len(ops),
         "ops_edgetpu": mapped,
         "first_cpu_op": first,
+        "float_io": float_io,
         "reasons": reasons,
-        "summary": summary_line(len(ops), mapped, first),
+        "summary": summary_line(len(ops), mapped, first, float_io),
         "source": table()["source"],
     }
 
 
-def summary_line(total: int, mapped: int, first: dict | None) -> str:
-    """'N of M ops would run on the Edge TPU; first CPU op: X (why)'."""
+def summary_line(total: int, mapped: int, first: dict | None, float_io: dict | None = None) -> str:
+    """'N of M ops would run on the Edge TPU; first CPU op: X (why)[; float I/O on the CPU: ...]'."""
     stop = "none" if first is None else f"{first['type']} #{first['index']} ({first['why']})"
-    return f"{mapped} of {total} ops would run on the Edge TPU; first CPU op: {stop}"
+    line = f"{mapped} of {total} ops would run on the Edge TPU; first CPU op: {stop}"
+    edges = [f"{n} {kind.upper()}" for kind, n in (float_io or {}).items() if n]
+    return line + (f"; float I/O on the CPU: {', '.join(edges)}" if edges else "")
