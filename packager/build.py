@@ -32,7 +32,7 @@ from .layout import map_tensors
 from .onnx_model import load_onnx
 from .prepare import prepare
 from .prepare.config_inputs import constant_config_inputs, freeze
-from .edgetpu import compatibility
+from .edgetpu import check_compiler, edgetpu_stage
 from .ops import op_report
 from .profiles import load_profile
 from .quantize import IO_DTYPES, Calibrated, converter_int8, export_float, export_float16
@@ -68,6 +68,7 @@ class BuildOptions:
     wheels: bool = True
     strategy_timeout: float | None = DEFAULT_BUDGET  # seconds per conversion attempt
     verbose: bool = False
+    require_edgetpu: bool = False
 
 
 @dataclasses.dataclass
@@ -96,6 +97,7 @@ def build(opts: BuildOptions, say: Callable[[int, str], None] = _say) -> BuildRe
     profile = load_profile(opts.target)
     io_dtype = opts.io_dtype or profile.io_dtype
     _check_options(opts, io_dtype)
+    check_compiler(profile, opts.require_edgetpu)  # before minutes of conversion
     overrides = parse_input_shapes(opts.input_shapes)
 
     say(1, f"loading {opts.model}")
@@ -189,9 +191,7 @@ def build(opts: BuildOptions, say: Callable[[int, str], None] = _say) -> BuildRe
             if manifest["ops"]["float_ops"] and q.precision in ("int8", "int8+float"):
                 _warn(f"{len(manifest['ops']['float_ops'])} float op(s) left in the graph: "
                       + ", ".join(f["type"] for f in manifest["ops"]["float_ops"][:8]))
-            manifest["edgetpu"] = compatibility(q.tflite)
-            if "edgetpu" in profile.delegates:
-                print(f"Edge TPU: {manifest['edgetpu']['summary']}", file=sys.stderr, flush=True)
+            manifest["edgetpu"] = edgetpu_stage(q.tflite, profile, stage, opts.require_edgetpu)
 
             say(9, f"writing {out_dir / name} and {name}.tar.gz")
             manifest = seal(stage, manifest)

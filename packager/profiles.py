@@ -33,6 +33,7 @@ _TOP = {
     "delegates": (list, True),
     "os": (dict, True),
     "runtime": (dict, True),
+    "edgetpu_runtime": (str, False),  # the device's Edge TPU runtime version (libedgetpu), e.g. "14"
 }
 _OS = {
     "name": (str, True),
@@ -65,11 +66,14 @@ class Profile:
     os: dict[str, str]
     runtime: dict[str, str]
     source: str
+    edgetpu_runtime: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The whole profile as plain JSON-able data (for the manifest)."""
         data = dataclasses.asdict(self)
         data["delegates"] = list(self.delegates)
+        if data["edgetpu_runtime"] is None:  # optional: absent, as in the profile file
+            del data["edgetpu_runtime"]
         return data
 
 
@@ -125,7 +129,7 @@ def parse_profile(data: dict, source: str) -> Profile:
             f"device profile {source}: 'os.python' must be MAJOR.MINOR like \"3.11\", "
             f"found {data['os']['python']!r}"
         )
-    fields = {k: data[k] for k in _TOP}
+    fields = {k: data[k] for k in _TOP if k in data}
     fields["delegates"] = tuple(data["delegates"])
     return Profile(**fields, source=source)
 
