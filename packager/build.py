@@ -33,7 +33,7 @@ from .layout import map_tensors
 from .onnx_model import load_onnx
 from .prepare import prepare
 from .prepare.config_inputs import constant_config_inputs, freeze
-from .edgetpu import compatibility
+from .edgetpu import check_compiler, edgetpu_stage
 from .ops import op_report
 from .memory import check_budget, measure_peak_rss
 from .profiles import NO_RUNTIME_WHEELS, load_profile
@@ -70,6 +70,7 @@ class BuildOptions:
     wheels: bool = True
     strategy_timeout: float | None = DEFAULT_BUDGET  # seconds per conversion attempt
     verbose: bool = False
+    require_edgetpu: bool = False
 
 
 @dataclasses.dataclass
@@ -110,6 +111,8 @@ def build_all(opts: BuildOptions, say: Callable[[int, str], None] = _say) -> lis
     profiles = load_targets(opts.target, opts.wheels)
     io_dtype = opts.io_dtype or _shared_io_dtype(profiles)
     _check_options(opts, io_dtype)
+    for profile in profiles:
+        check_compiler(profile, opts.require_edgetpu)  # before minutes of conversion
     overrides = parse_input_shapes(opts.input_shapes)
 
     say(1, f"loading {opts.model}")
@@ -213,9 +216,7 @@ def build_all(opts: BuildOptions, say: Callable[[int, str], None] = _say) -> lis
                 manifest["fidelity"] = chosen.report
                 manifest["ops"] = ops
                 manifest["memory"] = memory
-                manifest["edgetpu"] = compatibility(q.tflite)
-                if "edgetpu" in profile.delegates:
-                    print(f"Edge TPU ({profile.name}): {manifest['edgetpu']['summary']}", file=sys.stderr, flush=True)
+                manifest["edgetpu"] = edgetpu_stage(q.tflite, profile, stage, opts.require_edgetpu)
                 stages.append((stage, manifest))
 
             say(9, "writing " + ", ".join(f"{out_dir / n} and {n}.tar.gz" for n in names))

@@ -62,9 +62,13 @@ def cli():
 @click.option("--no-wheels", is_flag=True, help="Leave the device wheels out of the bundle.")
 @click.option("--strategy-timeout", type=float, default=None, metavar="SECONDS",
               help="Time budget of each conversion attempt before the next strategy is tried (default 600).")
+@click.option("--require-edgetpu", is_flag=True,
+              help="Edge TPU targets: fail (before converting) unless edgetpu_compiler is on PATH to compile "
+                   "model_edgetpu.tflite; without it the CPU model ships with the compatibility report.")
 @click.option("-v", "--verbose", is_flag=True, help="Show the converters' logs and tracebacks.")
 def build(model, target, calibration, out_dir, input_shapes, mean, std, io_dtype, per_tensor, precision, min_cosine,
-          min_top1, min_f1, min_channel_cosine, accept_low_fidelity, no_wheels, strategy_timeout, verbose):
+          min_top1, min_f1, min_channel_cosine, accept_low_fidelity, no_wheels, strategy_timeout, require_edgetpu,
+          verbose):
     """Build MODEL.onnx into a bundle for --target."""
     from .build import BuildOptions, build_all
 
@@ -73,6 +77,7 @@ def build(model, target, calibration, out_dir, input_shapes, mean, std, io_dtype
         mean=mean, std=std, io_dtype=io_dtype, per_tensor=per_tensor, precision=precision, min_cosine=min_cosine,
         min_top1=min_top1, min_f1=min_f1, min_channel_cosine=min_channel_cosine,
         accept_low_fidelity=accept_low_fidelity, wheels=not no_wheels, verbose=verbose,
+        require_edgetpu=require_edgetpu,
     )
     if strategy_timeout is not None:
         opts.strategy_timeout = strategy_timeout

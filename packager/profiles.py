@@ -35,6 +35,7 @@ _TOP = {
     "os": (dict, True),
     "runtime": (dict, True),
     "external_delegate": (dict, False),
+    "edgetpu_runtime": (str, False),  # the device's Edge TPU runtime version (libedgetpu), e.g. "14"
 }
 _EXTERNAL = {
     "library": (str, True),
@@ -79,13 +80,15 @@ class Profile:
     runtime: dict[str, str]
     source: str
     external_delegate: dict | None = None
+    edgetpu_runtime: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The whole profile as plain JSON-able data (for the manifest)."""
         data = dataclasses.asdict(self)
         data["delegates"] = list(self.delegates)
-        if self.external_delegate is None:
-            del data["external_delegate"]
+        for key in ("external_delegate", "edgetpu_runtime"):
+            if data[key] is None:  # optional: absent, as in the profile file
+                del data[key]
         return data
 
 

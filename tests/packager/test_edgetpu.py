@@ -80,13 +80,40 @@ def test_unsupported_op_in_the_middle_stops_mapping(models):
                                         f"first CPU op: HARD_SWISH #{first['index']} (op HARD_SWISH")
 
 
-def test_float_input_is_the_first_cpu_op(models):
+def test_float_io_edges_stay_on_the_cpu_without_stopping_mapping(models):
+    """The input QUANTIZE from float and the output DEQUANTIZE to float run on the CPU around the segment."""
+    from packager.edgetpu import _Graph
+
+    g = _Graph(models["float_io"])
+    types = [g.op_type(op) for op in g.sub.operators]
+    assert types[0] == "QUANTIZE" and types[-1] == "DEQUANTIZE", types
     report = compatibility(models["float_io"])
+    assert report["first_cpu_op"] is None and report["reasons"] == {}
+    assert report["float_io"] == {"quantize": 1, "dequantize": 1}
+    assert report["ops_edgetpu"] == report["ops_total"] - 2 == len(types) - 2
+    n = len(types)
+    assert report["summary"] == (f"{n - 2} of {n} ops would run on the Edge TPU; first CPU op: none; "
+                                 "float I/O on the CPU: 1 QUANTIZE, 1 DEQUANTIZE")
+
+
+def test_a_cpu_op_after_the_float_input_still_stops_mapping(models):
+    """Only the edges are exempt: HARD_SWISH behind a float input's QUANTIZE stops mapping as before."""
+    import tensorflow as tf
+
+    L = tf.keras.layers
+    tflite = _int8(_keras((8, 8, 3), L.Conv2D(4, 3), L.Lambda(lambda t: t * tf.nn.relu6(t + 3.0) / 6.0),
+                          L.Flatten(), L.Dense(3)), (8, 8, 3), io=False)
+    report = compatibility(tflite)
+    assert report["float_io"]["quantize"] == 1
     first = report["first_cpu_op"]
-    assert (first["index"], first["type"]) == (0, "QUANTIZE")
-    assert re.fullmatch(r"float32 input '.+'", first["why"]), first["why"]
-    assert report["ops_edgetpu"] == 0
-    assert "DEQUANTIZE" in report["reasons"]
+    assert first["type"] == "HARD_SWISH" and report["ops_edgetpu"] == first["index"] - 1
+
+
+def test_runtime_too_old_for_an_op(models):
+    """An op the table says needs a newer Edge TPU runtime than the target's counts as a CPU op."""
+    report = compatibility(models["float_io"], runtime=12)  # QUANTIZE: runtime 13 (but these are edges)
+    assert report["first_cpu_op"] is None
+    assert compatibility(models["cnn"], runtime=10)["first_cpu_op"] is None  # conv/pool/fc: every runtime
 
 
 def test_five_d_tensor_rule(models):
