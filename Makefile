@@ -17,8 +17,10 @@ PPOCR_CLS      := $(MODELS)/ch_ppocr_mobile_v2.0_cls_infer.onnx
 CORPUS_MODELS  := $(MODELS)/.corpus-rapidocr-1.4.4-silero-6.2.3
 export EDGEPACK_MODELS := $(MODELS)
 
-# The emulated device's host tools (Debian packages).
-EMULATOR_TOOLS := qemu-user-static proot mmdebstrap iproute2
+# The emulated device's host tools (Debian packages); gcc builds the tests' external delegate.
+EMULATOR_TOOLS := qemu-user-static proot mmdebstrap iproute2 gcc libc6-dev
+# Every shipped profile is installed and run on its emulated board in the tests.
+TARGETS := rpi4 rpi5 zero2w arm64-trixie coral-usb
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: install demo test test-fast bench corpus corpus-models fixtures wheels emulator-tools device promtool clean
@@ -63,16 +65,16 @@ $(PPOCR_CLS): | $(STAMP)
 
 emulator-tools:
 	@command -v qemu-aarch64-static >/dev/null && command -v proot >/dev/null && command -v mmdebstrap >/dev/null \
-	  && command -v ip >/dev/null \
+	  && command -v ip >/dev/null && command -v gcc >/dev/null && test -f /usr/include/stdio.h \
 	  || { $(SUDO) apt-get update -qq && $(SUDO) DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(EMULATOR_TOOLS); }
 
-# Set-up for the emulated tests: the rpi4 root filesystem and the device wheels,
+# Set-up for the emulated tests: every target's root filesystem and device wheels,
 # both cached under $(CACHE); network is used here, never in the tests.
 wheels: $(STAMP)
-	$(PY) -m packager.wheels rpi4
+	$(PY) -m packager.wheels $(TARGETS)
 
 device: wheels emulator-tools
-	$(PY) -m packager.emulator rpi4
+	$(PY) -m packager.emulator $(TARGETS)
 
 demo: wheels
 	$(PY) examples/digits/demo.py

@@ -35,7 +35,7 @@ def copy_delegate(tmp_path_factory) -> str:
     """copy_delegate.c built with the host gcc against the ABI declared beside it."""
     gcc = shutil.which("gcc")
     if not gcc:
-        pytest.skip("no gcc on this machine to build the test delegate")
+        pytest.fail("no gcc on this machine to build the test delegate: make emulator-tools installs it")
     out = tmp_path_factory.mktemp("delegate") / "libcopy_delegate.so"
     subprocess.run([gcc, "-shared", "-fPIC", "-O2", "-Wall", "-Wextra", "-Werror", "-I", str(SOURCE),
                     "-o", str(out), str(SOURCE / "copy_delegate.c")], check=True, capture_output=True)

@@ -1,0 +1,127 @@
+"""A fleet of mixed boards from one build: `--target a,b,c` converts and quantizes once, writes one
+bundle per target, and every target's bundle installs offline and matches the host on its own
+emulated board (its CPU, its Debian suite, its Python)."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from packager import emulator
+from packager.profiles import DEVICES_DIR, load_profile
+from tests.conftest import ROOT, run_cli
+
+pytestmark = pytest.mark.slow
+FLEET = ("rpi5", "zero2w", "arm64-trixie", "coral-usb")  # rpi4: tests/packager/test_emulated.py
+
+
+@pytest.fixture(scope="session")
+def fleet(digits, tmp_path_factory):
+    """The digits model built once for four targets: (out folder, the build's stdout, its stderr)."""
+    out = tmp_path_factory.mktemp("fleet")
+    proc = run_cli("packager", "build", digits / "digits.onnx", "--target", ",".join(FLEET),
+                   "--calibration", digits / "calibration.npy", "-o", out)
+    return out, proc.stdout, proc.stderr
+
+
+def _manifest(folder):
+    return json.loads((folder / "manifest.json").read_text())
+
+
+def test_one_conversion_serves_every_target(fleet):
+    out, stdout, stderr = fleet
+    manifests = {t: _manifest(out / f"digits-{t}") for t in FLEET}
+    # converted, quantized and judged once; then one bundle per target
+    assert stderr.count("converting to a float model") == 1 and stderr.count("choosing the precision") == 1
+    assert len({m["files"]["model.tflite"] for m in manifests.values()}) == 1
+    assert {m["target"]["name"] for m in manifests.values()} == set(FLEET)
+    assert sorted(p.name for p in out.iterdir()) == sorted([f"digits-{t}" for t in FLEET] +
+                                                           [f"digits-{t}.tar.gz" for t in FLEET])
+    # only the wheels differ: trixie's Python 3.13 takes cp313 ones
+    trixie = [w for w in manifests["arm64-trixie"]["files"] if w.startswith("wheels/ai_edge_litert")]
+    pi = [w for w in manifests["rpi5"]["files"] if w.startswith("wheels/ai_edge_litert")]
+    assert trixie == ["wheels/ai_edge_litert-2.3.0-cp313-cp313-manylinux_2_27_aarch64.whl"]
+    assert pi == ["wheels/ai_edge_litert-2.3.0-cp311-cp311-manylinux_2_27_aarch64.whl"]
+    # the summary table: a row per target with its CPU, Python, precision and memory against its budget
+    rows = {line.split()[0]: line for line in stdout.splitlines() if line.split() and line.split()[0] in FLEET}
+    assert set(rows) == set(FLEET)
+    assert "cortex-a53" in rows["zero2w"] and "/ 256 MB" in rows["zero2w"] and "3.13" in rows["arm64-trixie"]
+    assert "8/8 ops" in rows["coral-usb"] and "shared by 4 bundles" in stdout
+    # memory: measured once, checked against each target's own budget
+    memory = manifests["zero2w"]["memory"]
+    assert 20 < memory["peak_rss_mb"] < memory["budget_mb"] == 256 and memory["memory_mb"] == 512
+    assert manifests["rpi5"]["memory"]["budget_mb"] == 2048
+    # the Edge TPU target gets its compatibility report and, without the compiler here, says so once
+    assert manifests["coral-usb"]["edgetpu"]["compiled"] is None
+    assert stderr.count("edgetpu_compiler is not on PATH") == 1
+
+
+@pytest.mark.emulated
+@pytest.mark.parametrize("target", FLEET)
+def test_every_target_installs_offline_on_its_board_and_matches_host(fleet, digits, target, tmp_path):
+    out, _, _ = fleet
+    bundle = out / f"digits-{target}"
+    profile = load_profile(target)
+    x = np.load(digits / "test_x.npy")[:40]
+    np.save(tmp_path / "x.npy", x)
+    script = (
+        'set -e; "$BUNDLE/install.sh"; grep -m1 "CPU part" /proc/cpuinfo; '
+        'python3 -c "import sys; print(\'python\', *sys.version_info[:2])"; '
+        '"$BUNDLE/edge-run" run "$BUNDLE" --input x.npy --output y.npz; '
+        '"$BUNDLE/edge-run" bench "$BUNDLE" --runs 3 --warmup 1 --json > bench.json'
+    )
+    proc, _ = emulator.run_on_device(profile, bundle, script, cwd=tmp_path, capture=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert f"CPU part\t: {emulator.CPU_INFO[profile.cpu][0]}" in proc.stdout
+    assert f"python {profile.os['python'].replace('.', ' ')}" in proc.stdout
+    assert "installed ai-edge-litert==2.3.0 numpy==" in proc.stdout
+    bench = json.loads((tmp_path / "bench.json").read_text())
+    assert bench["runtime"] == "ai_edge_litert 2.3.0" and bench["model_file"] == "model.tflite"
+    if "edgetpu" in profile.delegates:
+        # no libedgetpu on the emulated board: the CPU model runs, and edge-run says why
+        assert bench["delegate"] == "xnnpack"
+        assert bench["fallback"].startswith("Edge TPU delegate not used: cannot load libedgetpu.so.1")
+    else:
+        assert bench["delegate"] == "xnnpack" and bench["fallback"] is None
+
+    import edge_runtime
+    from tests.packager.test_emulated import assert_within_one_step
+
+    with np.load(tmp_path / "y.npz") as y:
+        device = {k: y[k] for k in y.files}
+    assert_within_one_step(device, edge_runtime.load(bundle).predict({"image": x}), _manifest(bundle))
+
+
+def _profile(tmp_path, name: str, budget: int):
+    text = (DEVICES_DIR / "zero2w.toml").read_text().replace('name = "zero2w"', f'name = "{name}"')
+    path = tmp_path / f"{name}.toml"
+    path.write_text(text.replace("memory_budget_mb = 256", f"memory_budget_mb = {budget}"))
+    return path
+
+
+def test_memory_budget_refuses_the_whole_build_and_warns_near_it(digits, fleet, tmp_path):
+    peak = _manifest(fleet[0] / "digits-zero2w")["memory"]["peak_rss_mb"]
+    tight, near = _profile(tmp_path, "tight", int(peak) - 10), _profile(tmp_path, "near", int(peak / 0.9))
+    args = ["build", digits / "digits.onnx", "--calibration", digits / "calibration.npy", "--no-wheels"]
+    refused = run_cli("packager", *args, "--target", f"rpi4,{tight}", "-o", tmp_path / "out", check=False)
+    assert refused.returncode == 2
+    assert (f"target tight: a run of this model needs {peak:.0f} MB (peak RSS, runtime and model), over the "
+            f"profile's budget of {int(peak) - 10} MB of its 512 MB") in refused.stderr
+    assert "memory_budget_mb" in refused.stderr  # what to do
+    assert not (tmp_path / "out").exists()  # not even the target that fits: one build, all or nothing
+    warned = run_cli("packager", *args, "--target", str(near), "-o", tmp_path / "out")
+    assert f"warning: target near: a run needs {peak:.0f} MB of its {int(peak / 0.9)} MB budget" in warned.stderr
+    assert _manifest(tmp_path / "out" / "digits-near")["memory"]["share_of_budget"] > 0.8
+
+
+def test_armv7l_target_is_refused_before_any_work(digits, tmp_path):
+    text = (DEVICES_DIR / "rpi4.toml").read_text().replace('arch = "aarch64"', 'arch = "armv7l"')
+    (tmp_path / "pi32.toml").write_text(text.replace('name = "rpi4"', 'name = "pi32"'))
+    proc = subprocess.run([sys.executable, "-m", "packager", "build", str(digits / "digits.onnx"), "--target",
+                           f"rpi4,{tmp_path / 'pi32.toml'}", "--calibration", str(digits / "calibration.npy"),
+                           "-o", str(tmp_path / "out")], capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == 2 and "[1/9]" not in proc.stderr
+    assert "target pi32: 32-bit ARM (armv7l" in proc.stderr and "no TFLite runtime wheel on PyPI" in proc.stderr
+    assert "--no-wheels" in proc.stderr and not (tmp_path / "out").exists()
