@@ -72,6 +72,7 @@ emulator-tools:
 # both cached under $(CACHE); network is used here, never in the tests.
 wheels: $(STAMP)
 	$(PY) -m packager.wheels $(TARGETS)
+	$(PY) -m packager.runtimes $(TARGETS) tests/fixtures/profiles/rpi4-tflite-runtime.toml
 
 device: wheels emulator-tools
 	$(PY) -m packager.emulator $(TARGETS)

@@ -36,6 +36,7 @@ from .prepare.config_inputs import constant_config_inputs, freeze
 from .edgetpu import check_compiler, edgetpu_stage
 from .ops import op_report
 from .memory import check_budget, measure_peak_rss
+from .runtimes import python_for, runtime_key
 from .profiles import NO_RUNTIME_WHEELS, load_profile
 from .quantize import IO_DTYPES, Calibrated, converter_int8, export_float, export_float16
 from .quiet import captured_output
@@ -187,17 +188,16 @@ def build_all(opts: BuildOptions, say: Callable[[int, str], None] = _say) -> lis
                       "calibration data without variation") + ": they mean NOTHING (manifest: "
                       "quantization.calibration.warnings)")
 
-            say(8, "op report, memory of a run")
+            say(8, "op report; a run on each target's runtime (loads? peak memory?)")
             ops = op_report(q.tflite)
             if ops["float_ops"] and q.precision in ("int8", "int8+float"):
                 _warn(f"{len(ops['float_ops'])} float op(s) left in the graph: "
                       + ", ".join(f["type"] for f in ops["float_ops"][:8]))
             (work / "model.tflite").write_bytes(q.tflite)
-            measured = measure_peak_rss(work / "model.tflite", Path(edge_runtime.__file__).resolve().parent.parent,
-                                        max(p.default_threads for p in profiles))
+            runs = _check_runs(work / "model.tflite", profiles)
             stages = []
             for profile, name, (wheels, packages) in zip(profiles, names, equipment):
-                memory, crowded = check_budget(measured, profile)
+                memory, crowded = check_budget(runs[profile.name], profile)
                 if crowded:
                     _warn(crowded)
                 stage = private / name
@@ -231,6 +231,22 @@ def build_all(opts: BuildOptions, say: Callable[[int, str], None] = _say) -> lis
         raise
     shutil.rmtree(private, ignore_errors=True)
     return results
+
+
+def _check_runs(model: Path, profiles) -> dict:
+    """Each target's run on the host with its own runtime release: loads? peak RSS? (packager.memory).
+
+    Targets sharing a runtime and thread count share one measurement.
+    """
+    runner_root = Path(edge_runtime.__file__).resolve().parent.parent
+    done, runs = {}, {}
+    for profile in profiles:
+        key = (*runtime_key(profile), profile.default_threads)
+        if key not in done:
+            python = python_for(profile, log=lambda text: print(f"      {text}", file=sys.stderr, flush=True))
+            done[key] = measure_peak_rss(model, runner_root, profile.default_threads, python)
+        runs[profile.name] = done[key]
+    return runs
 
 
 def load_targets(targets: str, wheels: bool = True) -> list:

@@ -1,4 +1,4 @@
-"""The memory check: does the model plus the runner fit the target's budget?
+"""The run check: does the target's runtime load the model, and does the run fit the memory budget?
 
 A Pi Zero 2 W has 512 MB for the OS, the GPU's share and the application:
 a model that needs more is killed by the OOM killer on the device, long
@@ -9,9 +9,9 @@ peak resident set (``VmHWM``: the high-water mark the kernel keeps). The
 interpreter's arena, the weights, numpy and the runtime's own libraries
 are all in that figure.
 
-Measured on the host with the runtime's x86-64 build: the aarch64 build
-maps the same arena and weights; its libraries differ by a few MB (the
-figures in the README compare one model under emulation).
+Measured on the host with the target's own runtime release, in its x86-64
+build (packager.runtimes): the aarch64 build resolves the same ops and maps
+the same arena and weights; its libraries differ by a few MB.
 """
 
 from __future__ import annotations
@@ -32,8 +32,13 @@ _PROBE = r"""
 import json, sys
 import numpy as np
 sys.path.insert(0, sys.argv[1])
+from edge_runtime.errors import UserError
 from edge_runtime.interpreter import make_engine
-engine = make_engine(sys.argv[2], int(sys.argv[3]), "xnnpack")
+try:
+    engine = make_engine(sys.argv[2], int(sys.argv[3]), "xnnpack")
+except UserError as exc:
+    print(json.dumps({"cannot_load": exc.args[0].replace(sys.argv[2], "the model")}))
+    sys.exit(3)
 it = engine.interpreter
 for d in it.get_input_details():
     it.set_tensor(d["index"], np.zeros(d["shape"], dtype=d["dtype"]))
@@ -46,21 +51,25 @@ print(json.dumps({"peak_rss_kb": peak, "runtime": engine.runtime, "runtime_versi
 """
 
 
-def measure_peak_rss(model: Path, runner_root: Path, threads: int) -> dict:
+def measure_peak_rss(model: Path, runner_root: Path, threads: int, python: str = sys.executable) -> dict:
     """Peak RSS of a fresh process that loads ``model`` and runs it once.
 
     Args:
         model: the .tflite file.
         runner_root: the folder holding the ``edge_runtime`` package to use.
         threads: the interpreter's threads (the profile's default).
+        python: a Python whose TFLite runtime is the target's (packager.runtimes).
 
     Returns:
-        ``{"peak_rss_mb", "runtime", "threads", "measured"}``.
+        ``{"peak_rss_mb", "runtime", "threads", "measured"}``, or
+        ``{"cannot_load": why}`` when that runtime refuses the model.
     """
     proc = subprocess.run(
-        [sys.executable, "-I", "-c", _PROBE, str(runner_root), str(model), str(threads)],
+        [python, "-I", "-c", _PROBE, str(runner_root), str(model), str(threads)],
         capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=600,
     )
+    if proc.returncode == 3 and proc.stdout.strip():
+        return json.loads(proc.stdout.strip().splitlines()[-1])
     if proc.returncode != 0:
         tail = " ".join(proc.stderr.strip().splitlines()[-3:])
         raise UserError(f"measuring the memory of a run of {model.name} failed: {tail}",
@@ -78,8 +87,17 @@ def check_budget(measured: dict, profile) -> tuple[dict, str | None]:
     """The manifest's ``memory`` section for a target, and a warning line or None.
 
     Raises:
-        UserError: the run needs more than the profile's ``memory_budget_mb``.
+        UserError: the target's runtime cannot load the model, or the run
+            needs more than the profile's ``memory_budget_mb``.
     """
+    if "cannot_load" in measured:
+        rt = profile.runtime
+        raise UserError(
+            f"target {profile.name}: its runtime, {rt['package']} {rt['version']}, cannot load this model "
+            f"(checked on this host with that release): {measured['cannot_load']}",
+            "use a profile with a newer runtime (ai-edge-litert 2.3.0 loads what this build makes), "
+            "or drop this target",
+        )
     peak, budget = measured["peak_rss_mb"], profile.memory_budget_mb
     section = {**measured, "budget_mb": budget, "memory_mb": profile.memory_mb,
                "share_of_budget": round(peak / budget, 3)}

@@ -53,6 +53,7 @@ def test_one_conversion_serves_every_target(fleet):
     memory = manifests["zero2w"]["memory"]
     assert 20 < memory["peak_rss_mb"] < memory["budget_mb"] == 256 and memory["memory_mb"] == 512
     assert manifests["rpi5"]["memory"]["budget_mb"] == 2048
+    assert memory["runtime"] == "ai_edge_litert 2.3.0"  # measured with the target's own runtime release
     # the Edge TPU target gets its compatibility report and, without the compiler here, says so once
     assert manifests["coral-usb"]["edgetpu"]["compiled"] is None
     assert stderr.count("edgetpu_compiler is not on PATH") == 1
@@ -125,3 +126,22 @@ def test_armv7l_target_is_refused_before_any_work(digits, tmp_path):
     assert proc.returncode == 2 and "[1/9]" not in proc.stderr
     assert "target pi32: 32-bit ARM (armv7l" in proc.stderr and "no TFLite runtime wheel on PyPI" in proc.stderr
     assert "--no-wheels" in proc.stderr and not (tmp_path / "out").exists()
+
+
+def test_target_whose_runtime_cannot_load_the_model_is_refused_at_build_time(tmp_path):
+    """tflite-runtime 2.14.0 (2023, its last release) has no int8 SQRT kernel, which an audio front-end's
+    magnitude quantizes to (and no int8 LOG version 2): the build loads the model with that very release
+    and refuses the target, instead of a fleet discovering it on the device."""
+    from tests.fixtures.audio_models import audio_samples, kws_filterbank
+
+    model = kws_filterbank(tmp_path / "kws.onnx")
+    np.save(tmp_path / "calib.npy", audio_samples(64, seed=1)[:, 0])
+    old = ROOT / "tests" / "fixtures" / "profiles" / "rpi4-tflite-runtime.toml"
+    proc = run_cli("packager", "build", model, "--target", f"rpi4,{old}", "--calibration", tmp_path / "calib.npy",
+                   "--precision", "int8", "--no-wheels", "-o", tmp_path / "out", check=False)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert ("target rpi4-tflite-runtime: its runtime, tflite-runtime 2.14.0, cannot load this model (checked on "
+            "this host with that release)") in proc.stderr
+    assert "Type INT8 is unsupported by op Sqrt" in proc.stderr and "use a profile with a newer runtime" in proc.stderr
+    assert "/tmp/" not in proc.stderr.split("cannot load this model")[1]  # no build-private path in the message
+    assert not (tmp_path / "out").exists()
