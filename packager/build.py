@@ -112,7 +112,11 @@ def build_all(opts: BuildOptions, say: Callable[[int, str], None] = _say) -> lis
     profiles = load_targets(opts.target, opts.wheels)
     io_dtype = opts.io_dtype or _shared_io_dtype(profiles)
     _check_options(opts, io_dtype)
-    for profile in profiles:
+    tpus = [p for p in profiles if "edgetpu" in p.delegates]
+    if opts.require_edgetpu and not tpus:
+        raise UserError(f"--require-edgetpu, but no target of {opts.target} lists the edgetpu delegate",
+                        "add an Edge TPU target (e.g. coral-usb), or leave --require-edgetpu out")
+    for profile in tpus:
         check_compiler(profile, opts.require_edgetpu)  # before minutes of conversion
     overrides = parse_input_shapes(opts.input_shapes)
 
@@ -216,7 +220,12 @@ def build_all(opts: BuildOptions, say: Callable[[int, str], None] = _say) -> lis
                 manifest["fidelity"] = chosen.report
                 manifest["ops"] = ops
                 manifest["memory"] = memory
-                manifest["edgetpu"] = edgetpu_stage(q.tflite, profile, stage, opts.require_edgetpu)
+                manifest["edgetpu"] = edgetpu_stage(q.tflite, profile, stage,
+                                                    opts.require_edgetpu and profile in tpus)
+                if profile in tpus and q.precision != "int8":
+                    _warn(f"target {profile.name}: the Edge TPU runs full-integer models only, and the chosen "
+                          f"precision is {q.precision}: {manifest['edgetpu']['summary']}. --precision int8 demands "
+                          "full integer (or fails, saying what it loses)")
                 stages.append((stage, manifest))
 
             say(9, "writing " + ", ".join(f"{out_dir / n} and {n}.tar.gz" for n in names))

@@ -252,3 +252,17 @@ def test_build_with_the_standin_compiler(digits, tmp_path):
     assert (bundle / "model_edgetpu.tflite").read_bytes() == (bundle / "model.tflite").read_bytes()
     from edge_runtime.bundle import open_bundle
     open_bundle(bundle)  # the device's checks (digest, files, manifest validation) pass
+
+
+@pytest.mark.slow
+def test_fleet_with_an_edgetpu_target_compiles_for_that_target_only(digits, tmp_path):
+    """--require-edgetpu in a fleet asks it of the Edge TPU targets; the CPU targets build as ever."""
+    alone = _build(digits, tmp_path, "rpi4,rpi5", _env(False), "--require-edgetpu")
+    assert alone.returncode == 2 and "[1/" not in alone.stderr
+    assert "error: --require-edgetpu, but no target of rpi4,rpi5 lists the edgetpu delegate" in alone.stderr
+    proc = _build(digits, tmp_path, f"rpi4,{_profile(tmp_path, '14')}", _env(True), "--require-edgetpu")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert len([l for l in proc.stderr.splitlines() if l.startswith("Edge TPU: compiled with")]) == 1
+    assert (tmp_path / "out" / "digits-rpi4coral" / "model_edgetpu.tflite").is_file()
+    assert not (tmp_path / "out" / "digits-rpi4" / "model_edgetpu.tflite").exists()
+    assert "compiled" not in json.loads((tmp_path / "out" / "digits-rpi4" / "manifest.json").read_text())["edgetpu"]
