@@ -189,6 +189,22 @@ def test_fallback_to_xnnpack_says_why(copy_delegate, reshape_model, tmp_path, ca
     assert "Traceback" not in capfd.readouterr().err
 
 
+def test_elf_machine_names_what_a_library_is_built_for(tmp_path):
+    def elf(klass: int, order: int, machine: int) -> str:
+        path = tmp_path / f"{klass}-{order}-{machine}.so"
+        path.write_bytes(b"\x7fELF" + bytes([klass, order]) + bytes(12)
+                         + machine.to_bytes(2, "little" if order == 1 else "big") + bytes(44))
+        return str(path)
+
+    assert elf_machine(elf(1, 1, 40)) == "arm, 32-bit"  # armv7l, as on a 32-bit Raspberry Pi OS
+    assert elf_machine(elf(2, 2, 21)) == "ppc64, 64-bit"
+    assert elf_machine(elf(2, 1, 9999)) == "ELF machine 9999, 64-bit"
+    assert elf_machine(LIBC) == "x86_64, 64-bit"
+    (tmp_path / "short").write_bytes(b"\x7fELF\x02")
+    for path in (tmp_path / "short", tmp_path / "absent", tmp_path, elf(3, 1, 62)):
+        assert elf_machine(str(path)) is None
+
+
 def test_delegate_choice_and_options_checked():
     assert choose("/opt/npu/libvx_delegate.so", ["a=1", "b=x=y"], {}).options == (("a", "1"), ("b", "x=y"))
     assert choose("libvx_delegate.so", [], {}).name == "external"  # found through the loader's path
