@@ -17,8 +17,9 @@ PPOCR_CLS      := $(MODELS)/ch_ppocr_mobile_v2.0_cls_infer.onnx
 CORPUS_MODELS  := $(MODELS)/.corpus-rapidocr-1.4.4-silero-6.2.3
 export EDGEPACK_MODELS := $(MODELS)
 
-# The emulated device's host tools (Debian packages); gcc builds the tests' external delegate.
-EMULATOR_TOOLS := qemu-user-static proot mmdebstrap iproute2 gcc libc6-dev
+# The emulated device's host tools (Debian packages); gcc builds the tests' external delegate for this
+# host, gcc-aarch64-linux-gnu for the emulated boards.
+EMULATOR_TOOLS := qemu-user-static proot mmdebstrap iproute2 gcc libc6-dev gcc-aarch64-linux-gnu
 # Every shipped profile is installed and run on its emulated board in the tests.
 TARGETS := rpi4 rpi5 zero2w arm64-trixie coral-usb
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
@@ -66,6 +67,7 @@ $(PPOCR_CLS): | $(STAMP)
 emulator-tools:
 	@command -v qemu-aarch64-static >/dev/null && command -v proot >/dev/null && command -v mmdebstrap >/dev/null \
 	  && command -v ip >/dev/null && command -v gcc >/dev/null && test -f /usr/include/stdio.h \
+	  && command -v aarch64-linux-gnu-gcc >/dev/null \
 	  || { $(SUDO) apt-get update -qq && $(SUDO) DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(EMULATOR_TOOLS); }
 
 # Set-up for the emulated tests: every target's root filesystem and device wheels,

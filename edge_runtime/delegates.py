@@ -15,6 +15,7 @@ import ctypes
 import dataclasses
 import os
 import re
+import sys
 
 from .errors import UserError
 
@@ -26,6 +27,8 @@ MAX_OPTION_TEXT = 1024
 OPTION_KEY = re.compile(r"[A-Za-z0-9_.\-]{1,128}")
 CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
 DELEGATE_OP = "DELEGATE"  # the op name TFLite gives every delegate kernel node
+ELF_MACHINES = {3: "x86", 8: "mips", 20: "powerpc", 21: "ppc64", 40: "arm", 62: "x86_64", 183: "aarch64",
+                243: "riscv"}  # e_machine codes
 
 
 @dataclasses.dataclass(frozen=True)
@@ -102,6 +105,30 @@ def one_line(text: str, most: int = 300) -> str:
     return line if len(line) <= most else line[: most - 3] + "..."
 
 
+def elf_machine(path: str) -> str | None:
+    """What an ELF file is built for ("aarch64, 64-bit"), or None when it is unreadable or not ELF."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(20)
+    except OSError:
+        return None
+    if len(head) < 20 or head[:4] != b"\x7fELF" or head[4] not in (1, 2) or head[5] not in (1, 2):
+        return None
+    code = int.from_bytes(head[18:20], "little" if head[5] == 1 else "big")
+    return f"{ELF_MACHINES.get(code, f'ELF machine {code}')}, {32 * head[4]}-bit"
+
+
+def _load_failure(library: str, exc: OSError) -> str:
+    """Why the loader refused a library. glibc reports one built for another
+    architecture as "cannot open shared object file: No such file or
+    directory" though the file is there: say what it is built for instead."""
+    if "/" in library:
+        theirs, ours = elf_machine(library), elf_machine(sys.executable)
+        if theirs and ours and theirs != ours:
+            return f"cannot load {library}: it is built for {theirs}, this machine is {ours}"
+    return f"cannot load {library}: {one_line(str(exc).removeprefix(f'{library}: '))}"
+
+
 def open_delegate(mod, choice: Choice):
     """Load a delegate library: (delegate object, None) or (None, why not, one line).
 
@@ -115,7 +142,7 @@ def open_delegate(mod, choice: Choice):
     try:
         handle = ctypes.CDLL(library)
     except OSError as exc:
-        return None, f"cannot load {library}: {one_line(str(exc).removeprefix(f'{library}: '))}"
+        return None, _load_failure(library, exc)
     missing = [symbol for symbol in SYMBOLS if not hasattr(handle, symbol)]
     if missing:
         return None, f"{library} is not a TFLite external delegate (no {' or '.join(missing)})"

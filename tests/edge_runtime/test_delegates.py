@@ -9,6 +9,7 @@ Tests marked slow need the built digits bundle (one RESHAPE among 8 nodes).
 """
 
 import json
+import re
 import shutil
 import signal
 import subprocess
@@ -19,27 +20,62 @@ import pytest
 
 from edge_runtime.bundle import open_bundle, sha256_file
 from edge_runtime.cli import main
-from edge_runtime.delegates import choose, parse_options
+from edge_runtime.delegates import choose, elf_machine, parse_options
 from edge_runtime.errors import UserError
 from edge_runtime.interpreter import make_engine
 from edge_runtime.manifest import validate
+from packager import emulator
+from packager.profiles import load_profile
 from tests.conftest import reseal, run_cli
 from tests.edge_runtime.test_server import Server
+from tests.packager.test_emulated import assert_within_one_step
 
 SOURCE = Path(__file__).resolve().parent.parent / "fixtures" / "delegate"
 LIBC = "/lib/x86_64-linux-gnu/libc.so.6"
+AARCH64_GCC = "aarch64-linux-gnu-gcc"
+RPI4 = load_profile("rpi4")
+
+
+def build_delegate(compiler: str, package: str, out_dir: Path, path: str | None = None) -> str:
+    """copy_delegate.c built with ``compiler`` (the host gcc, or a cross gcc) against the ABI declared beside it.
+
+    Fails the test (never skips it) when the compiler is missing: make emulator-tools installs both.
+    """
+    gcc = shutil.which(compiler, path=path)
+    if not gcc:
+        pytest.fail(f"no {compiler} on this machine to build the test delegate: make emulator-tools installs it "
+                    f"(apt-get install {package})")
+    out = out_dir / "libcopy_delegate.so"
+    proc = subprocess.run([gcc, "-shared", "-fPIC", "-O2", "-Wall", "-Wextra", "-Werror", "-I", str(SOURCE),
+                           "-o", str(out), str(SOURCE / "copy_delegate.c")], capture_output=True, text=True)
+    assert proc.returncode == 0, f"{compiler} could not build copy_delegate.c:\n{proc.stderr[-3000:]}"
+    return str(out)
 
 
 @pytest.fixture(scope="session")
 def copy_delegate(tmp_path_factory) -> str:
-    """copy_delegate.c built with the host gcc against the ABI declared beside it."""
-    gcc = shutil.which("gcc")
-    if not gcc:
-        pytest.fail("no gcc on this machine to build the test delegate: make emulator-tools installs it")
-    out = tmp_path_factory.mktemp("delegate") / "libcopy_delegate.so"
-    subprocess.run([gcc, "-shared", "-fPIC", "-O2", "-Wall", "-Wextra", "-Werror", "-I", str(SOURCE),
-                    "-o", str(out), str(SOURCE / "copy_delegate.c")], check=True, capture_output=True)
-    return str(out)
+    """The delegate for this host."""
+    return build_delegate("gcc", "gcc libc6-dev", tmp_path_factory.mktemp("delegate"))
+
+
+@pytest.fixture(scope="session")
+def copy_delegate_aarch64(tmp_path_factory) -> str:
+    """The delegate cross-compiled for the Raspberry Pi 4 with Debian's aarch64 gcc, its glibc needs checked
+    against the board's (bookworm's 2.36): a library needing a newer glibc would not load there."""
+    library = build_delegate(AARCH64_GCC, "gcc-aarch64-linux-gnu", tmp_path_factory.mktemp("delegate-aarch64"))
+    symbols = subprocess.run([AARCH64_GCC.replace("-gcc", "-objdump"), "-T", library], capture_output=True,
+                             text=True, check=True).stdout
+    needed = {tuple(map(int, v.split("."))) for v in re.findall(r"\(GLIBC_([0-9.]+)\)", symbols)}
+    assert needed and max(needed) <= tuple(map(int, RPI4.os["glibc"].split("."))), (needed, RPI4.os["glibc"])
+    assert elf_machine(library) == "aarch64, 64-bit"
+    return library
+
+
+def test_a_missing_compiler_fails_the_fixture_never_skips_it(tmp_path):
+    with pytest.raises(pytest.fail.Exception, match="no aarch64-linux-gnu-gcc on this machine to build the test "
+                                                     r"delegate: make emulator-tools installs it \(apt-get install "
+                                                     r"gcc-aarch64-linux-gnu\)"):
+        build_delegate(AARCH64_GCC, "gcc-aarch64-linux-gnu", tmp_path, path="/nonexistent")
 
 
 @pytest.fixture(scope="session")
@@ -132,20 +168,41 @@ def test_options_reach_the_delegate(copy_delegate, reshape_model):
     ("copy", ["colour=red"], "refused to create its delegate with options colour=red: copy_delegate: unknown option"),
     ("copy", ["max_nodes=many"], "copy_delegate: max_nodes must be a whole number"),
     ("copy", ["fail=prepare"], "runtime could not apply it: copy_delegate: refusing to prepare (fail=prepare)"),
+    # glibc itself says "No such file or directory" of a library for another architecture
+    ("aarch64", [], "cannot load {path}: it is built for aarch64, 64-bit, this machine is x86_64, 64-bit; running"),
 ])
-def test_fallback_to_xnnpack_says_why(copy_delegate, reshape_model, tmp_path, capfd, library, options, reason):
+def test_fallback_to_xnnpack_says_why(copy_delegate, reshape_model, tmp_path, capfd, request, library, options,
+                                      reason):
     (tmp_path / "text.so").write_text("not a library\n")
     path = {"missing": f"{tmp_path}/missing.so", "text": f"{tmp_path}/text.so", "copy": copy_delegate}.get(library,
                                                                                                          library)
+    if library == "aarch64":
+        path = request.getfixturevalue("copy_delegate_aarch64")
     engine = make_engine(str(reshape_model), 1, external(path, *options))
     assert engine.delegate == "xnnpack" and engine.delegate_library == ""
     assert engine.fallback.startswith(f"external delegate {path} not used: ")
-    assert reason.format(tmp=tmp_path) in engine.fallback
+    assert reason.format(tmp=tmp_path, path=path) in engine.fallback
     assert engine.fallback.endswith("; running reshape.tflite on the CPU with XNNPACK")
     assert "\n" not in engine.fallback
     x = np.ones((1, 16), np.float32)
     np.testing.assert_array_equal(run(engine, x), run(make_engine(str(reshape_model), 1), x))
     assert "Traceback" not in capfd.readouterr().err
+
+
+def test_elf_machine_names_what_a_library_is_built_for(tmp_path):
+    def elf(klass: int, order: int, machine: int) -> str:
+        path = tmp_path / f"{klass}-{order}-{machine}.so"
+        path.write_bytes(b"\x7fELF" + bytes([klass, order]) + bytes(12)
+                         + machine.to_bytes(2, "little" if order == 1 else "big") + bytes(44))
+        return str(path)
+
+    assert elf_machine(elf(1, 1, 40)) == "arm, 32-bit"  # armv7l, as on a 32-bit Raspberry Pi OS
+    assert elf_machine(elf(2, 2, 21)) == "ppc64, 64-bit"
+    assert elf_machine(elf(2, 1, 9999)) == "ELF machine 9999, 64-bit"
+    assert elf_machine(LIBC) == "x86_64, 64-bit"
+    (tmp_path / "short").write_bytes(b"\x7fELF\x02")
+    for path in (tmp_path / "short", tmp_path / "absent", tmp_path, elf(3, 1, 62)):
+        assert elf_machine(str(path)) is None
 
 
 def test_delegate_choice_and_options_checked():
@@ -335,3 +392,61 @@ def test_edgetpu_model_only_with_its_delegate(digits_bundle, tmp_path):
     assert 'edge_run_delegate_info{delegate="xnnpack",fallback="true",library="",model_file="model.tflite",' \
            'reason="Edge TPU delegate not used: cannot load libedgetpu.so.1' in text
     assert "edge-run serve: fallback: Edge TPU delegate not used" in log
+
+
+# ---------------------------------------------------------------- on the emulated Raspberry Pi 4
+
+@pytest.mark.emulated
+@pytest.mark.slow
+def test_cross_compiled_delegate_on_the_emulated_rpi4(copy_delegate, copy_delegate_aarch64, digits, digits_bundle,
+                                                      tmp_path):
+    """The aarch64 build of the delegate runs the digits RESHAPE on the emulated board with the device's own
+    XNNPACK scores; a library that is absent, or built for x86-64, leaves the model on XNNPACK with the reason.
+    Everything in one emulated run (each costs tens of seconds)."""
+    shutil.copy2(copy_delegate_aarch64, tmp_path / "libcopy_delegate.so")
+    shutil.copy2(copy_delegate, tmp_path / "libcopy_delegate_x86_64.so")
+    np.save(tmp_path / "x.npy", np.load(digits / "test_x.npy")[:40])
+    vx = "/usr/lib/libvx_delegate.so"
+    script = (
+        'set -e; "$BUNDLE/install.sh" >/dev/null; E="$BUNDLE/edge-run"; D="$PWD/libcopy_delegate.so"; '
+        'bench() { "$E" bench "$BUNDLE" --runs 2 --warmup 1 --json "$@"; }; '
+        'bench --delegate "$D" --delegate-option max_nodes=1 >external.json 2>external.err; '
+        '"$E" run "$BUNDLE" --input x.npy --output external.npz --delegate "$D" --delegate-option max_nodes=1 '
+        '2>>external.err; '
+        '"$E" run "$BUNDLE" --input x.npy --output xnnpack.npz 2>xnnpack.err; '
+        f'bench --delegate {vx} >vx.json 2>vx.err; '
+        'bench --delegate "$PWD/libcopy_delegate_x86_64.so" >x86_64.json 2>x86_64.err; uname -m'
+    )
+    proc, _ = emulator.run_on_device(RPI4, digits_bundle, script, cwd=tmp_path, capture=True)
+    errs = {p.stem: p.read_text() for p in tmp_path.glob("*.err")}
+    assert proc.returncode == 0, proc.stderr[-3000:] + json.dumps(errs)[-3000:]
+    assert proc.stdout.strip().splitlines()[-1] == "aarch64"
+    for name, err in errs.items():
+        assert "Traceback" not in err, f"{name}: {err}"
+
+    library = str(tmp_path / "libcopy_delegate.so")
+    external = json.loads((tmp_path / "external.json").read_text())
+    assert {k: external[k] for k in ("delegate", "delegate_library", "delegate_nodes", "total_nodes", "partitions",
+                                     "model_file", "fallback")} == {
+        "delegate": "external", "delegate_library": library, "delegate_nodes": 1, "total_nodes": 8,
+        "partitions": 1, "model_file": "model.tflite", "fallback": None}
+    assert external["runtime"].startswith("ai_edge_litert 2.3.0")
+    # the delegate only copies bytes: the device's XNNPACK scores, bit for bit
+    with np.load(tmp_path / "external.npz") as ext, np.load(tmp_path / "xnnpack.npz") as xnn:
+        np.testing.assert_array_equal(ext["scores"], xnn["scores"])
+        device = {"scores": ext["scores"]}
+    import edge_runtime
+
+    host = edge_runtime.load(digits_bundle).predict({"image": np.load(tmp_path / "x.npy")})
+    assert_within_one_step(device, host, json.loads((digits_bundle / "manifest.json").read_text()))
+
+    x86 = str(tmp_path / "libcopy_delegate_x86_64.so")
+    for name, path, reason in (("vx", vx, f"no file at {vx}"),
+                               ("x86_64", x86, f"cannot load {x86}: it is built for x86_64, 64-bit, "
+                                               "this machine is aarch64, 64-bit")):
+        result = json.loads((tmp_path / f"{name}.json").read_text())
+        assert (result["delegate"], result["delegate_library"], result["model_file"]) == (
+            "xnnpack", None, "model.tflite")
+        assert (result["delegate_nodes"], result["total_nodes"]) == (7, 8)  # int8 SOFTMAX stays on builtin kernels
+        assert result["fallback"] == (f"external delegate {path} not used: {reason}; "
+                                      "running model.tflite on the CPU with XNNPACK"), result["fallback"]
