@@ -190,6 +190,15 @@ def _line(step: Step, base_ms: float | None) -> str:
             f"{step.partitions} XNNPACK partition(s), {step.seconds:.1f} s: {verdict}{note}")
 
 
+def _not_integer(q: Quantized) -> str:
+    """Why a model fails --precision int8 however close it is: the ops it leaves float (no int8 kernel)."""
+    from .ops import op_report
+
+    found = [f["type"] for f in op_report(q.tflite)["float_ops"] if f["type"] not in ("QUANTIZE", "DEQUANTIZE")]
+    kinds = ", ".join(sorted(set(found))) or "float tensors"
+    return f"not full integer ({len(found)} float op(s): {kinds})"
+
+
 class Ladder:
     def __init__(self, bench: Bench, bar: Bar, precision: str = "auto", say: Callable[[str], None] = _say,
                  fallback: Callable[[], Quantized] | None = None):
@@ -203,6 +212,8 @@ class Ladder:
         report = self.bench.fidelity(q)
         ms, partitions = self.bench.speed(q)
         missing = [report["error"]] if report.get("error") else shortfalls(report, self.bar)
+        if self.precision == "int8" and not q.strict:
+            missing.append(_not_integer(q))
         step = Step(name, q, report, missing, ms, partitions, time.perf_counter() - started, note)
         if step.meets and self._slower(step):
             step.note = (step.note + "; " if step.note else "") + (

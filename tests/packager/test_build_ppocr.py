@@ -42,3 +42,22 @@ def test_ppocr_agreement_through_edge_run(ppocr_model, tmp_path):
     assert agreement >= 0.98, agreement
     # and the classifier still does its job on these lines
     assert float((int8.argmax(1) == labels).mean()) >= 0.9
+
+
+def test_precision_int8_never_ships_float_islands_and_reports_the_edge_tpu(ppocr_model, tmp_path):
+    """--precision int8 means full integer: LiteRT Quantizer's model holds the bar but keeps RELU_0_TO_1 in
+    float (it has no int8 kernel there), so it is refused for that and the converter's full-integer model
+    ships. For an Edge TPU target the build says where the Edge TPU would stop (HARD_SWISH, which Coral's
+    compiler does not map: google-coral/edgetpu#272)."""
+    write_lines(tmp_path / "calib", 120, seed=3)
+    build = run_cli("packager", "build", ppocr_model, "--target", "coral-usb", "--calibration", tmp_path / "calib",
+                    "--input-shape", "x=1,3,48,192", "--mean", "0.5", "--std", "0.5", "--precision", "int8",
+                    "--no-wheels", "-o", tmp_path / "dist")
+    manifest = json.loads((tmp_path / "dist" / "ch_ppocr_mobile_v2.0_cls_infer-coral-usb" / "manifest.json").read_text())
+    assert manifest["quantization"]["full_integer"] is True and manifest["ops"]["float_ops"] == []
+    first = manifest["precision"]["steps"][0]
+    assert first["step"] == "int8, min/max" and first["shortfalls"] == ["not full integer (9 float op(s): RELU_0_TO_1)"]
+    assert manifest["precision"]["step"] == "int8, TFLite converter"
+    edgetpu = manifest["edgetpu"]
+    assert edgetpu["first_cpu_op"]["type"] == "HARD_SWISH" and edgetpu["ops_edgetpu"] == 2
+    assert "Edge TPU: edgetpu_compiler is not on PATH" in build.stderr and edgetpu["summary"] in build.stderr
