@@ -158,6 +158,12 @@ def inspect(bundle, as_json):
     else:
         click.echo(describe(manifest))
         click.echo(f"edgetpu    {edgetpu['summary']}")
+        compiled = (manifest.get("edgetpu") or {}).get("compiled")
+        if isinstance(compiled, dict):  # what edgetpu_compiler made of it, when the build had the compiler
+            click.echo(f"           compiled by edgetpu_compiler {compiled.get('version')}: "
+                       f"{compiled.get('ops_edgetpu')} of {compiled.get('ops_total')} ops in {compiled.get('file')}, "
+                       f"on-chip {compiled.get('on_chip_used')}, off-chip {compiled.get('off_chip_used')}, "
+                       f"needs runtime >= {compiled.get('min_runtime')}")
 
 
 @cli.command()

@@ -252,6 +252,10 @@ def test_build_with_the_standin_compiler(digits, tmp_path):
     assert (bundle / "model_edgetpu.tflite").read_bytes() == (bundle / "model.tflite").read_bytes()
     from edge_runtime.bundle import open_bundle
     open_bundle(bundle)  # the device's checks (digest, files, manifest validation) pass
+    shown = subprocess.run([sys.executable, "-m", "packager", "inspect", str(bundle)], capture_output=True, text=True,
+                           cwd=ROOT)
+    assert ("compiled by edgetpu_compiler 16.0.384591198: 5 of 6 ops in model_edgetpu.tflite, on-chip 60.00KiB, "
+            "off-chip 0.00B, needs runtime >= 13") in shown.stdout
 
 
 @pytest.mark.slow
