@@ -91,7 +91,7 @@ import numpy as np
 
 from .arrays import TooLarge
 from .errors import UserError
-from .metrics import Metrics, model_fidelity
+from .metrics import CONTENT_TYPE as METRICS_TYPE, Metrics, model_fidelity
 from .protocol import (DEFAULT_MAX_BATCH, HttpError, encode_response, max_elements, parse_json_request,
                        tensor_json)
 from .tensors import feeds_from_numpy
@@ -274,8 +274,7 @@ class App:
             return
         metrics = self.service.metrics
         state = {"endpoint": "other", "code": 500, "started": time.perf_counter()}
-        with metrics.lock:
-            metrics.in_flight += 1
+        metrics.in_flight.inc()
         try:
             try:
                 code, body, headers, close = await self._route(scope, receive, state)
@@ -294,8 +293,7 @@ class App:
                 *([(b"Connection", b"close")] if close else [])]})
             await send({"type": "http.response.body", "body": body})
         finally:
-            with metrics.lock:
-                metrics.in_flight -= 1
+            metrics.in_flight.dec()
             if not state.get("recorded"):  # the client went away, or the task was cancelled at shutdown
                 metrics.request_done(state["endpoint"], state["code"], time.perf_counter() - state["started"])
 
@@ -320,7 +318,7 @@ class App:
             if not get:
                 raise HttpError(405, f"{method} is not allowed on {path}", {"Allow": "GET, HEAD"})
             if path == "/metrics":
-                return 200, service.metrics.render().encode(), {"Content-Type": "text/plain; version=0.0.4"}, False
+                return 200, service.metrics.render().encode(), {"Content-Type": METRICS_TYPE}, False
             if path == "/v2/health/live":
                 return self._json(200, {"live": True})
             if path == "/v2/health/ready":

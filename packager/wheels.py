@@ -26,8 +26,8 @@ def cache_root() -> Path:
     return Path(os.environ.get("EDGEPACK_CACHE", Path.home() / ".cache" / "edgepack"))
 
 
-# `edge-run serve`'s HTTP layer: pure-Python wheels (py3-none-any), the versions requirements/host.txt pins.
-SERVER_PACKAGES = ("uvicorn==0.54.0", "h11==0.16.0", "click==8.5.1")
+# `edge-run serve`'s HTTP layer and /metrics: pure-Python wheels (py3-none-any), the versions requirements/host.txt pins.
+SERVER_PACKAGES = ("uvicorn==0.54.0", "h11==0.16.0", "click==8.5.1", "prometheus_client==0.26.0")
 
 
 def requirements(profile: Profile) -> list[str]:

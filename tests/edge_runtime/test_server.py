@@ -167,13 +167,15 @@ def test_metrics_pass_promtool(server, samples, digits_bundle):
     for name in ("edge_run_requests_total", "edge_run_request_duration_seconds_bucket",
                  "edge_run_inference_duration_seconds_count", "edge_run_in_flight_requests",
                  "edge_run_model_info", 'edge_run_delegate_info{delegate="xnnpack",fallback="false",library="",'
-                 'model_file="model.tflite",reason=""} 1', "edge_run_model_nodes 8\n",
-                 'edge_run_delegate_nodes{delegate="xnnpack"} 7\n'):
+                 'model_file="model.tflite",reason=""} 1.0', "edge_run_model_nodes 8.0\n",
+                 'edge_run_delegate_nodes{delegate="xnnpack"} 7.0\n', "process_resident_memory_bytes",
+                 "process_cpu_seconds_total", "process_open_fds"):
         assert name in text
     manifest = json.loads((digits_bundle / "manifest.json").read_text())
     precision = manifest["precision"]
-    assert f"edge_run_model_fidelity_ok {int(precision['meets_bar'])}\n" in text
-    assert (f'edge_run_model_precision_info{{precision="{precision["chosen"]}",step="{precision["step"]}"}} 1\n'
+    # prometheus_client spells every sample value as a float ("1.0", not "1"); Prometheus reads both alike.
+    assert f"edge_run_model_fidelity_ok {float(precision['meets_bar'])!r}\n" in text
+    assert (f'edge_run_model_precision_info{{precision="{precision["chosen"]}",step="{precision["step"]}"}} 1.0\n'
             in text)
     cosine = manifest["fidelity"]["outputs"]["scores"]["cosine"]
     assert f'edge_run_model_fidelity_cosine{{output="scores"}} {float(cosine)!r}\n' in text
@@ -191,9 +193,9 @@ def test_model_fidelity_gauges_below_the_bar():
     manifest["fidelity"]["outputs"]["z\"q"] = {**manifest["fidelity"]["outputs"]["y"], "cosine": float("nan")}
     text = Metrics({"model": "det-rpi4"}, model_fidelity(manifest)).render()
     assert model_gauges(text) == {
-        'edge_run_model_info{model="det-rpi4"}': "1",
-        'edge_run_model_precision_info{precision="int8+float",step="int8 + 12 float ops"}': "1",
-        "edge_run_model_fidelity_ok": "0",
+        'edge_run_model_info{model="det-rpi4"}': "1.0",
+        'edge_run_model_precision_info{precision="int8+float",step="int8 + 12 float ops"}': "1.0",
+        "edge_run_model_fidelity_ok": "0.0",
         'edge_run_model_fidelity_cosine{output="y"}': "0.995",
         'edge_run_model_fidelity_cosine{output="z\\"q"}': "NaN",  # a NaN output is reported, not hidden
     }
@@ -204,8 +206,8 @@ def test_model_fidelity_gauges_of_a_bundle_from_before_the_ladder():
     text = Metrics({"model": "det-rpi4"}, model_fidelity(hand_manifest())).render()
     # int8 (all there was then); no bar was recorded, so no claim either way
     assert model_gauges(text) == {
-        'edge_run_model_info{model="det-rpi4"}': "1",
-        'edge_run_model_precision_info{precision="int8"}': "1",
+        'edge_run_model_info{model="det-rpi4"}': "1.0",
+        'edge_run_model_precision_info{precision="int8"}': "1.0",
         'edge_run_model_fidelity_cosine{output="y"}': "0.995",
     }
     promtool_check(text)
@@ -218,8 +220,8 @@ def test_metrics_of_a_bundle_shipped_below_the_bar(digits_bundle, tmp_path):
         gauges = model_gauges(srv.metrics())
     finally:
         assert srv.stop() == 0
-    assert gauges["edge_run_model_fidelity_ok"] == "0"
-    assert gauges['edge_run_model_precision_info{precision="int8",step="int8, min/max"}'] == "1"
+    assert gauges["edge_run_model_fidelity_ok"] == "0.0"
+    assert gauges['edge_run_model_precision_info{precision="int8",step="int8, min/max"}'] == "1.0"
     assert gauges['edge_run_model_fidelity_cosine{output="scores"}'] == "0.9125"
 
 
@@ -278,7 +280,7 @@ def test_sigterm_finishes_in_flight_request_and_exits_zero(digits_bundle, sample
               + body[:20])
     # Wait until the server is handling it (the /metrics request itself is the other one in flight).
     deadline = time.monotonic() + 10
-    while "edge_run_in_flight_requests 2" not in srv.metrics():
+    while "edge_run_in_flight_requests 2.0" not in srv.metrics():
         assert time.monotonic() < deadline, "the partial request never reached the server"
         time.sleep(0.05)
     srv.proc.send_signal(signal.SIGTERM)

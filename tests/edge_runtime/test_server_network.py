@@ -604,7 +604,7 @@ def test_metrics_label_values_escaped():
 
     text = Metrics({"model": 'evil\nedge_run_fake 1\n"quoted"\\back'}).render()
     line = next(x for x in text.splitlines() if x.startswith("edge_run_model_info"))
-    assert line == 'edge_run_model_info{model="evil\\nedge_run_fake 1\\n\\"quoted\\"\\\\back"} 1'
+    assert line == 'edge_run_model_info{model="evil\\nedge_run_fake 1\\n\\"quoted\\"\\\\back"} 1.0'
     assert "edge_run_fake 1\n" not in text
     promtool_check(text)
 
