@@ -107,6 +107,7 @@ def check(manifest: dict) -> None:
     _fidelity(manifest.get("fidelity"))
     _conversion(manifest)
     _ops(manifest.get("ops"))
+    check_input_statistics(manifest.get("input_statistics"), {spec["name"]: spec["shape"] for spec in inputs})
 
 
 # --- the pieces of a manifest ---
@@ -316,6 +317,34 @@ def _ops(ops) -> None:
         _need(isinstance(entry, dict), f"ops.float_ops[{i}]", "an object", entry)
         for key in ("type", "output"):
             _text(_field(entry, key, f"ops.float_ops[{i}]"), f"ops.float_ops[{i}].{key}")
+
+
+def check_input_statistics(stats, shapes: dict) -> None:
+    """Calibration-set statistics per input, which `edge-run serve` measures drift against (absent before them).
+
+    The server divides by std and indexes channels by these lists: a wrong
+    length or a negative or non-finite number would give a drift figure
+    that means nothing, so the bundle is refused instead.
+    """
+    if stats is None:
+        return
+    _need(isinstance(stats, dict) and len(stats) <= MAX_TENSORS, "input_statistics",
+          "an object of at most one entry per input", stats)
+    for name, entry in stats.items():
+        path = f"input_statistics[{_show(name)}]"
+        _need(name in shapes, path, "the statistics of one of the inputs", name)
+        _need(isinstance(entry, dict), path, "an object", entry)
+        axis = _field(entry, "channel_axis", path)
+        shape = shapes[name]
+        _need(axis is None or (axis == 1 and is_int(axis) and len(shape) == 4), f"{path}.channel_axis",
+              "null, or 1 for an [N, C, H, W] input", axis)
+        channels = 1 if axis is None else shape[1]
+        for key in ("mean", "std"):
+            values = _field(entry, key, path)
+            _need(isinstance(values, list) and len(values) == channels
+                  and all(_is_number(v) and math.isfinite(v) and (key == "mean" or v >= 0) for v in values),
+                  f"{path}.{key}", f"a list of {channels} finite {'non-negative ' if key == 'std' else ''}numbers",
+                  values)
 
 
 # --- the checks every piece uses ---

@@ -67,7 +67,7 @@ class Metrics:
     handlers on the event loop and inference threads update them directly.
     """
 
-    def __init__(self, model_info: dict, model_families: list | None = None):
+    def __init__(self, model_info: dict, model_families: list | None = None, drift=None):
         self.registry = CollectorRegistry(auto_describe=True)
         self.engine: dict = {}  # Engine.report() once the model is loaded
         self.requests = Counter("edge_run_requests", "HTTP requests by endpoint and status code.",
@@ -80,7 +80,9 @@ class Metrics:
         info = Gauge("edge_run_model_info", "The model being served.", list(model_info), registry=self.registry)
         (info.labels(*(str(v) for v in model_info.values())) if model_info else info).set(1)
         fixed = list(model_families or [])  # model_fidelity(manifest): fixed at start
-        self.registry.register(_Collect(lambda: [*fixed, *delegate_families(self.engine), *device_health()]))
+        self.drift = drift  # edge_runtime.drift.Drift, or None
+        self.registry.register(_Collect(lambda: [*fixed, *delegate_families(self.engine), *device_health(),
+                                                 *(drift.families() if drift else [])]))
         ProcessCollector(registry=self.registry)
 
     def request_done(self, endpoint: str, code: int, seconds: float) -> None:
@@ -89,6 +91,11 @@ class Metrics:
 
     def inference_done(self, seconds: float) -> None:
         self.inference.observe(seconds)
+
+    def inputs_seen(self, feeds: dict) -> None:
+        """Live inputs, for the drift and saturation figures (nothing when the server keeps none)."""
+        if self.drift is not None:
+            self.drift.observe(feeds)
 
     def render(self) -> str:
         return generate_latest(self.registry).decode()

@@ -90,6 +90,7 @@ import time
 import numpy as np
 
 from .arrays import TooLarge
+from .drift import Drift
 from .errors import UserError
 from .metrics import CONTENT_TYPE as METRICS_TYPE, Metrics, model_fidelity
 from .protocol import (DEFAULT_MAX_BATCH, HttpError, encode_response, max_elements, parse_json_request,
@@ -163,6 +164,7 @@ class Service:
             print(f"edge-run serve: model failed to load: {exc}", file=sys.stderr, flush=True)
 
     def infer(self, feeds: dict[str, np.ndarray], deadline: float) -> dict[str, np.ndarray]:
+        self.metrics.inputs_seen(feeds)  # before waiting: no interpreter is held while it counts
         try:
             model = self.pool.get(timeout=max(0.0, deadline - time.monotonic()))
         except queue.Empty:
@@ -654,7 +656,7 @@ def serve(bundle: str, host: str, port: int, limits: Limits, threads: int | None
 
     target = manifest.get("target", {})
     metrics = Metrics({"model": manifest["name"], "target": target.get("name", ""),
-                       "source_sha256": manifest["source"]["sha256"][:16]}, model_fidelity(manifest))
+                       "source_sha256": manifest["source"]["sha256"][:16]}, model_fidelity(manifest), Drift(manifest))
     service = Service(load_models, limits, manifest["name"], metrics)
     access = access or Access()
     access = dataclasses.replace(access, hosts=access.hosts | {host.lower().strip("[]")})

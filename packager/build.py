@@ -26,6 +26,7 @@ from edge_runtime.errors import UserError
 from . import __version__
 from .bundle import bundle_name, publish, seal, stage_files
 from .calibration import lack_of_variation, load_calibration, split_holdout
+from .input_stats import input_statistics
 from .convert import DEFAULT_BUDGET, convert
 from .fidelity import Bar, format_table
 from .ladder import PRECISIONS, Bench, Ladder, VALIDATION, float_model, io_entry
@@ -220,6 +221,7 @@ def build_all(opts: BuildOptions, say: Callable[[int, str], None] = _say) -> lis
                 manifest["fidelity"] = chosen.report
                 manifest["ops"] = ops
                 manifest["memory"] = memory
+                manifest["input_statistics"] = input_statistics(data, manifest["inputs"])
                 manifest["edgetpu"] = edgetpu_stage(q.tflite, profile, stage,
                                                     opts.require_edgetpu and profile in tpus)
                 if profile in tpus and q.precision != "int8":

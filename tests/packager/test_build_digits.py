@@ -44,6 +44,8 @@ def test_bundle_layout_and_manifest(digits, digits_bundle):
     assert manifest["ops"]["float_ops"] == []
     assert manifest["ops"]["counts"]["CONV_2D"] == {"int8": 2}
     assert {"model.tflite", "edge-run", "edge_runtime/cli.py"} <= set(manifest["files"])
+    stats = manifest["input_statistics"]["image"]  # the calibration set's, for edge-run serve's drift score
+    assert stats["channel_axis"] == 1 and stats["samples"] > 0 and stats["std"][0] > 0
     # the archive holds the same folder
     archive = digits_bundle.parent / "digits-rpi4.tar.gz"
     with tarfile.open(archive) as tar:
