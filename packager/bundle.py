@@ -20,6 +20,8 @@ from edge_runtime.bundle import MANIFEST, SUMS, manifest_digest, sha256_file, su
 from edge_runtime.errors import UserError
 
 DEVICE_FILES = Path(__file__).resolve().parent / "device_files"
+# The Grafana dashboard for edge-run serve's /metrics: in every bundle, beside the runner that exports them.
+DASHBOARD = Path(__file__).resolve().parent.parent / "dashboards" / "edge-run.json"
 # A bundle's name travels into folder names, install.conf and the systemd unit's
 # name: it is kept to characters no shell, sed or unit file treats specially.
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,99}$")
@@ -67,6 +69,8 @@ def stage_files(stage: Path, arch: str, python: str, packages: list[str]) -> Non
         shutil.copy2(DEVICE_FILES / name, stage / name)
     for name in DEVICE_SCRIPTS:
         (stage / name).chmod(0o755)
+    (stage / "dashboards").mkdir(exist_ok=True)
+    shutil.copy2(DASHBOARD, stage / "dashboards" / DASHBOARD.name)
     values = {"name": stage.name, "arch": arch, "python": python, "packages": " ".join(packages)}
     for key, value in values.items():  # install.sh refuses anything else too; this is the build's own check
         if not re.fullmatch(r"[A-Za-z0-9._+<>=!,~ -]*", value):

@@ -7,7 +7,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from tests.conftest import accuracy, run_cli
+from tests.conftest import ROOT, accuracy, run_cli
 
 pytestmark = pytest.mark.slow
 
@@ -43,7 +43,9 @@ def test_bundle_layout_and_manifest(digits, digits_bundle):
     assert fid["cosine"] > 0.99 and fid["top1_agreement"] >= 0.95
     assert manifest["ops"]["float_ops"] == []
     assert manifest["ops"]["counts"]["CONV_2D"] == {"int8": 2}
-    assert {"model.tflite", "edge-run", "edge_runtime/cli.py"} <= set(manifest["files"])
+    assert {"model.tflite", "edge-run", "edge_runtime/cli.py", "dashboards/edge-run.json"} <= set(manifest["files"])
+    dashboard = "dashboards/edge-run.json"
+    assert (digits_bundle / dashboard).read_bytes() == (ROOT / dashboard).read_bytes()
     stats = manifest["input_statistics"]["image"]  # the calibration set's, for edge-run serve's drift score
     assert stats["channel_axis"] == 1 and stats["samples"] > 0 and stats["std"][0] > 0
     # the archive holds the same folder
