@@ -10,7 +10,8 @@ exports how far they have moved, in calibration standard deviations:
 Near 0 for inputs like the calibration set; 1 means inputs moved by a
 whole standard deviation, where an int8 model calibrated on the old range
 starts clipping and losing accuracy without any error. It costs one mean per
-channel per request (a few microseconds for a 3x224x224 image).
+channel and one range count per request: 0.08 ms for a 1x3x224x224 image,
+8 us for the digits input (x86-64 host, loaded; a Pi's cores are slower).
 
 Saturation counts input values outside what the int8 input quantization can
 represent, (qmin - zero_point) * scale to (qmax - zero_point) * scale: those
@@ -55,7 +56,9 @@ class InputWatch:
         self.saturated = 0
 
     def observe(self, x: np.ndarray) -> None:
-        """Fold one request's batch in (called with the lock held)."""
+        """Fold one request's batch in (called with the lock held; the model has accepted its shape)."""
+        if x.size == 0:  # nothing to average; an empty mean would poison the moving average with NaN
+            return
         if self.stats is not None:
             if self.axis is None:
                 mean = np.array([x.mean(dtype=np.float64)])

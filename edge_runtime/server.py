@@ -164,7 +164,6 @@ class Service:
             print(f"edge-run serve: model failed to load: {exc}", file=sys.stderr, flush=True)
 
     def infer(self, feeds: dict[str, np.ndarray], deadline: float) -> dict[str, np.ndarray]:
-        self.metrics.inputs_seen(feeds)  # before waiting: no interpreter is held while it counts
         try:
             model = self.pool.get(timeout=max(0.0, deadline - time.monotonic()))
         except queue.Empty:
@@ -173,9 +172,10 @@ class Service:
             start = time.perf_counter()
             outputs = model.predict(feeds)
             self.metrics.inference_done(time.perf_counter() - start)
-            return outputs
         finally:
             self.pool.put(model)
+        self.metrics.inputs_seen(feeds)  # inputs the model accepted (shapes checked), with the interpreter free
+        return outputs
 
 
 def run_inference(service: Service, body: bytes, ctype: str, header_length: int | None,

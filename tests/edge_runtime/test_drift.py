@@ -2,6 +2,7 @@
 score and saturation counts in /metrics (edge_runtime.drift), the manifest check of the new section."""
 
 import json
+import warnings
 
 import numpy as np
 import pytest
@@ -134,3 +135,13 @@ def test_served_drift_score_moves_with_shifted_inputs(digits_bundle, digits):
         assert srv.stop() == 0
     print(f"drift score: in distribution {steady:.3f}, shifted by 2 std {moved:.3f}")
     assert steady < 0.5 and moved > 1.2 and moved > steady + 1
+
+
+def test_empty_batch_leaves_the_figures_alone():
+    """An empty tensor has no mean: folded in, it would turn the moving average into NaN for good."""
+    drift = Drift(manifest_with_stats())
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        drift.observe({"x": np.zeros((0, 3, 32, 32), np.float32)})
+    assert drift.inputs["x"].live_mean is None and drift.inputs["x"].values == 0
+    assert score_after(drift, images(60)) < 0.1
