@@ -37,7 +37,8 @@ def _ssh_keygen(args: list, what: str, hint: str, cwd: Path | None = None) -> st
     except subprocess.TimeoutExpired:
         raise UserError(f"{what}: ssh-keygen did not answer within 60 s", hint) from None
     if proc.returncode != 0:
-        said = " ".join(line for line in proc.stderr.strip().splitlines() if not line.startswith("Enter passphrase"))
+        # Its passphrase prompt, answered by nobody, left out.
+        said = " ".join(proc.stderr.replace("Enter passphrase:", "").split()).rstrip(".")
         raise UserError(f"{what}: ssh-keygen failed ({said or f'exit {proc.returncode}'})", hint)
     return proc.stdout
 
@@ -55,7 +56,7 @@ def check_key(key: str | Path) -> Signer:
     if not key.is_file():
         raise UserError(f"{what}: no such key file", "pass an OpenSSH private key (ssh-keygen -t ed25519 -f KEY "
                                                      "makes one)")
-    listed = _ssh_keygen(["-l", "-f", key], what, "pass an OpenSSH private key, e.g. ~/.ssh/id_ed25519").split()
+    listed = _ssh_keygen(["-l", "-f", key], f"{what} is not an OpenSSH key", "pass an OpenSSH private key, e.g. ~/.ssh/id_ed25519").split()
     # "256 SHA256:... comment (ED25519)": the comment may hold spaces or be empty.
     fingerprint = f"{listed[1]} {listed[-1]}" if len(listed) >= 3 else " ".join(listed)
     with tempfile.TemporaryDirectory(prefix="edgepack-sign-") as scratch:
