@@ -96,7 +96,7 @@ def _tree_checksums(root: Path) -> dict[str, str]:
 def _spec(profile: Profile) -> dict:
     qemu, debian_arch = emulator_for(profile)
     return {"suite": profile.os["debian_suite"], "arch": debian_arch, "qemu": qemu,
-            "python": profile.os["python"], "packages": list(ROOTFS_PACKAGES), "layout": 3}
+            "python": profile.os["python"], "packages": list(ROOTFS_PACKAGES), "layout": 4}
 
 
 def rootfs_dir(profile: Profile) -> Path:
@@ -154,6 +154,9 @@ def build_rootfs(cache: Path, spec: dict, log=_stderr_log) -> None:
         # including the byte-compiled standard library (py3compile's job), so
         # runs never write into the cached tree.
         (root / "etc" / "hostname").write_text("edgepack-emulated\n")
+        # base-passwd's job: ssh-keygen refuses to run for a uid with no passwd entry.
+        (root / "etc" / "passwd").write_text("root:x:0:0:root:/root:/bin/sh\n")
+        (root / "etc" / "group").write_text("root:x:0:\n")
         # Merged /usr: from trixie on, base-files' maintainer scripts make these links (bookworm's packages
         # ship them); without them no binary finds /lib/ld-linux-aarch64.so.1.
         for top in ("bin", "sbin", "lib"):

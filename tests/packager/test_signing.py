@@ -23,7 +23,7 @@ from edge_runtime.errors import UserError
 from edge_runtime.trust import SIGNATURE, trust_file
 from tests.conftest import reseal, run_cli
 
-pytestmark = pytest.mark.slow  # real builds
+pytestmark = pytest.mark.slow  # real builds (and one emulated run)
 
 MARKER_CODE = "import pathlib; pathlib.Path({marker!r}).write_text('ran')\n"
 NOT_SIGNED = "not signed, and this device runs only bundles signed by the key pinned in"
@@ -204,3 +204,59 @@ def test_sign_with_unusable_key_fails_before_any_work(digits, tmp_path, case):
         assert "ssh-add KEY" in first
     assert "[1/9]" not in proc.stderr  # before loading the model
     assert not (tmp_path / "dist").exists()
+
+
+@pytest.mark.emulated
+def test_emulated_device_runs_only_what_the_pinned_key_signed(signed_build, digits, keys, tmp_path):
+    """One emulated run: pin, install and run a signed bundle; a tampered and an other-key copy are refused
+    by install.sh and by the launcher, with their exact messages."""
+    import numpy as np
+
+    import edge_runtime
+    from packager import emulator
+    from packager.profiles import load_profile
+    from tests.packager.test_emulated import assert_within_one_step
+
+    folder = signed_build[0]
+    shutil.copy2(f"{keys[0]}.pub", tmp_path / "signer.pub")
+    tampered, other = tmp_path / "tampered", tmp_path / "other"
+    for copy in (tampered, other):
+        shutil.copytree(folder, copy)
+    reseal(tampered, dict(json.loads((tampered / MANIFEST).read_text()), name="digits-evil"))
+    (other / SIGNATURE).unlink()
+    subprocess.run(["ssh-keygen", "-Y", "sign", "-f", str(keys[1]), "-n", "edgepack-bundle", MANIFEST],
+                   cwd=other, check=True, capture_output=True, stdin=subprocess.DEVNULL)
+    x = np.load(digits / "test_x.npy")[:10]
+    np.save(tmp_path / "x.npy", x)
+    # The pin goes where a non-root user's would: as root it would land in the cached tree's /etc.
+    script = (
+        'set -e; export EDGEPACK_TRUST_DIR="$HOME/.config/edgepack"; '
+        '"$BUNDLE/install.sh" --trust signer.pub; '
+        '"$BUNDLE/edge-run" run "$BUNDLE" --input x.npy --output y.npz; '
+        'for b in tampered other; do '
+        '  "$PWD/$b/install.sh" > $b.install.out 2> $b.install.err && echo "$b INSTALLED"; '
+        '  "$PWD/$b/edge-run" info "$PWD/$b" > $b.run.out 2> $b.run.err && echo "$b RAN"; '
+        'done; echo DONE'
+    )
+    proc, _ = emulator.run_on_device(load_profile("rpi4"), folder, script, cwd=tmp_path, capture=True)
+    assert proc.returncode == 0 and proc.stdout.strip().endswith("DONE"), proc.stderr[-3000:]
+    out = proc.stdout
+    assert f"install.sh: pinned {fingerprint(keys[0])} in /root/.config/edgepack/allowed_signers" in out
+    assert "install.sh: signature checked against the key pinned in /root/.config/edgepack/allowed_signers" in out
+    assert "installed ai-edge-litert==" in out and "INSTALLED" not in out and "RAN" not in out
+    with np.load(tmp_path / "y.npz") as y:
+        device = {k: y[k] for k in y.files}
+    assert_within_one_step(device, edge_runtime.load(folder).predict({"image": x}), json.loads(
+        (folder / MANIFEST).read_text()))
+    pinned = "/root/.config/edgepack/allowed_signers"
+    expected = {
+        "tampered": f"edgepack bundle {tampered}: {CHANGED}; copy the bundle again, or rebuild it with edgepack "
+                    "build --sign KEY (the key pinned with install.sh --trust)",
+        "other": f"edgepack bundle {other}: signed by another key ({fingerprint(keys[1])}), not the one pinned in "
+                 f"{pinned}; rebuild it with the pinned key, or pin its key with install.sh --trust",
+    }
+    for name, message in expected.items():
+        assert (tmp_path / f"{name}.run.err").read_text() == message + "\n"
+        assert (tmp_path / f"{name}.install.err").read_text() == (
+            message + "\ninstall.sh: error: the bundle failed its check (above); nothing was installed\n")
+        assert not (tmp_path / name / ".venv").exists()
