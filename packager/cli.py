@@ -95,7 +95,7 @@ def build(model, target, calibration, out_dir, input_shapes, mean, std, io_dtype
         click.echo(summary_table(results))
     if results[0].signer:
         click.echo(f"signed     manifest.json.sig by {results[0].signer} ({sign_key}); "
-                   "pin it on the device: install.sh --trust KEY.pub")
+                   f"pin it on the device: install.sh --trust {sign_key}.pub")
 
 
 def summary_table(results) -> str:
