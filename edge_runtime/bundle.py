@@ -3,7 +3,9 @@
 Nothing is loaded before the bundle's files are exactly the manifest's:
 every listed file present with its sha256, no file more, no symlink or
 special file, no path outside the folder, and the manifest matching its own
-digest (so an edited manifest is refused as surely as an edited model). An
+digest (so an edited manifest is refused as surely as an edited model). Once
+the device pins a signing key, the manifest must also carry that key's
+signature (``trust``): the digest alone anyone can recompute. An
 archive is read with every name and size checked against its manifest
 before any content is written, so a bomb is refused with the disk untouched.
 """
@@ -24,10 +26,14 @@ from pathlib import Path
 
 from .errors import UserError
 from .manifest import validate
+from .trust import MAX_SIGNATURE_BYTES, SIGNATURE, check_signature
 
 SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
 SUMS = "SHA256SUMS"
+# The only files outside manifest["files"]: the manifest, its sums, and (signed bundles) its signature,
+# which cannot be listed in what it signs, and is left out of SHA256SUMS so signing changes no other file.
+UNLISTED = (MANIFEST, SUMS, SIGNATURE)
 # Where install.sh puts the venv by default: made on the device, never shipped.
 VENV = ".venv"
 MAX_MANIFEST_BYTES = 16 << 20
@@ -71,7 +77,7 @@ def check_paths(files, sizes, where) -> None:
     for rel, digest in files.items():
         if not SAFE_PATH.match(rel) or posixpath.normpath(rel) != rel or rel.split("/")[0] == VENV:
             _refuse(where, f"file entry {rel!r} is not a plain relative path inside the bundle")
-        if rel in (MANIFEST, SUMS):
+        if rel in UNLISTED:
             _refuse(where, f"file entry {rel!r} is the manifest's own")
         if not (isinstance(digest, str) and re.fullmatch(r"[0-9a-f]{64}", digest)):
             _refuse(where, f"files[{rel!r}] must be a sha256 hex digest, found {digest!r}")
@@ -105,8 +111,9 @@ def _extract(archive: Path) -> Path:
     """Unpack a .tar.gz bundle to a private temp folder; returns the bundle dir.
 
     The archive must start with its folder, manifest.json and SHA256SUMS
-    (``edgepack build`` writes it so); every later member must be a regular
-    file the manifest lists, of the size it declares, each at most once.
+    (``edgepack build`` writes it so, then manifest.json.sig when signed);
+    every later member must be a regular file the manifest lists, of the
+    size it declares, each at most once.
     The declared total is checked against a cap and the free disk first.
     """
     dest = Path(tempfile.mkdtemp(prefix="edge-run-"))
@@ -124,7 +131,8 @@ def _extract(archive: Path) -> Path:
                 _refuse(archive, f"does not hold {name}/{MANIFEST} first (or it is over 16 MB)", fix)
             raw = tar.extractfile(first).read()
             manifest = _read_manifest_bytes(raw, f"{archive}:{MANIFEST}")
-            declared = {SUMS: None, **manifest["sizes"]}
+            declared = {SUMS: MAX_MANIFEST_BYTES, SIGNATURE: MAX_SIGNATURE_BYTES, **manifest["sizes"]}
+            capped = {SUMS, SIGNATURE}  # no declared size: at most their cap
             total = sum(manifest["sizes"].values())
             free = shutil.disk_usage(dest).free
             if total > MAX_BUNDLE_BYTES or total > free:
@@ -138,10 +146,10 @@ def _extract(archive: Path) -> Path:
                 if rel is None or rel not in declared or not member.isfile():
                     _refuse(archive, f"holds {member.name!r}, which its manifest does not list as a file", fix)
                 size = declared.pop(rel)
-                if size is not None and member.size != size:
+                if rel not in capped and member.size != size:
                     _refuse(archive, f"member {rel} is {member.size} bytes; the manifest says {size}", fix)
-                if size is None and member.size > MAX_MANIFEST_BYTES:
-                    _refuse(archive, f"{SUMS} is {member.size} bytes", fix)
+                if rel in capped and member.size > size:
+                    _refuse(archive, f"{rel} is {member.size} bytes", fix)
                 if hasattr(tarfile, "data_filter"):  # PEP 706 (3.11.4+; bookworm's 3.11.2 may lack it)
                     tar.extract(member, dest, filter="data")
                 else:  # a regular file at a checked, plain path: what the data filter would allow
@@ -161,7 +169,8 @@ def open_bundle(path: str | os.PathLike) -> tuple[Path, dict]:
         (bundle folder, manifest dict).
 
     Raises:
-        UserError: not a bundle, or any file differs from the manifest.
+        UserError: not a bundle, any file differs from the manifest, or (a
+            key pinned on this machine) the manifest is not signed by it.
     """
     path = Path(path)
     if not path.exists():
@@ -176,6 +185,7 @@ def open_bundle(path: str | os.PathLike) -> tuple[Path, dict]:
     if manifest_path.stat().st_size > MAX_MANIFEST_BYTES:
         _refuse(manifest_path, "is over 16 MB; edgepack writes a few KB")
     manifest = _read_manifest_bytes(manifest_path.read_bytes(), manifest_path)
+    check_signature(path)  # before the files: a manifest changed after signing is named as such
     verify(path, manifest)
     return path, manifest
 
@@ -202,7 +212,8 @@ def verify(folder: Path, manifest: dict) -> None:
     """The folder holds exactly the manifest's files, each with its size and sha256.
 
     Also checks SHA256SUMS (what the device's sha256sum checked before any
-    Python from the bundle ran) says the same as the manifest.
+    Python from the bundle ran) says the same as the manifest. A
+    manifest.json.sig may be there (whether it must is ``trust``'s rule).
     """
     where = folder / MANIFEST
     if manifest.get("integrity") != manifest_digest(manifest):
@@ -212,7 +223,7 @@ def verify(folder: Path, manifest: dict) -> None:
     check_paths(files, sizes, where)
     present = _present(folder)
     expected = set(files) | {MANIFEST, SUMS}
-    extra, missing = sorted(present - expected), sorted(expected - present)
+    extra, missing = sorted(present - expected - {SIGNATURE}), sorted(expected - present)
     if missing:
         raise UserError(f"bundle file {missing[0]} is missing from {folder}", "re-copy the whole bundle")
     if extra:

@@ -44,6 +44,7 @@ from .quiet import captured_output
 from .reference import Reference
 from .wheels import fetch_wheels, pinned, requirements, stage_wheels
 from .shapes import fix_shapes, parse_input_shapes, resolve_shapes
+from .signing import check_key, sign
 
 STAGES = 9
 # auto: the precision ladder; int8: full integer or fail; strict: the ladder, on calibration data that varies
@@ -73,6 +74,7 @@ class BuildOptions:
     strategy_timeout: float | None = DEFAULT_BUDGET  # seconds per conversion attempt
     verbose: bool = False
     require_edgetpu: bool = False
+    sign: str | None = None  # an OpenSSH private key: manifest.json.sig
 
 
 @dataclasses.dataclass
@@ -80,6 +82,7 @@ class BuildResult:
     bundle_dir: Path
     archive: Path
     manifest: dict
+    signer: str | None = None  # the signing key's fingerprint (not in the manifest: the signature covers it)
 
 
 def _say(step: int, text: str) -> None:
@@ -113,6 +116,7 @@ def build_all(opts: BuildOptions, say: Callable[[int, str], None] = _say) -> lis
     profiles = load_targets(opts.target, opts.wheels)
     io_dtype = opts.io_dtype or _shared_io_dtype(profiles)
     _check_options(opts, io_dtype)
+    signer = check_key(opts.sign) if opts.sign else None  # seconds, before minutes of conversion
     tpus = [p for p in profiles if "edgetpu" in p.delegates]
     if opts.require_edgetpu and not tpus:
         raise UserError(f"--require-edgetpu, but no target of {opts.target} lists the edgetpu delegate",
@@ -232,10 +236,12 @@ def build_all(opts: BuildOptions, say: Callable[[int, str], None] = _say) -> lis
 
             say(9, "writing " + ", ".join(f"{out_dir / n} and {n}.tar.gz" for n in names))
             sealed = [(stage, seal(stage, manifest)) for stage, manifest in stages]
+            for stage, _ in sealed if signer else ():
+                sign(stage, signer)
             results = []
             for stage, manifest in sealed:
                 bundle_dir, archive = publish(stage, out_dir)
-                results.append(BuildResult(bundle_dir, archive, manifest))
+                results.append(BuildResult(bundle_dir, archive, manifest, signer and signer.fingerprint))
     except BaseException:
         shutil.rmtree(private, ignore_errors=True)
         _remove_empty(new_dirs)

@@ -16,7 +16,8 @@ import tarfile
 from pathlib import Path
 
 import edge_runtime
-from edge_runtime.bundle import MANIFEST, SUMS, manifest_digest, sha256_file, sums_text
+from edge_runtime.bundle import MANIFEST, SUMS, UNLISTED, manifest_digest, sha256_file, sums_text
+from edge_runtime.trust import SIGNATURE
 from edge_runtime.errors import UserError
 
 DEVICE_FILES = Path(__file__).resolve().parent / "device_files"
@@ -91,7 +92,7 @@ def seal(stage: Path, manifest: dict) -> dict:
     for path in sorted(stage.rglob("*")):
         if path.is_symlink() or not (path.is_file() or path.is_dir()):
             raise UserError(f"the staged bundle holds {path}, not a plain file", "report this as a bug")
-        if path.is_file() and path.name not in (MANIFEST, SUMS) and "__pycache__" not in path.parts:
+        if path.is_file() and path.name not in UNLISTED and "__pycache__" not in path.parts:
             rel = path.relative_to(stage).as_posix()
             files[rel], sizes[rel] = sha256_file(path), path.stat().st_size
     manifest = dict(manifest, files=files, sizes=sizes)
@@ -102,9 +103,10 @@ def seal(stage: Path, manifest: dict) -> dict:
 
 
 def _tar(stage: Path, archive: Path) -> None:
-    """The folder entry, then manifest.json and SHA256SUMS, then the files in
-    the manifest's order: a reader learns every name and size before any
-    content (``edge_runtime.bundle`` relies on it to refuse a bomb early)."""
+    """The folder entry, then manifest.json and SHA256SUMS (and manifest.json.sig
+    when signed), then the files in the manifest's order: a reader learns
+    every name and size before any content (``edge_runtime.bundle`` relies
+    on it to refuse a bomb early)."""
     manifest = json.loads((stage / MANIFEST).read_text(encoding="utf-8"))
 
     def clean(info: tarfile.TarInfo) -> tarfile.TarInfo:
@@ -114,7 +116,8 @@ def _tar(stage: Path, archive: Path) -> None:
 
     with tarfile.open(archive, "w:gz") as tar:
         tar.add(stage, arcname=stage.name, recursive=False, filter=clean)
-        for rel in (MANIFEST, SUMS, *manifest["files"]):
+        signed = (SIGNATURE,) if (stage / SIGNATURE).is_file() else ()
+        for rel in (MANIFEST, SUMS, *signed, *manifest["files"]):
             tar.add(stage / rel, arcname=f"{stage.name}/{rel}", recursive=False, filter=clean)
 
 

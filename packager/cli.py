@@ -65,10 +65,13 @@ def cli():
 @click.option("--require-edgetpu", is_flag=True,
               help="Edge TPU targets: fail (before converting) unless edgetpu_compiler is on PATH to compile "
                    "model_edgetpu.tflite; without it the CPU model ships with the compatibility report.")
+@click.option("--sign", "sign_key", metavar="KEY",
+              help="Sign manifest.json with this OpenSSH private key (ssh-keygen -Y sign): a device that pinned "
+                   "its public key (install.sh --trust KEY.pub) runs only bundles it signed.")
 @click.option("-v", "--verbose", is_flag=True, help="Show the converters' logs and tracebacks.")
 def build(model, target, calibration, out_dir, input_shapes, mean, std, io_dtype, per_tensor, precision, min_cosine,
           min_top1, min_f1, min_channel_cosine, accept_low_fidelity, no_wheels, strategy_timeout, require_edgetpu,
-          verbose):
+          sign_key, verbose):
     """Build MODEL.onnx into a bundle for --target."""
     from .build import BuildOptions, build_all
 
@@ -77,7 +80,7 @@ def build(model, target, calibration, out_dir, input_shapes, mean, std, io_dtype
         mean=mean, std=std, io_dtype=io_dtype, per_tensor=per_tensor, precision=precision, min_cosine=min_cosine,
         min_top1=min_top1, min_f1=min_f1, min_channel_cosine=min_channel_cosine,
         accept_low_fidelity=accept_low_fidelity, wheels=not no_wheels, verbose=verbose,
-        require_edgetpu=require_edgetpu,
+        require_edgetpu=require_edgetpu, sign=sign_key,
     )
     if strategy_timeout is not None:
         opts.strategy_timeout = strategy_timeout
@@ -90,6 +93,9 @@ def build(model, target, calibration, out_dir, input_shapes, mean, std, io_dtype
         click.echo(f"archive    {results[0].archive}")
     else:
         click.echo(summary_table(results))
+    if results[0].signer:
+        click.echo(f"signed     manifest.json.sig by {results[0].signer} ({sign_key}); "
+                   f"pin it on the device: install.sh --trust {sign_key}.pub")
 
 
 def summary_table(results) -> str:

@@ -17,6 +17,7 @@ architecture, run under QEMU user-mode emulation with the profile's CPU.
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import json
 import os
 import shlex
@@ -38,8 +39,9 @@ EMULATORS = {
     "aarch64": ("qemu-aarch64-static", "arm64"),
 }
 # What a Raspberry Pi OS Lite image brings that the bundle relies on.
+# openssh-client: ssh-keygen, which checks a signed bundle against the pinned key.
 ROOTFS_PACKAGES = ("python3", "python3-venv", "libstdc++6", "libgcc-s1", "coreutils", "dash", "sed", "grep",
-                   "findutils", "ca-certificates")
+                   "findutils", "ca-certificates", "openssh-client")
 # What /proc/cpuinfo says on the real board, per profile cpu: (part, features).
 # The host's x86 cpuinfo would crash TFLite's CPU probe (and lie to it).
 CPU_INFO = {
@@ -94,12 +96,19 @@ def _tree_checksums(root: Path) -> dict[str, str]:
 def _spec(profile: Profile) -> dict:
     qemu, debian_arch = emulator_for(profile)
     return {"suite": profile.os["debian_suite"], "arch": debian_arch, "qemu": qemu,
-            "python": profile.os["python"], "packages": list(ROOTFS_PACKAGES), "layout": 3}
+            "python": profile.os["python"], "packages": list(ROOTFS_PACKAGES), "layout": 4}
 
 
 def rootfs_dir(profile: Profile) -> Path:
+    """The cached tree's folder, named by suite, arch and a digest of its spec.
+
+    Trees of other specs (another package list, from another edgepack
+    checkout sharing the cache) live side by side instead of rebuilding
+    each other, or being swapped out under a run that uses them.
+    """
     _, debian_arch = emulator_for(profile)
-    return cache_root() / "rootfs" / f"{profile.os['debian_suite']}-{debian_arch}"
+    spec = hashlib.sha256(json.dumps(_spec(profile), sort_keys=True).encode()).hexdigest()[:8]
+    return cache_root() / "rootfs" / f"{profile.os['debian_suite']}-{debian_arch}-{spec}"
 
 
 def check_rootfs(cache: Path, spec: dict) -> str | None:
@@ -145,6 +154,9 @@ def build_rootfs(cache: Path, spec: dict, log=_stderr_log) -> None:
         # including the byte-compiled standard library (py3compile's job), so
         # runs never write into the cached tree.
         (root / "etc" / "hostname").write_text("edgepack-emulated\n")
+        # base-passwd's job: ssh-keygen refuses to run for a uid with no passwd entry.
+        (root / "etc" / "passwd").write_text("root:x:0:0:root:/root:/bin/sh\n")
+        (root / "etc" / "group").write_text("root:x:0:\n")
         # Merged /usr: from trixie on, base-files' maintainer scripts make these links (bookworm's packages
         # ship them); without them no binary finds /lib/ld-linux-aarch64.so.1.
         for top in ("bin", "sbin", "lib"):

@@ -3,8 +3,13 @@
 # bundle's own wheels (no network, pip's hash-checking mode), and the
 # edge-run launcher. Safe to run again: an intact install is left as it is.
 #
-#   ./install.sh [--prefix DIR] [--python PYTHON] [--service [--host H] [--port N]]
+#   ./install.sh [--trust KEY.pub] [--prefix DIR] [--python PYTHON] [--service [--host H] [--port N]]
 #
+#   --trust KEY.pub  pin this public key: from now on only bundles signed with
+#                    it (edgepack build --sign KEY) install and run. It goes to
+#                    /etc/edgepack/allowed_signers as root (every user), else
+#                    ~/.config/edgepack/allowed_signers ($EDGEPACK_TRUST_DIR
+#                    overrides both), replacing the key pinned before
 #   --prefix DIR     where the venv goes (default: .venv inside the bundle)
 #   --python PYTHON  the interpreter to build the venv from (default: python3)
 #   --service        also install and start the systemd unit running
@@ -22,6 +27,7 @@ PYTHON="python3"
 SERVICE=0
 HOST="127.0.0.1"
 PORT="8080"
+TRUST_KEY=""
 
 die() {
   echo "install.sh: error: $*" >&2
@@ -40,8 +46,9 @@ while [ $# -gt 0 ]; do
     --service) SERVICE=1; shift ;;
     --host) [ $# -ge 2 ] || die "--host needs an address"; HOST=$2; shift 2 ;;
     --port) [ $# -ge 2 ] || die "--port needs a number"; PORT=$2; shift 2 ;;
-    -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
-    *) die "unknown option '$1' (expected --prefix DIR, --python PYTHON, --service, --host H, --port N)" ;;
+    --trust) [ $# -ge 2 ] || die "--trust needs a public key file (KEY.pub)"; TRUST_KEY=$2; shift 2 ;;
+    -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
+    *) die "unknown option '$1' (expected --trust KEY.pub, --prefix DIR, --python PYTHON, --service, --host H, --port N)" ;;
   esac
 done
 
@@ -49,8 +56,37 @@ nl='
 '
 case "$HERE$PREFIX" in *"$nl"*) die "the bundle or --prefix path holds a newline; move it to a plain path" ;; esac
 
+# The pin: one OpenSSH public key line, checked by ssh-keygen, written as an
+# allowed-signers entry for the edgepack-bundle namespace only (man ssh-keygen).
+if [ -n "$TRUST_KEY" ]; then
+  command -v ssh-keygen >/dev/null 2>&1 || die "--trust needs ssh-keygen to check signatures (apt install openssh-client)"
+  [ -f "$TRUST_KEY" ] || die "--trust $TRUST_KEY: no such file; pass the public key (KEY.pub) bundles are signed with"
+  [ "$(grep -c . "$TRUST_KEY")" = 1 ] && grep -q -E -x '(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp(256|384|521)|sk-ssh-ed25519@openssh\.com|sk-ecdsa-sha2-nistp256@openssh\.com) [A-Za-z0-9+/]+={0,3}( .*)?' "$TRUST_KEY" \
+    || die "--trust $TRUST_KEY is not one OpenSSH public key line; pass KEY.pub (never the private key)"
+  fingerprint=$(ssh-keygen -l -f "$TRUST_KEY" </dev/null 2>/dev/null | cut -d' ' -f2) || fingerprint=""
+  [ -n "$fingerprint" ] || die "--trust $TRUST_KEY: ssh-keygen cannot read it as a public key; pass KEY.pub"
+  if [ -n "${EDGEPACK_TRUST_DIR:-}" ]; then
+    trust_dir=$EDGEPACK_TRUST_DIR
+  elif [ "$(id -u)" = 0 ]; then
+    trust_dir=/etc/edgepack
+  else
+    [ ! -e /etc/edgepack/allowed_signers ] || die "a key is pinned for every user in /etc/edgepack/allowed_signers; change it as root (sudo $0 --trust $TRUST_KEY)"
+    trust_dir="${HOME:?}/.config/edgepack"
+  fi
+  mkdir -p "$trust_dir"
+  printf 'edgepack-bundle namespaces="edgepack-bundle" %s\n' "$(grep . "$TRUST_KEY" | cut -d' ' -f1,2)" > "$trust_dir/allowed_signers.tmp"
+  mv "$trust_dir/allowed_signers.tmp" "$trust_dir/allowed_signers"
+  echo "install.sh: pinned $fingerprint in $trust_dir/allowed_signers: from now on only bundles it signed install and run"
+fi
+
 # Every file checked (system tools only) before any Python from the bundle runs.
 sh "$HERE/verify-bundle" --all || die "the bundle failed its check (above); nothing was installed"
+trust=$(sh "$HERE/verify-bundle" --trust-file)
+if [ -n "$trust" ]; then
+  echo "install.sh: signature checked against the key pinned in $trust"
+else
+  echo "install.sh: no signing key pinned: signatures are not checked (pin one with --trust KEY.pub)"
+fi
 
 NAME="" WANT_ARCH="" WANT_PYTHON="" PACKAGES=""
 while IFS='=' read -r key value; do

@@ -1,0 +1,97 @@
+"""Signed bundles: the device's pinned key and the manifest's signature.
+
+``edgepack build --sign KEY`` signs manifest.json with OpenSSH's
+``ssh-keygen -Y sign`` (manifest.json.sig); the manifest holds every file's
+sha256, so the signature covers the whole bundle. ``install.sh --trust
+KEY.pub`` pins a key in an OpenSSH allowed-signers file; once one exists,
+only bundles signed by that key run. verify-bundle checks it before any
+Python from the bundle runs; the runner checks it again here, so a bundle
+opened by ``edge_runtime.load`` (no launcher) meets the same rule. The
+cryptography is ssh-keygen's, never ours; with no key pinned nothing changes.
+
+Where the pin lives (verify-bundle and install.sh follow the same rule):
+``$EDGEPACK_TRUST_DIR/allowed_signers`` when that is set, else
+``/etc/edgepack/allowed_signers`` when it exists (root's pin binds every
+user and the systemd service), else ``~/.config/edgepack/allowed_signers``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+from .errors import UserError
+
+SIGNATURE = "manifest.json.sig"
+# The signature's namespace and the allowed-signers principal: a key pinned
+# for edgepack bundles verifies nothing else (and no other signature verifies here).
+NAMESPACE = "edgepack-bundle"
+TRUST_FILE = "allowed_signers"
+SYSTEM_TRUST = Path("/etc/edgepack") / TRUST_FILE
+MAX_SIGNATURE_BYTES = 64 << 10
+REBUILD = "rebuild it with edgepack build --sign KEY (the key pinned with install.sh --trust)"
+
+
+def trust_file() -> Path | None:
+    """The pinned-key file in effect, or None when no key is pinned (signatures are not checked)."""
+    if os.environ.get("EDGEPACK_TRUST_DIR"):
+        path = Path(os.environ["EDGEPACK_TRUST_DIR"]) / TRUST_FILE
+    elif SYSTEM_TRUST.exists():
+        path = SYSTEM_TRUST
+    else:
+        path = Path(os.environ.get("HOME") or "/nonexistent") / ".config" / "edgepack" / TRUST_FILE
+    return path if path.exists() else None
+
+
+def _ssh_keygen(args: list[str], data: bytes) -> subprocess.CompletedProcess:
+    return subprocess.run(["ssh-keygen", *args], input=data, capture_output=True, timeout=60,
+                          start_new_session=True)  # no terminal: nothing ever waits for a passphrase
+
+
+def check_signature(folder: Path, trusted: Path | None = None) -> str | None:
+    """Refuse the bundle unless its manifest is signed by the pinned key.
+
+    Args:
+        folder: the bundle folder (manifest.json and, when signed, manifest.json.sig).
+        trusted: the allowed-signers file; default :func:`trust_file`.
+
+    Returns:
+        The signer's key fingerprint, or None when no key is pinned.
+
+    Raises:
+        UserError: unsigned, signed by another key, or the manifest changed after signing.
+    """
+    trusted = trusted or trust_file()
+    if trusted is None:
+        return None
+    where = f"edgepack bundle {folder}"
+    if shutil.which("ssh-keygen") is None:
+        raise UserError(f"{where}: a signing key is pinned in {trusted}, but ssh-keygen is not installed "
+                        "to check signatures", "apt install openssh-client")
+    sig = folder / SIGNATURE
+    if not sig.is_file() or sig.is_symlink():
+        raise UserError(f"{where}: not signed, and this device runs only bundles signed by the key pinned in "
+                        f"{trusted}", REBUILD)
+    if sig.stat().st_size > MAX_SIGNATURE_BYTES:
+        raise UserError(f"{where}: {SIGNATURE} is over 64 KB; ssh-keygen writes under 1 KB", REBUILD)
+    manifest = (folder / "manifest.json").read_bytes()
+    proc = _ssh_keygen(["-Y", "verify", "-f", str(trusted), "-I", NAMESPACE, "-n", NAMESPACE, "-s", str(sig)],
+                       manifest)
+    if proc.returncode == 0:
+        return _fingerprint(proc)
+    # Why not: a sound signature by another key, or none that holds for this manifest.
+    anyone = _ssh_keygen(["-Y", "check-novalidate", "-n", NAMESPACE, "-s", str(sig)], manifest)
+    if anyone.returncode == 0:
+        raise UserError(f"{where}: signed by another key ({_fingerprint(anyone)}), not the one pinned in "
+                        f"{trusted}", "rebuild it with the pinned key, or pin its key with install.sh --trust")
+    raise UserError(f"{where}: manifest.json was changed after it was signed (its signature does not match)",
+                    "copy the bundle again, or " + REBUILD)
+
+
+def _fingerprint(proc: subprocess.CompletedProcess) -> str:
+    """The key fingerprint in ssh-keygen's 'Good "..." signature ... key SHA256:...' line."""
+    found = re.search(r"key (SHA256:[A-Za-z0-9+/=]+)", (proc.stdout + proc.stderr).decode("utf-8", "replace"))
+    return found.group(1) if found else "unknown key"
