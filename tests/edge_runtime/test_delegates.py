@@ -347,9 +347,9 @@ def test_server_reports_the_delegate_and_the_fallback(copy_delegate, digits_bund
         _, log = stop_with_log(server)
     assert f"edge-run serve: delegate external ({copy_delegate}), took 1 of 8 nodes in 1 partition" in log
     assert (f'edge_run_delegate_info{{delegate="external",fallback="false",library="{copy_delegate}",'
-            f'model_file="model.tflite",reason=""}} 1') in text
-    assert 'edge_run_delegate_nodes{delegate="external"} 1\n' in text and "edge_run_model_nodes 8\n" in text
-    assert 'edge_run_delegate_partitions{delegate="external"} 1\n' in text
+            f'model_file="model.tflite",reason=""}} 1.0') in text
+    assert 'edge_run_delegate_nodes{delegate="external"} 1.0\n' in text and "edge_run_model_nodes 8.0\n" in text
+    assert 'edge_run_delegate_partitions{delegate="external"} 1.0\n' in text
     server = Server(digits_bundle, "--delegate", copy_delegate, "--delegate-option", "fail=prepare",
                     "--workers", "2")
     try:
