@@ -79,6 +79,38 @@ def cmd_run(args) -> int:
     return 0
 
 
+def cmd_health(args) -> int:
+    """The install-time health check: the bundle's stored sample gives the outputs the build got for it."""
+    from . import load
+    from .arrays import load_arrays
+
+    model = load(args.bundle, threads=args.threads, delegate=args.delegate, delegate_options=args.delegate_option)
+    health, files = model.manifest.get("health"), model.manifest["files"]
+    if not (isinstance(health, dict) and health.get("sample") in files and health.get("expected") in files
+            and isinstance(health.get("tolerance"), dict)):
+        raise UserError(f"{model.name} holds no health sample (its build predates them)",
+                        "rebuild it with this edgepack, or install it without --prefix")
+    outputs = model.predict(_read_input(str(model.folder / health["sample"]), model))
+    expected = load_arrays(str(model.folder / health["expected"]), 1 << 26, "health sample", "rebuild the bundle")
+    for spec in model.outputs:
+        name = spec["name"]
+        tolerance = health["tolerance"].get(name)
+        want = np.asarray(expected[name]) if name in expected else None
+        if want is None or not isinstance(tolerance, (int, float)):
+            raise UserError(f"health check: no expected value or tolerance for output '{name}'", "rebuild the bundle")
+        got = outputs[name]
+        if got.shape != want.shape:
+            raise UserError(f"health check: output '{name}' has shape {list(got.shape)}, expected {list(want.shape)}",
+                            "this version does not work on this device: keep the running one")
+        diff = float(np.nan_to_num(np.abs(got.astype(np.float64) - want), nan=np.inf).max()) if got.size else 0.0
+        if not diff <= tolerance:
+            raise UserError(f"health check: output '{name}' differs from the build's by {diff:.6g} "
+                            f"(tolerance {tolerance:.6g})",
+                            "this version does not work on this device: keep the running one")
+    print(f"health: ok: {model.name} reproduces its build's outputs for its stored sample")
+    return 0
+
+
 def _peak_rss_mb() -> float:
     """Peak resident memory of this process, in MB.
 
@@ -398,6 +430,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--output", help="write outputs to this .npz (keyed by output name)")
     run.add_argument("--raw", action="store_true", help="feed and return the quantized TFLite tensors as they are")
     run.set_defaults(func=cmd_run)
+
+    health = sub.add_parser("health", help="run the bundle's stored sample; fail unless it gives the build's outputs")
+    common(health)
+    health.set_defaults(func=cmd_health)
 
     bench = sub.add_parser("bench", help="measure latency, throughput and memory")
     common(bench)

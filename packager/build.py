@@ -24,7 +24,7 @@ import edge_runtime
 from edge_runtime.errors import UserError
 
 from . import __version__
-from .bundle import bundle_name, publish, seal, stage_files
+from .bundle import bundle_name, publish, seal, stage_files, stage_health
 from .calibration import lack_of_variation, load_calibration, split_holdout
 from .input_stats import input_statistics
 from .convert import DEFAULT_BUDGET, convert
@@ -225,6 +225,7 @@ def build_all(opts: BuildOptions, say: Callable[[int, str], None] = _say) -> lis
                 manifest["fidelity"] = chosen.report
                 manifest["ops"] = ops
                 manifest["memory"] = memory
+                manifest["health"] = stage_health(stage, manifest, holdout)
                 manifest["input_statistics"] = input_statistics(data, manifest["inputs"])
                 manifest["edgetpu"] = edgetpu_stage(q.tflite, profile, stage,
                                                     opts.require_edgetpu and profile in tpus)

@@ -15,6 +15,8 @@ import shutil
 import tarfile
 from pathlib import Path
 
+import numpy as np
+
 import edge_runtime
 from edge_runtime.bundle import MANIFEST, SUMS, UNLISTED, manifest_digest, sha256_file, sums_text
 from edge_runtime.trust import SIGNATURE
@@ -29,6 +31,8 @@ SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,99}$")
 # The device scripts: fixed text, identical in every bundle (nothing is pasted
 # into them); what differs per bundle is data in install.conf.
 DEVICE_SCRIPTS = ("edge-run", "install.sh", "verify-bundle")
+# install.sh's health check (edge-run health): one held-out input, and the outputs the build got for it.
+HEALTH_SAMPLE, HEALTH_EXPECTED = "health/sample.npz", "health/expected.npz"
 
 
 def bundle_name(model_stem: str, profile_name: str) -> str:
@@ -77,6 +81,33 @@ def stage_files(stage: Path, arch: str, python: str, packages: list[str]) -> Non
         if not re.fullmatch(r"[A-Za-z0-9._+<>=!,~ -]*", value):
             raise UserError(f"install.conf {key} {value!r} holds characters install.sh refuses", "check the profile")
     (stage / "install.conf").write_text("".join(f"{k}={v}\n" for k, v in values.items()), encoding="ascii")
+
+
+def stage_health(stage: Path, manifest: dict, holdout: dict) -> dict:
+    """One held-out sample and the outputs the staged model gives it, sealed with the bundle.
+
+    ``edge-run health`` reproduces them on the device: install.sh --prefix
+    makes a new version current only once it does. Outputs may differ by
+    two quantization steps (float outputs: 1e-3 of their largest value).
+
+    Returns:
+        the manifest's ``health`` entry.
+    """
+    from edge_runtime.delegates import Choice
+    from edge_runtime.interpreter import make_engine
+    from edge_runtime.model import Model
+
+    sample = {k: v[:1] for k, v in holdout.items() if k in {s["name"] for s in manifest["inputs"]}}
+    model = Model(stage, manifest, make_engine(str(stage / "model.tflite"), 1, Choice("xnnpack")))
+    expected = model.predict(sample)
+    (stage / "health").mkdir()
+    np.savez(stage / HEALTH_SAMPLE, **sample)
+    np.savez(stage / HEALTH_EXPECTED, **expected)
+    tolerance = {
+        s["name"]: 2 * s["scale"] if s.get("scale") else 1e-3 * max(float(np.abs(expected[s["name"]]).max()), 1e-3)
+        for s in manifest["outputs"]
+    }
+    return {"sample": HEALTH_SAMPLE, "expected": HEALTH_EXPECTED, "tolerance": tolerance}
 
 
 def seal(stage: Path, manifest: dict) -> dict:
