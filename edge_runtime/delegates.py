@@ -179,6 +179,12 @@ def coverage(interpreter) -> Coverage | None:
         ops = interpreter._get_ops_details()  # noqa: SLF001 -- the only view of the graph after delegation
     except (AttributeError, ValueError, RuntimeError):
         return None
+    original, kernels, taken = _taken(ops)
+    return Coverage(len(taken), len(original), len(kernels))
+
+
+def _taken(ops: list[dict]) -> tuple[list[dict], list[dict], set[int]]:
+    """(original nodes, delegate kernel nodes, indices of the original nodes the kernels replaced); see coverage()."""
     original = [op for op in ops if op["op_name"] != DELEGATE_OP]
     kernels = [op for op in ops if op["op_name"] == DELEGATE_OP]
     producer = {int(t): op["index"] for op in original for t in op["outputs"]}
@@ -196,4 +202,22 @@ def coverage(interpreter) -> Coverage | None:
             node = producer[tensor]
             taken.add(node)
             todo.extend(inputs[node])
-    return Coverage(len(taken), len(original), len(kernels))
+    return original, kernels, taken
+
+
+def left_out(interpreter) -> dict[str, int]:
+    """{op name: count}, most first, of the original nodes no delegate kernel took: what splits the partitions.
+
+    Works after allocate_tensors too (the default XNNPACK delegate applied);
+    empty when the runtime does not list nodes.
+    """
+    try:
+        ops = interpreter._get_ops_details()  # noqa: SLF001 -- as in coverage()
+    except (AttributeError, ValueError, RuntimeError):
+        return {}
+    original, _, taken = _taken(ops)
+    counts: dict[str, int] = {}
+    for op in original:
+        if op["index"] not in taken:
+            counts[op["op_name"]] = counts.get(op["op_name"], 0) + 1
+    return dict(sorted(counts.items(), key=lambda item: -item[1]))

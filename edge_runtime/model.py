@@ -12,7 +12,7 @@ from .delegates import choose
 from .errors import UserError
 from .interpreter import Engine, make_engine
 from .manifest import MAX_FIXED_VALUES, Malformed, check_fixed_inputs, check_precision
-from .tensors import batched_samples, check_dtype, from_tflite, raw_to_tflite, to_tflite
+from .tensors import InputWriter, OutputReader, batched_samples, check_dtype, raw_to_tflite
 
 
 def fixed_inputs(manifest: dict) -> dict[str, np.ndarray]:
@@ -62,6 +62,8 @@ class Model:
         self.inputs: list[dict] = manifest["inputs"]
         self.outputs: list[dict] = manifest["outputs"]
         self.fixed_inputs: dict[str, np.ndarray] = fixed_inputs(manifest)
+        self._writers = [InputWriter(spec) for spec in self.inputs]
+        self._readers = [OutputReader(spec) for spec in self.outputs]
 
     @property
     def name(self) -> str:
@@ -126,7 +128,7 @@ class Model:
             array = np.asarray(feeds[spec["name"]])
             check_dtype(array, spec, "input")
             samples = batched_samples(array, spec["shape"], spec["name"], "input")
-            if np.dtype(spec["dtype"]).kind == "f" and not np.all(np.isfinite(samples)):
+            if np.dtype(spec["dtype"]).kind == "f" and not _finite(samples):
                 raise UserError(f"input '{spec['name']}' holds NaN or Inf values", "clean the input")
             batches.append(samples)
             stacked.append(array.ndim == len(spec["shape"]) + 1)
@@ -138,14 +140,42 @@ class Model:
                 f"inputs hold different numbers of samples: {[len(b) for b in batches]}",
                 "give every input the same number of samples",
             )
-        results: list[list[np.ndarray]] = [[] for _ in self.outputs]
-        for i in range(counts.pop()):
-            tensors = [to_tflite(b[i], s) for b, s in zip(batches, self.inputs)]
-            for slot, spec, out in zip(results, self.outputs, self.invoke(tensors)):
-                slot.append(from_tflite(out, spec))
-        join = np.stack if all(stacked) else np.concatenate
-        return {s["name"]: join(slot) for s, slot in zip(self.outputs, results)}
+        return self._run(batches, counts.pop(), all(stacked))
 
+    def _run(self, batches: list[np.ndarray], count: int, stacked: bool) -> dict[str, np.ndarray]:
+        """Invoke once per sample, writing into the interpreter's buffers and one result array per output.
+
+        The results are allocated once, after the first invoke shows the
+        output shapes, and each sample's outputs land in their slot: no
+        per-sample arrays to stack. ``stacked``: the inputs came as (N,
+        *shape), so the outputs go back as (N, *shape); otherwise samples
+        were along the batch axis and are joined along it.
+        """
+        interp = self.engine.interpreter
+        results: list[np.ndarray] = []
+        for i in range(count):
+            for writer, batch in zip(self._writers, batches):
+                writer.write(interp, batch[i])
+            interp.invoke()
+            if not results:
+                results = [np.empty((count, *r.shape(interp)), r.dtype) for r in self._readers]
+            for reader, result in zip(self._readers, results):
+                reader.read(interp, result[i])
+        if not stacked:
+            results = [r.reshape(-1, *r.shape[2:]) for r in results]
+        return {s["name"]: r for s, r in zip(self.outputs, results)}
+
+
+def _finite(x: np.ndarray) -> bool:
+    """No NaN or Inf: a sum first (one pass, no temporary), the exact test only when the sum is not finite.
+
+    A sum is NaN or Inf whenever a term is, and otherwise only when finite
+    values overflow it; then the per-value test decides.
+    """
+    with np.errstate(over="ignore", invalid="ignore"):
+        if np.isfinite(np.sum(x)):
+            return True
+    return bool(np.all(np.isfinite(x)))
 
 def load(bundle: str | os.PathLike, threads: int | None = None, delegate: str | None = None,
          delegate_options: list[str] | None = None) -> Model:

@@ -91,6 +91,81 @@ def from_tflite(tensor: np.ndarray, spec: dict) -> np.ndarray:
     return np.transpose(y, np.argsort(spec["permutation"]))
 
 
+class InputWriter:
+    """Puts one input's samples into the interpreter's own input buffer, quantized.
+
+    Bit for bit what :func:`to_tflite` followed by ``set_tensor`` gives, but
+    without its five temporary arrays and its copy: the transpose is read in
+    the one pass that divides by the scale into a float scratch buffer kept
+    across calls, rounding, shifting and clipping happen in place, and the
+    cast writes straight into the buffer ``interpreter.tensor()`` exposes. On
+    a 320x320 image that per-call work was a few percent of a whole invoke.
+    The buffer view is taken per call and dropped before ``invoke()``: the
+    runtime refuses to run while a view of its memory is alive.
+    """
+
+    def __init__(self, spec: dict):
+        self.name, self.index = spec["name"], spec["tflite_index"]
+        self.permutation = tuple(spec["permutation"])
+        self.quantized = _is_quantized(spec)
+        if self.quantized:
+            info = np.iinfo(np.dtype(spec["tflite_dtype"]))
+            self.low, self.high = np.float32(info.min), np.float32(info.max)
+            self.scale, self.zero_point = np.float32(spec["scale"]), np.float32(spec["zero_point"])
+        self.scratch: np.ndarray | None = None
+
+    def write(self, interpreter, sample: np.ndarray) -> None:
+        x = sample.transpose(self.permutation)
+        buffer = interpreter.tensor(self.index)()
+        if x.shape != buffer.shape:
+            raise UserError(f"input '{self.name}': the model's tensor is {buffer.shape} in its own layout, "
+                            f"the sample gives {x.shape}", "give samples in the shape edge-run info shows")
+        if not self.quantized:
+            np.copyto(buffer, x, casting="unsafe")
+            return
+        scratch = self.scratch
+        if scratch is None or scratch.shape != buffer.shape:
+            scratch = self.scratch = np.empty(buffer.shape, np.float32)
+        if x.dtype == np.float32:
+            np.divide(x, self.scale, out=scratch)
+        else:  # as to_tflite: to float32 first, then divide in float32
+            np.copyto(scratch, x, casting="unsafe")
+            np.divide(scratch, self.scale, out=scratch)
+        np.rint(scratch, out=scratch)
+        np.add(scratch, self.zero_point, out=scratch)
+        np.clip(scratch, self.low, self.high, out=scratch)
+        np.copyto(buffer, scratch, casting="unsafe")
+
+
+class OutputReader:
+    """Reads one output from the interpreter's buffer into a slot of the caller's result.
+
+    Bit for bit :func:`from_tflite`, without ``get_tensor``'s copy and the
+    temporaries: the transpose back is read in the pass that dequantizes
+    straight into the (preallocated) result.
+    """
+
+    def __init__(self, spec: dict):
+        self.index = spec["tflite_index"]
+        self.inverse = tuple(int(i) for i in np.argsort(spec["permutation"]))
+        self.quantized = _is_quantized(spec)
+        self.dtype = np.dtype(np.float32 if self.quantized else spec["dtype"])
+        if self.quantized:
+            self.scale, self.zero_point = np.float32(spec["scale"]), np.float32(spec["zero_point"])
+
+    def shape(self, interpreter) -> tuple[int, ...]:
+        """The output's ONNX-layout shape as the last invoke produced it."""
+        return interpreter.tensor(self.index)().transpose(self.inverse).shape
+
+    def read(self, interpreter, out: np.ndarray) -> None:
+        y = interpreter.tensor(self.index)().transpose(self.inverse)
+        if not self.quantized:
+            np.copyto(out, y, casting="unsafe")
+            return
+        np.subtract(y, self.zero_point, out=out)  # exact in float32: small integers
+        np.multiply(out, self.scale, out=out)
+
+
 def raw_to_tflite(sample: np.ndarray, spec: dict) -> np.ndarray:
     """``--raw``: the TFLite tensor as given, checked for shape and dtype."""
     want = tuple(spec["tflite_shape"])

@@ -93,6 +93,19 @@ def _warn(text: str) -> None:
     print(f"warning: {text}", file=sys.stderr, flush=True)
 
 
+def split_warning(partitions: int, split_by: dict[str, int]) -> str:
+    """The build's warning for a graph XNNPACK takes in several pieces, naming the ops between them.
+
+    Every boundary hands tensors between XNNPACK and the reference kernels
+    (and those ops run single-threaded and unoptimised), so the ops named here
+    are what to change or replace in the ONNX model to get one partition.
+    """
+    ops = ", ".join(f"{name} x{count}" for name, count in split_by.items()) or "not measured"
+    return (f"XNNPACK takes the chosen model in {partitions} partitions, split by the ops it does not take: {ops}. "
+            "Each boundary is a hand-off through the reference kernels; replacing those ops in the ONNX model "
+            "with ones XNNPACK takes joins the pieces")
+
+
 def build(opts: BuildOptions, say: Callable[[int, str], None] = _say) -> BuildResult:
     """One target's build (``--target`` names one profile); see :func:`build_all`."""
     results = build_all(opts, say)
@@ -202,6 +215,8 @@ def build_all(opts: BuildOptions, say: Callable[[int, str], None] = _say) -> lis
             if ops["float_ops"] and q.precision in ("int8", "int8+float"):
                 _warn(f"{len(ops['float_ops'])} float op(s) left in the graph: "
                       + ", ".join(f["type"] for f in ops["float_ops"][:8]))
+            if chosen.partitions > 1:
+                _warn(split_warning(chosen.partitions, ladder.bench.split_by(q)))
             (work / "model.tflite").write_bytes(q.tflite)
             runs = _check_runs(work / "model.tflite", profiles)
             stages = []

@@ -39,6 +39,7 @@ from typing import Callable
 
 import numpy as np
 
+from edge_runtime.delegates import left_out
 from edge_runtime.errors import UserError
 
 from .fidelity import Bar, compare, shortfalls, state_outputs, summary
@@ -153,6 +154,18 @@ class Bench:
             times.append((time.perf_counter() - start) * 1000)
         partitions = sum(op["op_name"] == "DELEGATE" for op in interp._get_ops_details())
         return statistics.median(times), partitions
+
+
+    def split_by(self, q: Quantized) -> dict[str, int]:
+        """{op name: count} of the ops left outside the XNNPACK partitions: what splits the graph.
+
+        Each boundary between partitions is a hand-off through the reference
+        kernels. Empty when the model does not run.
+        """
+        try:
+            return left_out(self.model(q).engine.interpreter)
+        except Exception:  # reported by fidelity() already
+            return {}
 
 
 def margin(report: dict, bar: Bar) -> float:

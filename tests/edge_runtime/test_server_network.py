@@ -47,16 +47,21 @@ class StandInInterpreter:
     """Scores = the input's quantized sum, clipped: outputs depend on inputs, at a chosen speed."""
 
     def __init__(self, delay: float):
-        self.delay, self.x = delay, None
+        self.delay = delay
+        self.buffers = {0: np.zeros((1, 8, 8, 1), np.int8), 1: np.zeros((1, 10), np.int8)}
 
     def set_tensor(self, index, tensor):
-        self.x = tensor
+        self.buffers[index][...] = tensor
+
+    def tensor(self, index):
+        return lambda: self.buffers[index]
 
     def invoke(self):
         time.sleep(self.delay)
+        self.buffers[1][...] = np.clip(int(self.buffers[0].astype(np.int64).sum()), -128, 127)
 
     def get_tensor(self, index):
-        return np.full((1, 10), np.clip(int(self.x.astype(np.int64).sum()), -128, 127), np.int8)
+        return self.buffers[index].copy()
 
 
 def stand_in_models(workers: int, delay: float) -> list[Model]:
