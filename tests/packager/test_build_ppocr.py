@@ -61,3 +61,6 @@ def test_precision_int8_never_ships_float_islands_and_reports_the_edge_tpu(ppocr
     edgetpu = manifest["edgetpu"]
     assert edgetpu["first_cpu_op"]["type"] == "HARD_SWISH" and edgetpu["ops_edgetpu"] == 2
     assert "Edge TPU: edgetpu_compiler is not on PATH" in build.stderr and edgetpu["summary"] in build.stderr
+    # MobileNetV3's hard-swish also splits the graph for XNNPACK: the build says so and names it
+    split = [line for line in build.stderr.splitlines() if "XNNPACK takes the chosen model in" in line]
+    assert len(split) == 1 and "HARD_SWISH x" in split[0], split
