@@ -5,6 +5,9 @@ hangs its check, or a truncated archive, leaves the running one current.
 
 Variants of the digits bundle are resealed copies (tests.conftest.reseal):
 another ``created_at`` gives another manifest digest, so another version.
+The hanging one really hangs: its target names the test delegate
+(tests/fixtures/delegate/copy_delegate.c, built for aarch64) with
+``hang=create``, which never returns from the delegate's creation.
 """
 
 import hashlib
@@ -21,17 +24,22 @@ from edge_runtime.bundle import MANIFEST, sha256_file
 from packager import emulator
 from packager.profiles import load_profile
 from tests.conftest import reseal
+from tests.edge_runtime.test_delegates import copy_delegate_aarch64  # noqa: F401 (a fixture)
 
 pytestmark = [pytest.mark.emulated, pytest.mark.slow]
 RPI4 = load_profile("rpi4")
 HEALTH_FAILED = "failed its health check"
+HANG_TIMEOUT = 30  # seconds: time enough to reach the delegate under emulation, where the check then blocks
 
 
-def variant(bundle: Path, dest: Path, created_at: str, files: dict[str, bytes] | None = None) -> Path:
-    """A resealed copy of ``bundle`` with another creation time and, optionally, files replaced."""
+def variant(bundle: Path, dest: Path, created_at: str, files: dict[str, bytes] | None = None,
+            target: dict | None = None) -> Path:
+    """A resealed copy of ``bundle`` with another creation time and, optionally, files replaced and
+    target entries (the manifest's device profile) changed."""
     shutil.copytree(bundle, dest, ignore=shutil.ignore_patterns(".venv"))
     manifest = json.loads((dest / MANIFEST).read_text())
     manifest["created_at"] = created_at
+    manifest["target"].update(target or {})
     for rel, data in (files or {}).items():
         (dest / rel).write_bytes(data)
         manifest["files"][rel], manifest["sizes"][rel] = sha256_file(dest / rel), len(data)
@@ -70,14 +78,17 @@ def test_update_then_rollback(digits, digits_bundle, tmp_path):
         assert y["scores"].shape[0] == 4
 
 
-def test_failed_hanging_and_truncated_updates_leave_current(digits_bundle, tmp_path):
+def test_failed_hanging_and_truncated_updates_leave_current(digits_bundle, copy_delegate_aarch64, tmp_path):
     with np.load(digits_bundle / "health" / "expected.npz") as f:
         wrong = {k: f[k] + 1.0 for k in f.files}
     buffer = io.BytesIO()
     np.savez(buffer, **wrong)
     bad = variant(digits_bundle, tmp_path / "bad" / digits_bundle.name, "2000-01-01T00:00:00+00:00",
                   {"health/expected.npz": buffer.getvalue()})
-    slow = variant(digits_bundle, tmp_path / "slow" / digits_bundle.name, "2001-01-01T00:00:00+00:00")
+    delegate = shutil.copy2(copy_delegate_aarch64, tmp_path / "libcopy_delegate.so")  # same path on the device
+    hung = variant(digits_bundle, tmp_path / "hung" / digits_bundle.name, "2001-01-01T00:00:00+00:00",
+                   target={"delegates": ["external", "xnnpack"],
+                           "external_delegate": {"library": str(delegate), "options": {"hang": "create"}}})
     # A .tar.gz cut in half, unpacked as far as it goes (the device's own tar stops there too, on its own terms)
     archive = (digits_bundle.parent / f"{digits_bundle.name}.tar.gz").read_bytes()
     with pytest.raises((EOFError, tarfile.ReadError)), tarfile.open(fileobj=io.BytesIO(archive[: len(archive) // 2])) as tar:
@@ -85,9 +96,8 @@ def test_failed_hanging_and_truncated_updates_leave_current(digits_bundle, tmp_p
     script = (
         'P="$PWD/ab"; "$BUNDLE/install.sh" --prefix "$P" || exit 9; '
         f'"$PWD/bad/{bad.name}/install.sh" --prefix "$P" 2>bad.err; echo "BAD $? $(readlink "$P/current")"; '
-        # 1 s: less than the runtime takes to load under emulation, so the check is cut off as a hang would be
-        f'EDGEPACK_HEALTH_TIMEOUT=1 "$PWD/slow/{slow.name}/install.sh" --prefix "$P" 2>slow.err; '
-        'echo "SLOW $? $(readlink "$P/current")"; '
+        f's=$(date +%s); EDGEPACK_HEALTH_TIMEOUT={HANG_TIMEOUT} "$PWD/hung/{hung.name}/install.sh" --prefix "$P" '
+        '2>hung.err; echo "HUNG $? $(readlink "$P/current")"; echo "HUNG-SECONDS $(( $(date +%s) - s ))"; '
         f'sh "cut/{digits_bundle.name}/install.sh" --prefix "$P" 2>cut.err; echo "CUT $? $(readlink "$P/current")"; '
         'ls "$P/versions"; [ ! -e "$P/previous" ] && echo NO-PREVIOUS; "$P/bin/edge-run" health "$P/current"'
     )
@@ -95,15 +105,19 @@ def test_failed_hanging_and_truncated_updates_leave_current(digits_bundle, tmp_p
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     lines = proc.stdout.splitlines()
     one = version(digits_bundle)
-    for label in ("BAD", "SLOW", "CUT"):
+    for label in ("BAD", "HUNG", "CUT"):
         assert f"{label} 1 versions/{one}" in lines, proc.stdout
     nothing_changed = f"nothing changed: {one} is still current in {tmp_path}/ab"
     bad_err = (tmp_path / "bad.err").read_text()
     assert "health check: output 'scores' differs from the build's by" in bad_err
     assert f"{version(bad)} {HEALTH_FAILED} (above); {nothing_changed}" in bad_err
-    slow_err = (tmp_path / "slow.err").read_text()
-    assert f"{version(slow)} {HEALTH_FAILED}: it did not finish within 1s (EDGEPACK_HEALTH_TIMEOUT)" in slow_err
-    assert nothing_changed in slow_err
+    # The check got as far as the delegate's creation and blocked there (it never returns) until timeout ended
+    # it, after waiting out the whole bound.
+    hung_err = (tmp_path / "hung.err").read_text()
+    assert "copy_delegate: hanging in tflite_plugin_create_delegate (hang=create)" in hung_err
+    assert (f"{version(hung)} {HEALTH_FAILED}: it did not finish within {HANG_TIMEOUT}s (EDGEPACK_HEALTH_TIMEOUT); "
+            f"{nothing_changed}") in hung_err
+    assert int(next(line for line in lines if line.startswith("HUNG-SECONDS ")).split()[1]) >= HANG_TIMEOUT
     assert "the bundle failed its check (above); nothing was installed" in (tmp_path / "cut.err").read_text()
     # The refused versions are gone; the running one still passes its check.
     assert lines[lines.index(f"CUT 1 versions/{one}") + 1:][:2] == [one, "NO-PREVIOUS"]
