@@ -95,3 +95,32 @@ def _fingerprint(proc: subprocess.CompletedProcess) -> str:
     """The key fingerprint in ssh-keygen's 'Good "..." signature ... key SHA256:...' line."""
     found = re.search(r"key (SHA256:[A-Za-z0-9+/=]+)", (proc.stdout + proc.stderr).decode("utf-8", "replace"))
     return found.group(1) if found else "unknown key"
+
+
+def signature_of(folder: Path) -> dict:
+    """Who signed the bundle, for ``edgepack inspect``: whatever key the device pins.
+
+    ``ssh-keygen -Y check-novalidate`` checks that manifest.json.sig is a sound
+    signature of this manifest and names its key; whether a device accepts
+    that key is its pin's business (check_signature).
+
+    Returns:
+        ``{"signed": bool, "fingerprint": "SHA256:..." | None, "key_type": "ED25519" | None,
+        "problem": why it counts as unsigned | None}``.
+    """
+    sig = folder / SIGNATURE
+    info = {"signed": False, "fingerprint": None, "key_type": None, "problem": None}
+    if not sig.exists():
+        return {**info, "problem": f"no {SIGNATURE}"}
+    if not sig.is_file() or sig.is_symlink() or sig.stat().st_size > MAX_SIGNATURE_BYTES:
+        return {**info, "problem": f"{SIGNATURE} is not a plain file under 64 KB, as ssh-keygen writes"}
+    if shutil.which("ssh-keygen") is None:
+        return {**info, "problem": f"{SIGNATURE} is there, but ssh-keygen is not installed to read it "
+                                   "(apt install openssh-client)"}
+    proc = _ssh_keygen(["-Y", "check-novalidate", "-n", NAMESPACE, "-s", str(sig)],
+                       (folder / "manifest.json").read_bytes())
+    if proc.returncode != 0:
+        return {**info, "problem": f"{SIGNATURE} does not match manifest.json (changed after it was signed)"}
+    said = (proc.stdout + proc.stderr).decode("utf-8", "replace")
+    kind = re.search(r"signature with (\S+) key SHA256:", said)
+    return {**info, "signed": True, "fingerprint": _fingerprint(proc), "key_type": kind.group(1) if kind else None}

@@ -153,16 +153,23 @@ def inspect(bundle, as_json):
     """Show a bundle's manifest, op report, fidelity report and Edge TPU compatibility."""
     from edge_runtime.bundle import open_bundle
     from edge_runtime.cli import describe
+    from edge_runtime.trust import REBUILD, signature_of
 
     from .edgetpu import compatibility
 
     folder, manifest = open_bundle(bundle)
     # From the model itself: bundles built before the report existed get it too.
     edgetpu = compatibility((folder / "model.tflite").read_bytes())
+    signature = signature_of(folder)
     if as_json:
-        click.echo(json.dumps({**manifest, "edgetpu": edgetpu}, indent=2))
+        click.echo(json.dumps({**manifest, "edgetpu": edgetpu, "signature": signature}, indent=2))
     else:
         click.echo(describe(manifest))
+        if signature["signed"]:
+            click.echo(f"signed     yes, by {signature['fingerprint']} ({signature['key_type']}): runs on devices "
+                       "that pinned this key, or none")
+        else:
+            click.echo(f"signed     no ({signature['problem']}): devices that pinned a key refuse it; {REBUILD}")
         click.echo(f"edgetpu    {edgetpu['summary']}")
         compiled = (manifest.get("edgetpu") or {}).get("compiled")
         if isinstance(compiled, dict):  # what edgetpu_compiler made of it, when the build had the compiler

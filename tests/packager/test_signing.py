@@ -132,6 +132,23 @@ def test_signed_build_verifies_against_the_pinned_key(signed_build, bundle, keys
     assert open_bundle(folder.parent / "digits-rpi4.tar.gz")[1]["name"] == "digits-rpi4"
 
 
+def test_inspect_says_who_signed_it(signed_build, digits_bundle, bundle, keys, trust, tmp_path):
+    """edgepack inspect: one line, signed or not and by which key, whatever this machine pins (nothing here)."""
+    folder = signed_build[0]
+    signed = f"signed     yes, by {fingerprint(keys[0])} (ED25519): runs on devices that pinned this key, or none\n"
+    assert signed in run_cli("packager", "inspect", folder).stdout
+    assert signed in run_cli("packager", "inspect", folder.parent / "digits-rpi4.tar.gz").stdout
+    shown = json.loads(run_cli("packager", "inspect", "--json", folder).stdout)["signature"]
+    assert shown == {"signed": True, "fingerprint": fingerprint(keys[0]), "key_type": "ED25519", "problem": None}
+    refused = ("devices that pinned a key refuse it; rebuild it with edgepack build --sign KEY (the key pinned with "
+               "install.sh --trust)\n")
+    text = run_cli("packager", "inspect", digits_bundle).stdout
+    assert f"signed     no (no {SIGNATURE}): {refused}" in text and "signed     yes" not in text
+    reseal(bundle, dict(json.loads((bundle / MANIFEST).read_text()), name="digits-evil"))  # sealed anew, not signed
+    shown = run_cli("packager", "inspect", bundle).stdout
+    assert f"signed     no ({SIGNATURE} does not match manifest.json (changed after it was signed)): {refused}" in shown
+
+
 def test_unsigned_bundle_is_refused_once_a_key_is_pinned(digits_bundle, bundle, keys, trust, tmp_path):
     pin(bundle, keys[0], tmp_path)
     unsigned = tmp_path / "unsigned"
