@@ -3,21 +3,25 @@
 # bundle's own wheels (no network, pip's hash-checking mode), and the
 # edge-run launcher. Safe to run again: an intact install is left as it is.
 #
-#   ./install.sh [--trust KEY.pub] [--prefix DIR | --venv DIR] [--python PYTHON] [--service [--host H] [--port N]]
+#   ./install.sh [--trust KEY.pub]... [--prefix DIR | --venv DIR] [--python PYTHON] [--service [--host H] [--port N]]
 #   ./install.sh --rollback --prefix DIR
 #
 #   --trust KEY.pub  pin this public key: from now on only bundles signed with
 #                    it (edgepack build --sign KEY) install and run. It goes to
 #                    /etc/edgepack/allowed_signers as root (every user), else
 #                    ~/.config/edgepack/allowed_signers ($EDGEPACK_TRUST_DIR
-#                    overrides both), replacing the key pinned before
+#                    overrides both). The pin is exactly the keys given: it
+#                    replaces the keys pinned before. Give --trust twice to
+#                    rotate keys (--trust NEW.pub --trust OLD.pub), and NEW alone
+#                    once no version signed by OLD is installed
 #   --prefix DIR     A/B install: the bundle is copied to DIR/versions/<name>-<digest>
 #                    with its venv, health-checked (its stored sample gives the
 #                    build's outputs within EDGEPACK_HEALTH_TIMEOUT seconds, 120;
 #                    with --service the server answers /v2/health/ready too), and
 #                    only then DIR/current points at it (DIR/previous at the one
 #                    before); DIR/bin/edge-run runs DIR/current. Without it: in place
-#   --rollback       point DIR/current back at DIR/previous (and the other way)
+#   --rollback       point DIR/current back at DIR/previous (and the other way),
+#                    once DIR/previous passes verify-bundle (the pin of now)
 #   --venv DIR       in place: where the venv goes (default: .venv inside the bundle)
 #   --python PYTHON  the interpreter to build the venv from (default: python3)
 #   --service        also install and start the systemd unit running
@@ -35,7 +39,7 @@ PYTHON="python3"
 SERVICE=0
 HOST="127.0.0.1"
 PORT="8080"
-TRUST_KEY=""
+TRUST_KEYS=""  # one per line
 ROOT=""
 ROLLBACK=0
 HEALTH_TIMEOUT="${EDGEPACK_HEALTH_TIMEOUT:-120}"
@@ -50,6 +54,8 @@ shquote() {
   printf "'%s'" "$(printf '%s' "$1" | sed "s/'/'\\\\''/g")"
 }
 
+nl='
+'
 while [ $# -gt 0 ]; do
   case "$1" in
     --prefix) [ $# -ge 2 ] || die "--prefix needs a folder"; ROOT=$2; shift 2 ;;
@@ -59,14 +65,12 @@ while [ $# -gt 0 ]; do
     --service) SERVICE=1; shift ;;
     --host) [ $# -ge 2 ] || die "--host needs an address"; HOST=$2; shift 2 ;;
     --port) [ $# -ge 2 ] || die "--port needs a number"; PORT=$2; shift 2 ;;
-    --trust) [ $# -ge 2 ] || die "--trust needs a public key file (KEY.pub)"; TRUST_KEY=$2; shift 2 ;;
-    -h|--help) sed -n '2,29p' "$0"; exit 0 ;;
+    --trust) [ $# -ge 2 ] || die "--trust needs a public key file (KEY.pub)"; TRUST_KEYS="$TRUST_KEYS$2$nl"; shift 2 ;;
+    -h|--help) sed -n '2,33p' "$0"; exit 0 ;;
     *) die "unknown option '$1' (expected --trust KEY.pub, --prefix DIR, --rollback, --venv DIR, --python PYTHON, --service, --host H, --port N)" ;;
   esac
 done
 
-nl='
-'
 case "$HERE$PREFIX$ROOT" in *"$nl"*) die "the bundle, --prefix or --venv path holds a newline; move it to a plain path" ;; esac
 [ -z "$ROOT" ] || [ "$PREFIX" = "$HERE/.venv" ] || die "--venv is for an install in place; --prefix keeps each version's venv in it"
 case "$HEALTH_TIMEOUT" in ''|*[!0-9]*|0) die "EDGEPACK_HEALTH_TIMEOUT must be a whole number of seconds, found '$HEALTH_TIMEOUT'" ;; esac
@@ -94,6 +98,8 @@ if [ "$ROLLBACK" = 1 ]; then
   cur=$(version_of current) prev=$(version_of previous)
   [ -n "$cur" ] && [ -d "$ROOT/versions/$cur" ] || die "$ROOT/current names no installed version: nothing to roll back"
   [ -n "$prev" ] && [ -d "$ROOT/versions/$prev" ] || die "$ROOT/previous names no installed version: nothing to roll back to (current stays $cur)"
+  # It must still run here: intact, and signed by a key pinned now (the pin may have changed since).
+  sh "$ROOT/versions/$prev/verify-bundle" || die "$prev, the previous version, fails its check (above), so it would not run: not rolled back, current stays $cur"
   point current "$prev" || die "could not point $ROOT/current at $prev; it still names $cur"
   point previous "$cur" || die "could not point $ROOT/previous at $cur (current is $prev)"
   echo "install.sh: rolled back: current is $prev (was $cur, now previous: --rollback again returns to it)"
@@ -102,27 +108,51 @@ if [ "$ROLLBACK" = 1 ]; then
   exit 0
 fi
 
-# The pin: one OpenSSH public key line, checked by ssh-keygen, written as an
-# allowed-signers entry for the edgepack-bundle namespace only (man ssh-keygen).
-if [ -n "$TRUST_KEY" ]; then
+# The pin: OpenSSH public key lines, each checked by ssh-keygen, written as allowed-signers
+# entries for the edgepack-bundle namespace only (man ssh-keygen). It is exactly the keys given.
+pin_entries() {
+  for key in $TRUST_KEYS; do
+    printf 'edgepack-bundle namespaces="edgepack-bundle" %s\n' "$(grep . "$key" | cut -d' ' -f1,2)"
+  done
+}
+# The fingerprints of the keys in an allowed-signers file install.sh wrote, comma-separated.
+fingerprints() {
+  sed -n 's/^edgepack-bundle namespaces="edgepack-bundle" //p' "$1" 2>/dev/null \
+    | ssh-keygen -l -f - 2>/dev/null | cut -d' ' -f2 | sort -u | paste -s -d, - | sed 's/,/, /g'
+}
+if [ -n "$TRUST_KEYS" ]; then
   command -v ssh-keygen >/dev/null 2>&1 || die "--trust needs ssh-keygen to check signatures (apt install openssh-client)"
-  [ -f "$TRUST_KEY" ] || die "--trust $TRUST_KEY: no such file; pass the public key (KEY.pub) bundles are signed with"
-  [ "$(grep -c . "$TRUST_KEY")" = 1 ] && grep -q -E -x '(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp(256|384|521)|sk-ssh-ed25519@openssh\.com|sk-ecdsa-sha2-nistp256@openssh\.com) [A-Za-z0-9+/]+={0,3}( .*)?' "$TRUST_KEY" \
-    || die "--trust $TRUST_KEY is not one OpenSSH public key line; pass KEY.pub (never the private key)"
-  fingerprint=$(ssh-keygen -l -f "$TRUST_KEY" </dev/null 2>/dev/null | cut -d' ' -f2) || fingerprint=""
-  [ -n "$fingerprint" ] || die "--trust $TRUST_KEY: ssh-keygen cannot read it as a public key; pass KEY.pub"
+  set -f; IFS=$nl  # one key path per line, taken whole
+  for key in $TRUST_KEYS; do
+    [ -f "$key" ] || die "--trust $key: no such file; pass the public key (KEY.pub) bundles are signed with"
+    [ "$(grep -c . "$key")" = 1 ] && grep -q -E -x '(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp(256|384|521)|sk-ssh-ed25519@openssh\.com|sk-ecdsa-sha2-nistp256@openssh\.com) [A-Za-z0-9+/]+={0,3}( .*)?' "$key" \
+      || die "--trust $key is not one OpenSSH public key line; pass KEY.pub (never the private key)"
+    ssh-keygen -l -f "$key" </dev/null >/dev/null 2>&1 || die "--trust $key: ssh-keygen cannot read it as a public key; pass KEY.pub"
+  done
   if [ -n "${EDGEPACK_TRUST_DIR:-}" ]; then
     trust_dir=$EDGEPACK_TRUST_DIR
   elif [ "$(id -u)" = 0 ]; then
     trust_dir=/etc/edgepack
   else
-    [ ! -e /etc/edgepack/allowed_signers ] || die "a key is pinned for every user in /etc/edgepack/allowed_signers; change it as root (sudo $0 --trust $TRUST_KEY)"
+    [ ! -e /etc/edgepack/allowed_signers ] || die "a key is pinned for every user in /etc/edgepack/allowed_signers; change it as root (sudo $0 --trust KEY.pub)"
     trust_dir="${HOME:?}/.config/edgepack"
   fi
   mkdir -p "$trust_dir"
-  printf 'edgepack-bundle namespaces="edgepack-bundle" %s\n' "$(grep . "$TRUST_KEY" | cut -d' ' -f1,2)" > "$trust_dir/allowed_signers.tmp"
+  pin_entries > "$trust_dir/allowed_signers.tmp"
+  unset IFS; set +f
+  pinned=$(fingerprints "$trust_dir/allowed_signers.tmp")
+  before=$(fingerprints "$trust_dir/allowed_signers")
   mv "$trust_dir/allowed_signers.tmp" "$trust_dir/allowed_signers"
-  echo "install.sh: pinned $fingerprint in $trust_dir/allowed_signers: from now on only bundles it signed install and run"
+  case "$pinned" in
+    *,*) echo "install.sh: pinned $pinned in $trust_dir/allowed_signers: from now on only bundles one of them signed install and run" ;;
+    *) echo "install.sh: pinned $pinned in $trust_dir/allowed_signers: from now on only bundles it signed install and run" ;;
+  esac
+  # What the new pin drops: bundles those keys signed, the installed versions too, no longer run.
+  dropped=""
+  for old in $(printf '%s' "$before" | tr -d ',' ); do
+    case ", $pinned," in *", $old,"*) ;; *) dropped="$dropped${dropped:+, }$old" ;; esac
+  done
+  [ -z "$dropped" ] || echo "install.sh: no longer pinned: $dropped (--trust replaces the pin with exactly the keys given): bundles signed only by it no longer install or run, installed versions included; to rotate keys, pin the new and the old together (--trust NEW.pub --trust OLD.pub) until every version in use is signed by the new one"
 fi
 
 # Every file checked (system tools only) before any Python from the bundle runs.

@@ -191,11 +191,64 @@ def test_file_and_its_sum_changed_together_never_run(bundle, keys, trust, tmp_pa
     assert not marker.exists()
 
 
+def test_trust_pins_exactly_the_keys_given_and_rotation_pins_two(bundle, keys, trust, tmp_path):
+    """A second --trust replaces the pin, and says which key it dropped (what it signed, installed versions too,
+    stops running); --trust NEW.pub --trust OLD.pub pins both while devices move to the new key."""
+    new_signed = tmp_path / "new-signed"
+    shutil.copytree(bundle, new_signed)
+    (new_signed / SIGNATURE).unlink()
+    subprocess.run(["ssh-keygen", "-Y", "sign", "-f", str(keys[1]), "-n", "edgepack-bundle", MANIFEST],
+                   cwd=new_signed, check=True, capture_output=True, stdin=subprocess.DEVNULL)
+    old, new = fingerprint(keys[0]), fingerprint(keys[1])
+    pinned = trust / "allowed_signers"
+    pin(bundle, keys[0], tmp_path)
+    proc = install(bundle, "--trust", f"{keys[1]}.pub", "--trust", f"{keys[0]}.pub", cwd=tmp_path)
+    both = ", ".join(sorted([old, new]))
+    assert (f"install.sh: pinned {both} in {pinned}: from now on only bundles one of them signed install and "
+            "run\n") in proc.stdout, proc.stdout + proc.stderr
+    assert "no longer pinned" not in proc.stdout and "wheels are for aarch64" in proc.stderr  # past the checks
+    assert len(pinned.read_text().splitlines()) == 2
+    for copy in (bundle, new_signed):
+        proc = launch(copy, "info", str(copy), cwd=tmp_path)
+        assert proc.returncode == 0, proc.stderr
+        assert open_bundle(copy)[1]["name"] == "digits-rpi4"
+    proc = install(new_signed, "--trust", f"{keys[1]}.pub", cwd=tmp_path)  # the rotation done: the old key dropped
+    assert (f"install.sh: pinned {new} in {pinned}: from now on only bundles it signed install and run\n"
+            f"install.sh: no longer pinned: {old} (--trust replaces the pin with exactly the keys given): bundles "
+            "signed only by it no longer install or run, installed versions included; to rotate keys, pin the new "
+            "and the old together (--trust NEW.pub --trust OLD.pub) until every version in use is signed by the "
+            "new one\n") in proc.stdout, proc.stdout + proc.stderr
+    assert "wheels are for aarch64" in proc.stderr
+    assert launch(new_signed, "info", str(new_signed), cwd=tmp_path).returncode == 0
+    # --rollback (no architecture check on that path, so it runs here) refuses a previous version the pin refuses
+    ab = tmp_path / "ab"
+    for name, copy in (("old", bundle), ("new", new_signed)):
+        shutil.copytree(copy, ab / "versions" / name)
+    (ab / "current").symlink_to("versions/new")
+    (ab / "previous").symlink_to("versions/old")
+    proc = install(ab / "current", "--rollback", "--prefix", str(ab), cwd=tmp_path)
+    assert proc.returncode == 1 and proc.stderr.endswith(
+        f"signed by another key ({old}), not the one pinned in {pinned}; rebuild it with the pinned key, or pin "
+        "its key with install.sh --trust\ninstall.sh: error: old, the previous version, fails its check (above), "
+        "so it would not run: not rolled back, current stays new\n"), proc.stderr
+    assert [os.readlink(ab / link) for link in ("current", "previous")] == ["versions/new", "versions/old"]
+    install(new_signed, "--trust", f"{keys[1]}.pub", "--trust", f"{keys[0]}.pub", cwd=tmp_path)  # both again
+    proc = install(ab / "current", "--rollback", "--prefix", str(ab), cwd=tmp_path)
+    assert proc.returncode == 0 and "install.sh: rolled back: current is old (was new" in proc.stdout, proc.stderr
+    assert [os.readlink(ab / link) for link in ("current", "previous")] == ["versions/old", "versions/new"]
+    install(new_signed, "--trust", f"{keys[1]}.pub", cwd=tmp_path)
+    assert_refused(bundle, tmp_path, f"signed by another key ({old}), not the one pinned in {pinned}")
+    proc = install(new_signed, "--trust", f"{keys[1]}.pub", cwd=tmp_path)  # the same pin again: nothing dropped
+    assert f"install.sh: pinned {new} in " in proc.stdout and "no longer pinned" not in proc.stdout
+
+
 def test_trust_refuses_what_is_not_a_public_key(bundle, keys, trust, tmp_path):
     proc = install(bundle, "--trust", str(keys[0]), cwd=tmp_path)  # the private key, by mistake
     assert proc.returncode == 1 and "is not one OpenSSH public key line; pass KEY.pub" in proc.stderr
     proc = install(bundle, "--trust", str(tmp_path / "nope.pub"), cwd=tmp_path)
     assert proc.returncode == 1 and "nope.pub: no such file" in proc.stderr
+    proc = install(bundle, "--trust", f"{keys[0]}.pub", "--trust", str(keys[1]), cwd=tmp_path)  # one bad of two
+    assert proc.returncode == 1 and f"--trust {keys[1]} is not one OpenSSH public key line" in proc.stderr
     assert not trust.exists()
 
 
