@@ -114,6 +114,21 @@ def test_camera_frames_bundle_takes_png_and_uint8_frames(ppocr_model, tmp_path):
     raw = model.invoke([to_tflite(frames[3][np.newaxis], spec)])[0]
     assert model.predict({"x": frames[3]})[OUTPUT].tobytes() == from_tflite(raw, manifest["outputs"][0]).tobytes()
     run_cli("edge_runtime", "health", bundle)
+    # the server takes the frame as a UINT8 tensor, and says what it takes when given another size
+    from tests.edge_runtime.test_server import Server, infer_body
+
+    server = Server(bundle, "--max-body", "1000000")  # a JSON frame: 28k pixels as text
+    try:
+        status, body, _ = server.request("POST", f"/v2/models/{manifest['name']}/infer",
+                                         infer_body(frames[3][np.newaxis], "x", "UINT8"))
+        assert status == 200, body
+        answer = json.loads(body)["outputs"][0]
+        assert np.array_equal(np.asarray(answer["data"], np.float32).reshape(answer["shape"]), int8[3:4])
+        status, body, _ = server.request("POST", f"/v2/models/{manifest['name']}/infer",
+                                         infer_body(frames[3][:24][np.newaxis], "x", "UINT8"))
+        assert status == 400 and b"takes frames of 48x192x3" in body, body
+    finally:
+        server.stop()
 
     Image.fromarray(frames[0]).resize((96, 24)).save(tmp_path / "small.png")
     Image.fromarray(frames[0]).convert("L").save(tmp_path / "grey.png")
