@@ -23,10 +23,65 @@ from .model import fixed_inputs, precision_report
 from .tensors import feeds_from_numpy
 
 
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".webp")
+
+
 def _read_input(path: str, model) -> dict[str, np.ndarray]:
     if not Path(path).is_file():
         raise UserError(f"input file {path} does not exist", "pass a .npy (one-input model) or .npz")
+    if Path(path).suffix.lower() in IMAGE_SUFFIXES:
+        return _read_image(Path(path), model)
     return feeds_from_numpy(path, model.inputs, path)
+
+
+def _read_image(path: Path, model) -> dict[str, np.ndarray]:
+    """An image file for a bundle that takes camera frames: decoded as it is, never resized or converted.
+
+    A frame of another size, or with another number of channels (greyscale
+    for an RGB model, RGBA), is refused with what the bundle takes: the
+    camera pipeline on the device should deliver that, and a silent resize
+    here would hide that it does not.
+    """
+    from .tensors import IMAGE_FORMAT, frames
+
+    images = [s for s in model.inputs if s.get("format") == IMAGE_FORMAT]
+    if len(model.inputs) != 1 or not images:
+        raise UserError(f"{path} is an image file; {model.name} takes "
+                        + ", ".join(f"{s['name']} {s['dtype']} {s['shape']}" for s in model.inputs)
+                        + ("" if images else " (tensors, not camera frames)"),
+                        "pass a .npy or .npz, or build the bundle with --input-format image-uint8")
+    spec = images[0]
+    try:
+        from PIL import Image, UnidentifiedImageError
+    except ImportError:
+        raise UserError(f"reading {path.suffix} files needs Pillow, which this Python lacks",
+                        "install the bundle with its install.sh (image bundles carry Pillow's wheel), or pass a "
+                        ".npy of uint8 frames") from None
+    channels = spec["shape"][3]
+    try:
+        with Image.open(path) as img:
+            if img.width * img.height > 64_000_000:
+                raise UserError(f"{path} declares {img.width}x{img.height} pixels",
+                                f"give a frame of {spec['shape'][2]}x{spec['shape'][1]}")
+            mode = img.mode
+            if mode == "P":  # a palette indexes colours: decoding it gives the RGB(A) pixels
+                img = img.convert("RGBA" if "transparency" in img.info else "RGB")
+            elif mode == "1":
+                img = img.convert("L")
+            pixels = np.asarray(img)
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
+        raise UserError(f"{path} cannot be read as an image ({exc})", "pass a JPEG, PNG or BMP file") from None
+    if pixels.dtype != np.uint8:
+        raise UserError(f"{path} holds {mode} pixels ({pixels.dtype}), not 8-bit",
+                        "save it as an 8-bit RGB or greyscale image")
+    if pixels.ndim == 2:
+        pixels = pixels[:, :, np.newaxis]
+    if pixels.shape[2] != channels:
+        raise UserError(f"{path} is a {img.mode} image ({pixels.shape[2]} channel(s)); {model.name} takes "
+                        f"{channels} ({'RGB' if channels == 3 else 'greyscale'})",
+                        f"convert it first, e.g. Image.open(f).convert('{'RGB' if channels == 3 else 'L'}')")
+    frames(pixels, spec, str(path))  # the size, said with the file's name
+    return {spec["name"]: pixels}
 
 
 MAX_THREADS = 256
@@ -292,6 +347,14 @@ def describe(manifest: dict) -> str:
                 f"{kind[:-1]:<10} {s['name']} {s['shape']} {s['dtype']} -> tflite {s['tflite_shape']} "
                 f"{s['tflite_dtype']} perm {s['permutation']}{q}"
             )
+            if s.get("format"):
+                from .tensors import pixel_mode
+
+                norm = s.get("normalisation", {})
+                how = {"copy": "copied as they are", "flip": "copied, top bit flipped",
+                       "quantize": "quantized on the way in"}[pixel_mode(s)]
+                lines.append(f"           camera frames: uint8 HxWxC {s['shape'][1]}x{s['shape'][2]}x{s['shape'][3]} "
+                             f"({how}); (x/255 - {norm.get('mean')}) / {norm.get('std')} runs in the model")
     for name, value in fixed_inputs(manifest).items():
         lines.append(f"fixed      {name} = {value.tolist()} (set when built; no other value)")
     if "conversion" in manifest:

@@ -107,7 +107,8 @@ def check(manifest: dict) -> None:
     _fidelity(manifest.get("fidelity"))
     _conversion(manifest)
     _ops(manifest.get("ops"))
-    check_input_statistics(manifest.get("input_statistics"), {spec["name"]: spec["shape"] for spec in inputs})
+    check_input_statistics(manifest.get("input_statistics"), {spec["name"]: spec["shape"] for spec in inputs},
+                           {spec["name"] for spec in inputs if "format" in spec})
 
 
 # --- the pieces of a manifest ---
@@ -173,6 +174,23 @@ def _tensor(spec, path: str) -> None:
           f"{path}.tflite_shape", f"shape {shape} in the permutation's order, {want}", tflite_shape)
     _integer(_field(spec, "tflite_index", path), f"{path}.tflite_index", 0, MAX_DIM)
     _quantization(spec, path)
+    if "format" in spec:
+        _image_format(spec, path)
+
+
+def _image_format(spec: dict, path: str) -> None:
+    """A camera-frame input (--input-format image-uint8): uint8 [N, H, W, C] frames, C 1 or 3, into the model."""
+    _need(spec["format"] == "image-uint8", f"{path}.format", "image-uint8 (or no format: a tensor)", spec["format"])
+    shape = spec["shape"]
+    _need(spec["dtype"] == "uint8" and len(shape) == 4 and shape[3] in (1, 3), path,
+          "uint8 frames of shape [N, H, W, C] with 1 or 3 channels", f"{spec['dtype']} {shape}")
+    norm = _field(spec, "normalisation", path)
+    _need(isinstance(norm, dict), f"{path}.normalisation", "an object", norm)
+    for key in ("mean", "std"):
+        values = _field(norm, key, f"{path}.normalisation")
+        _need(isinstance(values, list) and len(values) == shape[3] and all(_is_number(v) and math.isfinite(v)
+              and (key == "mean" or v > 0) for v in values), f"{path}.normalisation.{key}",
+              f"a list of {shape[3]} finite numbers{' above 0' if key == 'std' else ''}", values)
 
 
 def _shape(shape, path: str) -> list[int]:
@@ -319,7 +337,7 @@ def _ops(ops) -> None:
             _text(_field(entry, key, f"ops.float_ops[{i}]"), f"ops.float_ops[{i}].{key}")
 
 
-def check_input_statistics(stats, shapes: dict) -> None:
+def check_input_statistics(stats, shapes: dict, frames: set = frozenset()) -> None:
     """Calibration-set statistics per input, which `edge-run serve` measures drift against (absent before them).
 
     The server divides by std and indexes channels by these lists: a wrong
@@ -336,9 +354,10 @@ def check_input_statistics(stats, shapes: dict) -> None:
         _need(isinstance(entry, dict), path, "an object", entry)
         axis = _field(entry, "channel_axis", path)
         shape = shapes[name]
-        _need(axis is None or (axis == 1 and is_int(axis) and len(shape) == 4), f"{path}.channel_axis",
-              "null, or 1 for an [N, C, H, W] input", axis)
-        channels = 1 if axis is None else shape[1]
+        last = 3 if name in frames else 1  # camera frames are [N, H, W, C]
+        _need(axis is None or (axis == last and is_int(axis) and len(shape) == 4), f"{path}.channel_axis",
+              f"null, or {last} for an {'[N, H, W, C] frame' if last == 3 else '[N, C, H, W]'} input", axis)
+        channels = 1 if axis is None else shape[axis]
         for key in ("mean", "std"):
             values = _field(entry, key, path)
             _need(isinstance(values, list) and len(values) == channels

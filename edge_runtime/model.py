@@ -12,7 +12,7 @@ from .delegates import choose
 from .errors import UserError
 from .interpreter import Engine, make_engine
 from .manifest import MAX_FIXED_VALUES, Malformed, check_fixed_inputs, check_precision
-from .tensors import InputWriter, OutputReader, batched_samples, check_dtype, raw_to_tflite
+from .tensors import IMAGE_FORMAT, InputWriter, OutputReader, batched_samples, check_dtype, frames, raw_to_tflite
 
 
 def fixed_inputs(manifest: dict) -> dict[str, np.ndarray]:
@@ -126,6 +126,10 @@ class Model:
         batches, stacked = [], []
         for spec in self.inputs:
             array = np.asarray(feeds[spec["name"]])
+            if spec.get("format") == IMAGE_FORMAT:
+                batches.append(frames(array, spec, "input"))
+                stacked.append(False)
+                continue
             check_dtype(array, spec, "input")
             samples = batched_samples(array, spec["shape"], spec["name"], "input")
             if np.dtype(spec["dtype"]).kind == "f" and not _finite(samples):

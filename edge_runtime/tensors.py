@@ -45,6 +45,33 @@ def batched_samples(array: np.ndarray, shape: list[int], name: str, source: str)
     )
 
 
+def frames(array: np.ndarray, spec: dict, source: str) -> np.ndarray:
+    """Camera frames for an image input (``"format": "image-uint8"``): returns (N, 1, H, W, C).
+
+    Accepted: one frame (H, W, C), or N of them (N, H, W, C), uint8: what
+    ``np.asarray(PIL.Image)`` or a camera gives. Never resized or converted
+    here: a frame of another size or channel count is refused, so what the
+    model sees is what the caller chose.
+    """
+    _, height, width, channels = spec["shape"]
+    want = f"{height}x{width}x{channels} (height x width x {'RGB' if channels == 3 else 'grey'})"
+    if array.dtype != np.uint8:
+        raise UserError(f"{source}: input '{spec['name']}' takes uint8 camera frames of {want}, found {array.dtype}",
+                        "give the pixels as the camera or PIL gives them (0..255, not normalised: the model does "
+                        "that)")
+    given = array.shape
+    if array.ndim == 3:
+        array = array[np.newaxis]
+    if array.ndim != 4 or array.shape[1:] != (height, width, channels):
+        found = "x".join(map(str, array.shape[1:])) if array.ndim == 4 else f"an array of shape {given}"
+        hint = (f"give {channels} channel(s) ({'RGB' if channels == 3 else 'grey'}), channels last"
+                if array.ndim == 4 and array.shape[1:3] == (height, width) else
+                f"resize the frames to {width}x{height} (width x height) before, e.g. PIL's Image.resize, or ask the "
+                "camera for that size")
+        raise UserError(f"{source}: input '{spec['name']}' takes frames of {want}, found {found}", hint)
+    return array.reshape(len(array), 1, height, width, channels)
+
+
 def check_dtype(array: np.ndarray, spec: dict, source: str) -> None:
     """Refuse an array whose dtype is not the input's kind (float vs integer)."""
     want = np.dtype(spec["dtype"])
@@ -69,15 +96,40 @@ def dequantize(q: np.ndarray, scale: float, zero_point: int) -> np.ndarray:
     return (q.astype(np.float32) - np.float32(zero_point)) * np.float32(scale)
 
 
+IMAGE_FORMAT = "image-uint8"
+
+
 def _is_quantized(spec: dict) -> bool:
     return bool(spec.get("scale")) and np.dtype(spec["tflite_dtype"]).kind in "iu" and np.dtype(spec["dtype"]).kind == "f"
+
+
+def pixel_mode(spec: dict) -> str | None:
+    """How a uint8 frame reaches an image input's TFLite tensor; None for other inputs.
+
+    ``copy``: the tensor takes the pixels as they are (uint8 with scale 1
+    and zero point 0, or float32); ``flip``: int8 with scale 1 and zero
+    point -128, where a pixel p is p - 128, i.e. p with its top bit flipped;
+    ``quantize``: any other quantization, one pass of p / scale + zero point.
+    """
+    if spec.get("format") != IMAGE_FORMAT:
+        return None
+    tflite = np.dtype(spec["tflite_dtype"])
+    scale, zero = spec.get("scale", 0.0), spec.get("zero_point", 0)
+    if tflite.kind == "f" or (tflite == np.uint8 and (not scale or (scale == 1.0 and zero == 0))):
+        return "copy"
+    if tflite == np.int8 and scale == 1.0 and zero == -128:
+        return "flip"
+    return "quantize"
 
 
 def to_tflite(sample: np.ndarray, spec: dict) -> np.ndarray:
     """One sample in the ONNX contract -> the TFLite input tensor."""
     x = np.transpose(sample, spec["permutation"])
     tdtype = np.dtype(spec["tflite_dtype"])
-    if _is_quantized(spec):
+    mode = pixel_mode(spec)
+    if mode == "flip":
+        return np.ascontiguousarray(np.bitwise_xor(x, np.uint8(0x80)).view(np.int8))
+    if _is_quantized(spec) or mode == "quantize":
         return quantize(x, tdtype, spec["scale"], spec["zero_point"])
     return np.ascontiguousarray(x.astype(tdtype))
 
@@ -107,7 +159,9 @@ class InputWriter:
     def __init__(self, spec: dict):
         self.name, self.index = spec["name"], spec["tflite_index"]
         self.permutation = tuple(spec["permutation"])
-        self.quantized = _is_quantized(spec)
+        mode = pixel_mode(spec)
+        self.flip = mode == "flip"  # camera frames into int8 with scale 1: a copy that flips the top bit
+        self.quantized = _is_quantized(spec) or mode == "quantize"
         if self.quantized:
             info = np.iinfo(np.dtype(spec["tflite_dtype"]))
             self.low, self.high = np.float32(info.min), np.float32(info.max)
@@ -120,6 +174,9 @@ class InputWriter:
         if x.shape != buffer.shape:
             raise UserError(f"input '{self.name}': the model's tensor is {buffer.shape} in its own layout, "
                             f"the sample gives {x.shape}", "give samples in the shape edge-run info shows")
+        if self.flip:
+            np.bitwise_xor(x, np.uint8(0x80), out=buffer.view(np.uint8))
+            return
         if not self.quantized:
             np.copyto(buffer, x, casting="unsafe")
             return

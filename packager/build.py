@@ -34,6 +34,7 @@ from .layout import map_tensors
 from .onnx_model import load_onnx
 from .prepare import prepare
 from .prepare.config_inputs import constant_config_inputs, freeze
+from .prepare.image_input import FORMAT as IMAGE_FORMAT, ImageInput, plan as plan_image_input
 from .edgetpu import check_compiler, edgetpu_stage
 from .ops import op_report
 from .memory import check_budget, measure_peak_rss
@@ -75,6 +76,7 @@ class BuildOptions:
     verbose: bool = False
     require_edgetpu: bool = False
     sign: str | None = None  # an OpenSSH private key: manifest.json.sig
+    input_format: str = "tensor"  # or "image-uint8": camera frames in, normalisation folded into the model
 
 
 @dataclasses.dataclass
@@ -141,6 +143,10 @@ def build_all(opts: BuildOptions, say: Callable[[int, str], None] = _say) -> lis
     say(1, f"loading {opts.model}")
     model = load_onnx(opts.model)
     shapes = resolve_shapes(model.inputs, overrides)
+    image, image_notes = None, []
+    if opts.input_format == IMAGE_FORMAT:
+        image = plan_image_input(model.inputs, shapes, opts.mean, opts.std)
+        model, image_notes = _with_pixel_input(model, shapes, image)
     fixed = fix_shapes(model, shapes)
     # The user's own model, as they ran it: some only load in onnxruntime with
     # dynamic shapes (branches never taken that fit no static shape).
@@ -152,7 +158,7 @@ def build_all(opts: BuildOptions, say: Callable[[int, str], None] = _say) -> lis
             "--calibration random: the model is calibrated on noise; its accuracy figures mean "
             "NOTHING. Use real samples for anything you ship."
         )
-    data = load_calibration(opts.calibration, model.inputs, shapes, opts.mean, opts.std)
+    data = load_calibration(opts.calibration, model.inputs, shapes, opts.mean, opts.std, image)
     calibration_warnings = _calibration_warnings(opts, data)
     calib, holdout = split_holdout(data)
 
@@ -164,7 +170,7 @@ def build_all(opts: BuildOptions, say: Callable[[int, str], None] = _say) -> lis
         with tempfile.TemporaryDirectory(prefix="edgepack-") as work:
             work = Path(work)
             # Wheels first: a device we cannot equip should fail before minutes of conversion.
-            equipment = [_device_wheels(opts, p, work / f"wheels-{p.name}", say) for p in profiles]
+            equipment = [_device_wheels(opts, p, work / f"wheels-{p.name}", say, image is not None) for p in profiles]
 
             say(4, "preparing the graph (constants folded, pre-quantized ops back to float)")
             prepared = copy.deepcopy(fixed)
@@ -172,7 +178,8 @@ def build_all(opts: BuildOptions, say: Callable[[int, str], None] = _say) -> lis
             frozen_notes = freeze(prepared, frozen)
             with captured_output(show=opts.verbose):  # onnxsim's warnings
                 preparation = prepare(prepared, calib, reference=reference.outputs)
-            preparation.changes[:0] = [f"config_inputs: {n}" for n in frozen_notes]
+            preparation.changes[:0] = [f"image_input: {n}" for n in image_notes] + [
+                f"config_inputs: {n}" for n in frozen_notes]
             _show_preparation(preparation)
 
             say(5, "converting to a float model and checking it against onnxruntime")
@@ -186,10 +193,14 @@ def build_all(opts: BuildOptions, say: Callable[[int, str], None] = _say) -> lis
                 {"name": s.name, "shape": shapes[s.name], "dtype": s.dtype, "value": frozen[s.name].tolist()}
                 for s in model.inputs if s.name in frozen
             ]
+            pinned = {image.name: (0.0, 255.0)} if image else None
             outcome, ladder = _choose_precision(opts, io_dtype, conversion, calib, holdout, reference,
-                                                fixed_entries, prepared, work, model, live_inputs, shapes)
+                                                fixed_entries, prepared, work, model, live_inputs, shapes, pinned)
             chosen = outcome.chosen
             q = chosen.model
+            if image:
+                print("      " + frame_path(q.io[next(m.key for m in conversion.in_maps if m.spec.name == image.name)]),
+                      file=sys.stderr, flush=True)
             precision = {
                 "requested": opts.precision,
                 "chosen": q.precision,
@@ -234,14 +245,17 @@ def build_all(opts: BuildOptions, say: Callable[[int, str], None] = _say) -> lis
                 stage_files(stage, profile.arch, profile.os["python"], packages)
                 manifest = _manifest(opts, name, profile, model, io_dtype, q, calib, holdout,
                                      preparation, conversion, packages)
+                if image:
+                    manifest["inputs"] = [image.manifest_entry(e) if e["name"] == image.name else e
+                                          for e in manifest["inputs"]]
                 manifest["fixed_inputs"] = fixed_entries
                 manifest["quantization"]["calibration"]["warnings"] = calibration_warnings
                 manifest["precision"] = precision
                 manifest["fidelity"] = chosen.report
                 manifest["ops"] = ops
                 manifest["memory"] = memory
-                manifest["health"] = stage_health(stage, manifest, holdout)
-                manifest["input_statistics"] = input_statistics(data, manifest["inputs"])
+                manifest["health"] = stage_health(stage, manifest, _as_frames(holdout, image))
+                manifest["input_statistics"] = input_statistics(_as_frames(data, image), manifest["inputs"])
                 manifest["edgetpu"] = edgetpu_stage(q.tflite, profile, stage,
                                                     opts.require_edgetpu and profile in tpus)
                 if profile in tpus and q.precision != "int8":
@@ -382,6 +396,8 @@ def _check_options(opts: BuildOptions, io_dtype: str) -> None:
         raise UserError(f"--io-dtype must be one of {', '.join(IO_DTYPES)}, found {io_dtype!r}")
     if opts.precision not in BUILD_PRECISIONS:
         raise UserError(f"--precision must be one of {', '.join(BUILD_PRECISIONS)}, found {opts.precision!r}")
+    if opts.input_format not in ("tensor", IMAGE_FORMAT):
+        raise UserError(f"--input-format must be tensor or {IMAGE_FORMAT}, found {opts.input_format!r}")
     if opts.precision == "strict" and opts.accept_low_fidelity:
         raise UserError("--precision strict and --accept-low-fidelity contradict each other: strict refuses "
                         "what --accept-low-fidelity would ship", "drop one of them")
@@ -396,15 +412,44 @@ def _check_options(opts: BuildOptions, io_dtype: str) -> None:
         raise UserError(f"--strategy-timeout must be a positive number of seconds, found {opts.strategy_timeout}")
 
 
-def _device_wheels(opts: BuildOptions, profile, work: Path, say) -> tuple[list, list]:
+def _device_wheels(opts: BuildOptions, profile, work: Path, say, images: bool = False) -> tuple[list, list]:
     if not opts.wheels:
         say(3, "no device wheels (--no-wheels)")
-        return [], requirements(profile)
+        return [], requirements(profile, images)
     say(3, f"device wheels for {profile.name}: {profile.arch} / Python {profile.os['python']} "
-           f"({', '.join(requirements(profile))})")
+           f"({', '.join(requirements(profile, images))})")
     work.mkdir(parents=True)
-    wheels = fetch_wheels(profile, work)
+    wheels = fetch_wheels(profile, work, images)
     return wheels, pinned(wheels, profile)
+
+
+def _with_pixel_input(model, shapes: dict, image: ImageInput):
+    """The model with ``image``'s pixel input in front (a copy; ``shapes`` is updated in place)."""
+    proto = copy.deepcopy(model.proto)
+    notes = image.prepend(proto)
+    inputs = [image.pixel_spec(s) if s.name == image.name else s for s in model.inputs]
+    shapes[image.name] = image.pixel_shape(shapes[image.name])
+    return dataclasses.replace(model, proto=proto, inputs=inputs), notes
+
+
+def _as_frames(data: dict, image: ImageInput | None) -> dict:
+    """Samples as the bundle takes them: an image input's pixel values as uint8 frames."""
+    if image is None:
+        return data
+    return {k: image.frames(v) if k == image.name else v for k, v in data.items()}
+
+
+def frame_path(facts: dict) -> str:
+    """How a uint8 frame reaches the model's input tensor on the device (see edge_runtime.tensors.pixel_mode)."""
+    from edge_runtime.tensors import pixel_mode
+
+    mode = pixel_mode({**facts, "dtype": "uint8", "format": IMAGE_FORMAT})
+    if mode == "quantize":
+        return (f"frames: the input tensor is {facts['tflite_dtype']} with scale {facts['scale']:.6g}, zero point "
+                f"{facts['zero_point']}: the device quantizes each frame (one pass); a pixel range pinned to 0..255 "
+                "needs LiteRT Quantizer's int8 I/O")
+    how = {"copy": "copied as they are", "flip": "copied with the top bit flipped (int8, scale 1, zero point -128)"}
+    return f"frames: uint8 pixels go into the model's {facts['tflite_dtype']} input tensor {how[mode]}"
 
 
 def _show_preparation(preparation) -> None:
@@ -477,7 +522,7 @@ def _stacked(reference: Reference, samples: dict) -> dict:
 
 
 def _choose_precision(opts: BuildOptions, io_dtype: str, conversion, calib, holdout, reference, fixed_entries,
-                      prepared, work: Path, model, live_inputs, shapes):
+                      prepared, work: Path, model, live_inputs, shapes, pinned=None):
     """The precision ladder (packager.ladder) on this model; raises when nothing may ship."""
     bar = _bar(opts)
     count = len(next(iter(calib.values())))
@@ -496,10 +541,11 @@ def _choose_precision(opts: BuildOptions, io_dtype: str, conversion, calib, hold
         q = converter_int8(conversion.saved_model, conversion.in_maps, calib, "uint8", opts.per_tensor, opts.verbose)
         outcome = ladder.only("int8 (converter, uint8 I/O)", q)
     else:
-        cal = Calibrated(float_tflite, conversion.in_maps, calib, io_dtype, opts.per_tensor, opts.verbose)
+        cal = Calibrated(float_tflite, conversion.in_maps, calib, io_dtype, opts.per_tensor, opts.verbose, pinned)
 
         def repaired():
-            return _repaired(prepared, work, model, live_inputs, shapes, calib, reference, conversion, io_dtype, opts)
+            return _repaired(prepared, work, model, live_inputs, shapes, calib, reference, conversion, io_dtype, opts,
+                             pinned)
 
         outcome = ladder.climb(cal, repaired, lambda: float_model(export_float16(conversion.saved_model, opts.verbose),
                                                                    "float16"),
@@ -523,7 +569,7 @@ def _choose_precision(opts: BuildOptions, io_dtype: str, conversion, calib, hold
 
 
 def _repaired(prepared, work: Path, model, live_inputs, shapes, calib, reference, conversion, io_dtype,
-              opts: BuildOptions) -> Calibrated | None:
+              opts: BuildOptions, pinned=None) -> Calibrated | None:
     """Ladder step 2: the float graph repaired (packager.repairs), converted again with the same strategy."""
     from .convert.strategies import STRATEGIES
     from .repairs import equalize, fuse_activations
@@ -547,7 +593,7 @@ def _repaired(prepared, work: Path, model, live_inputs, shapes, calib, reference
         _warn(f"the repaired graph did not convert ({exc}); going on without it")
         return None
     return Calibrated(export_float(again.saved_model, opts.verbose), again.in_maps, calib, io_dtype,
-                      opts.per_tensor, opts.verbose)
+                      opts.per_tensor, opts.verbose, pinned)
 
 
 def _converter_versions() -> dict:

@@ -106,8 +106,8 @@ def _image_too_large(file: Path, declared: str) -> UserError:
     )
 
 
-def load_image_folder(folder: Path, spec: TensorSpec, shape: list[int], mean, std) -> np.ndarray:
-    """Images -> (N, *shape[1:]) float array in the input's layout."""
+def load_image_folder(folder: Path, spec: TensorSpec, shape: list[int], mean, std, raw: bool = False) -> np.ndarray:
+    """Images -> (N, *shape[1:]) float array in the input's layout (``raw``: pixel values 0..255)."""
     layout, channels, height, width = _image_layout(spec, shape)
     files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
     if not files:
@@ -120,7 +120,7 @@ def load_image_folder(folder: Path, spec: TensorSpec, shape: list[int], mean, st
     samples = []
     for file in files:
         pixels = _read_image(file, channels, height, width)
-        x = (pixels / 255.0 - mean_v) / std_v
+        x = pixels if raw else (pixels / 255.0 - mean_v) / std_v
         samples.append(x.transpose(2, 0, 1) if layout == "NCHW" else x)
     return np.stack(samples).astype(spec.dtype)
 
@@ -199,6 +199,7 @@ def load_calibration(
     shapes: dict[str, list[int]],
     mean: tuple[float, ...] | None = None,
     std: tuple[float, ...] | None = None,
+    image=None,
 ) -> Calibration:
     """Read the calibration set.
 
@@ -207,19 +208,39 @@ def load_calibration(
         inputs: the model's inputs.
         shapes: the static shape of every input (after stage 2).
         mean, std: image normalisation, for image folders only.
+        image: the ``packager.prepare.image_input.ImageInput`` of an
+            ``--input-format image-uint8`` build: its input takes pixel values
+            (images are not normalised, the model does it; arrays are uint8
+            frames [N, H, W, C], as the device will get them).
 
     Returns:
         {input name: (N, *shape) array in the ONNX layout and dtype}.
     """
     if source == "random":
-        return random_calibration(inputs, shapes)
+        data = random_calibration(inputs, shapes)
+        if image is not None:
+            pixels = np.random.default_rng(0).integers(0, 256, data[image.name].shape)
+            data[image.name] = pixels.astype(np.float32)
+        return data
     path = Path(source)
     if not path.exists():
         raise UserError(
             f"calibration data {source} does not exist",
             "pass a folder of images, a .npy, a .npz, or --calibration random",
         )
-    if (mean or std) and not path.is_dir():
+
+    def check(array: np.ndarray, spec: TensorSpec) -> np.ndarray:
+        if image is None or spec.name != image.name:
+            return check_samples(array, spec, shapes[spec.name], str(path))
+        n, c, h, w = shapes[spec.name]
+        if array.dtype != np.uint8:
+            raise UserError(f"{path}: input '{spec.name}' takes uint8 frames (--input-format image-uint8), "
+                            f"found {array.dtype}", f"save the frames as uint8 [N, {h}, {w}, {c}], as the camera "
+                            "gives them (not normalised: the model does that)")
+        frames = batched_samples(array, [n, h, w, c], spec.name, str(path))
+        return check_samples(image.from_frames(frames), spec, shapes[spec.name], str(path))
+
+    if (mean or std) and not path.is_dir() and image is None:
         raise UserError(
             "--mean/--std apply to image folders only; arrays must already be normalised",
             "drop --mean/--std, or pass an image folder",
@@ -232,7 +253,10 @@ def load_calibration(
                 "pass a .npz with one array per input name",
             )
         spec = inputs[0]
-        images = load_image_folder(path, spec, shapes[spec.name], mean, std)
+        if image is not None:  # pixel values: the model normalises
+            images = load_image_folder(path, spec, shapes[spec.name], None, None, raw=True)
+        else:
+            images = load_image_folder(path, spec, shapes[spec.name], mean, std)
         data = {spec.name: check_samples(images, spec, shapes[spec.name], str(path))}
     elif path.suffix == ".npy":
         if len(inputs) != 1:
@@ -241,7 +265,7 @@ def load_calibration(
                 "pass a .npz with one array per input name",
             )
         spec = inputs[0]
-        data = {spec.name: check_samples(_load_array_file(path), spec, shapes[spec.name], str(path))}
+        data = {spec.name: check(_load_array_file(path), spec)}
     elif path.suffix == ".npz":
         with _load_array_file(path) as archive:
             keys = list(archive.files)
@@ -253,7 +277,7 @@ def load_calibration(
                     f"missing: {', '.join(missing) or 'none'}; unexpected: {', '.join(extra) or 'none'}",
                     "np.savez(path, **{input_name: samples})",
                 )
-            data = {s.name: check_samples(archive[s.name], s, shapes[s.name], str(path)) for s in inputs}
+            data = {s.name: check(archive[s.name], s) for s in inputs}
     else:
         raise UserError(
             f"calibration data {source} is neither a folder, a .npy nor a .npz",

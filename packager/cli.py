@@ -44,6 +44,9 @@ def cli():
               help="Fix an input's dynamic dimensions (repeatable). Batch defaults to 1.")
 @click.option("--mean", callback=_floats, help="Image folders: per-channel mean after scaling to 0..1.")
 @click.option("--std", callback=_floats, help="Image folders: per-channel std after scaling to 0..1.")
+@click.option("--input-format", type=click.Choice(["tensor", "image-uint8"]), default="tensor", show_default=True,
+              help="image-uint8: the bundle takes camera frames (uint8 HxWxC RGB, as PIL or a camera gives them); "
+                   "--mean/--std are folded into the model, so the device does no per-frame work.")
 @click.option("--io-dtype", type=click.Choice(["int8", "uint8", "float32"]), default=None,
               help="Dtype of the model's inputs/outputs (default: the target's).")
 @click.option("--per-tensor", is_flag=True, help="One quantization scale per tensor instead of per channel.")
@@ -69,7 +72,8 @@ def cli():
               help="Sign manifest.json with this OpenSSH private key (ssh-keygen -Y sign): a device that pinned "
                    "its public key (install.sh --trust KEY.pub) runs only bundles it signed.")
 @click.option("-v", "--verbose", is_flag=True, help="Show the converters' logs and tracebacks.")
-def build(model, target, calibration, out_dir, input_shapes, mean, std, io_dtype, per_tensor, precision, min_cosine,
+def build(model, target, calibration, out_dir, input_shapes, mean, std, input_format, io_dtype, per_tensor, precision,
+          min_cosine,
           min_top1, min_f1, min_channel_cosine, accept_low_fidelity, no_wheels, strategy_timeout, require_edgetpu,
           sign_key, verbose):
     """Build MODEL.onnx into a bundle for --target."""
@@ -80,7 +84,7 @@ def build(model, target, calibration, out_dir, input_shapes, mean, std, io_dtype
         mean=mean, std=std, io_dtype=io_dtype, per_tensor=per_tensor, precision=precision, min_cosine=min_cosine,
         min_top1=min_top1, min_f1=min_f1, min_channel_cosine=min_channel_cosine,
         accept_low_fidelity=accept_low_fidelity, wheels=not no_wheels, verbose=verbose,
-        require_edgetpu=require_edgetpu, sign=sign_key,
+        require_edgetpu=require_edgetpu, sign=sign_key, input_format=input_format,
     )
     if strategy_timeout is not None:
         opts.strategy_timeout = strategy_timeout

@@ -39,7 +39,7 @@ def input_statistics(data: dict[str, np.ndarray], inputs: list[dict]) -> dict:
             continue
         shape = spec["shape"]
         x = np.asarray(data[spec["name"]], np.float64).reshape(-1, *shape[1:])  # batch folded into samples
-        axis = channel_axis(shape)
+        axis = 3 if spec.get("format") == "image-uint8" else channel_axis(shape)  # camera frames: [N, H, W, C]
         if axis is None:
             mean, std = [float(x.mean())], [float(x.std())]
         else:

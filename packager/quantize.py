@@ -131,12 +131,18 @@ class Calibrated:
     """A float model calibrated once, quantized as often as the ladder asks."""
 
     def __init__(self, float_tflite: bytes, in_maps: list[TensorMap], samples: dict[str, np.ndarray],
-                 io_dtype: str = "int8", per_tensor: bool = False, verbose: bool = False):
+                 io_dtype: str = "int8", per_tensor: bool = False, verbose: bool = False,
+                 pinned: dict[str, tuple[float, float]] | None = None):
+        """``pinned``: {ONNX input name: (min, max)} ranges that calibration does not choose (pixel inputs:
+        0..255, so that their int8 scale is 1 and a frame is its own quantized value)."""
         self.float_tflite = float_tflite
         self.io_dtype = io_dtype
         self.per_tensor = per_tensor
         self.verbose = verbose
         self.dataset = signature_feeds(float_tflite, in_maps, samples)
+        facts = tensor_facts(float_tflite) if pinned else {}
+        self.pinned = {facts[m.key]["tflite_name"]: pinned[m.spec.name] for m in in_maps
+                       if pinned and m.spec.name in pinned}
         self._qsv: dict | None = None
 
     @property
@@ -147,11 +153,18 @@ class Calibrated:
 
             with captured_output(show=self.verbose):
                 try:
-                    self._qsv = Quantizer(self.float_tflite, self.recipe()).calibrate(
+                    qsv = Quantizer(self.float_tflite, self.recipe()).calibrate(
                         {SIGNATURE: self.dataset}, num_threads=2)
                 except Exception as exc:  # its calibrator raises ValueError/RuntimeError from the interpreter
                     raise QuantizerFailed(f"LiteRT Quantizer could not calibrate the model: {_first_line(exc)}",
                                           "run with -v for its log") from None
+            from .ranges import override
+
+            missing = [name for name in self.pinned if name not in qsv]
+            if missing:  # a LiteRT Quantizer that stopped calibrating inputs: say so rather than ship scale != 1
+                raise QuantizerFailed(f"LiteRT Quantizer gave no range for input tensor(s) {', '.join(missing)}",
+                                      "run with -v for its log")
+            self._qsv = override(qsv, self.pinned)
         return self._qsv
 
     def recipe(self, float_scopes: list[str] = ()) -> list:
@@ -174,7 +187,8 @@ class Calibrated:
 
         from .ranges import override
 
-        qsv = override(self.qsv, ranges) if ranges else self.qsv
+        # the range search never moves a pinned range
+        qsv = override(self.qsv, {k: v for k, v in ranges.items() if k not in self.pinned}) if ranges else self.qsv
         rec = self.recipe(list(float_scopes))
         with captured_output(show=self.verbose) as log:
             try:

@@ -30,10 +30,15 @@ def cache_root() -> Path:
 SERVER_PACKAGES = ("uvicorn==0.54.0", "h11==0.16.0", "click==8.5.1", "prometheus_client==0.26.0")
 
 
-def requirements(profile: Profile) -> list[str]:
-    """The top-level packages the device needs, as pip requirement strings."""
+# `edge-run run photo.jpg` for bundles that take camera frames (--input-format image-uint8): the version
+# requirements/host.txt pins; manylinux aarch64 wheels for every Python the profiles name.
+IMAGE_PACKAGES = ("pillow==13.0.0",)
+
+
+def requirements(profile: Profile, images: bool = False) -> list[str]:
+    """The top-level packages the device needs, as pip requirement strings (``images``: an image-input bundle)."""
     rt = profile.runtime
-    return [f"{rt['package']}=={rt['version']}", rt["numpy"], *SERVER_PACKAGES]
+    return [f"{rt['package']}=={rt['version']}", rt["numpy"], *SERVER_PACKAGES, *(IMAGE_PACKAGES if images else ())]
 
 
 def pip_platform_args(profile: Profile) -> list[str]:
@@ -62,7 +67,7 @@ def _pip(args: list[str], log_to: Path) -> int:
         ).returncode
 
 
-def fetch_wheels(profile: Profile, log_dir: Path) -> list[Path]:
+def fetch_wheels(profile: Profile, log_dir: Path, images: bool = False) -> list[Path]:
     """The wheels for a profile: from the cache, else from the package index.
 
     Returns:
@@ -75,7 +80,7 @@ def fetch_wheels(profile: Profile, log_dir: Path) -> list[Path]:
     cache.mkdir(parents=True, exist_ok=True)
     dest = log_dir / "wheels"
     dest.mkdir()
-    base = pip_platform_args(profile) + ["--dest", str(dest), *requirements(profile)]
+    base = pip_platform_args(profile) + ["--dest", str(dest), *requirements(profile, images)]
     # Offline first: resolve only against the cache.
     if _pip(["--no-index", "--find-links", str(cache), *base], log_dir / "pip-offline.log") != 0:
         code = _pip(["--find-links", str(cache), *base], log_dir / "pip.log")
@@ -83,7 +88,7 @@ def fetch_wheels(profile: Profile, log_dir: Path) -> list[Path]:
             tail = (log_dir / "pip.log").read_text(errors="replace").strip().splitlines()[-3:]
             raise UserError(
                 f"cannot get the {profile.arch} / Python {profile.os['python']} wheels for "
-                f"{', '.join(requirements(profile))}: {' '.join(tail)}",
+                f"{', '.join(requirements(profile, images))}: {' '.join(tail)}",
                 "connect once to the package index to fill the wheel cache (make wheels), "
                 "or build with --no-wheels and install the runtime on the device yourself",
             )
@@ -145,7 +150,7 @@ def main(argv: list[str]) -> int:
     for target in argv or ["rpi4"]:
         profile = load_profile(target)
         with tempfile.TemporaryDirectory() as tmp:
-            wheels = fetch_wheels(profile, Path(tmp))
+            wheels = fetch_wheels(profile, Path(tmp), images=True)  # image bundles' wheels too: a superset
         print(f"device wheels for {target}: {', '.join(w.name for w in wheels)}")
     return 0
 

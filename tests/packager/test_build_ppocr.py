@@ -64,3 +64,84 @@ def test_precision_int8_never_ships_float_islands_and_reports_the_edge_tpu(ppocr
     # MobileNetV3's hard-swish also splits the graph for XNNPACK: the build says so and names it
     split = [line for line in build.stderr.splitlines() if "XNNPACK takes the chosen model in" in line]
     assert len(split) == 1 and "HARD_SWISH x" in split[0], split
+
+
+def test_camera_frames_bundle_takes_png_and_uint8_frames(ppocr_model, tmp_path):
+    """--input-format image-uint8 on the real classifier: the bundle takes the PNG lines as they are (uint8
+    48x192x3), PP-OCR's (x/255 - 0.5)/0.5 runs inside the model, and its answers agree with float onnxruntime
+    on the normalised lines as the tensor-input bundle's do. Frames of another size or channel count are
+    refused with what the bundle takes."""
+    import edge_runtime
+    from edge_runtime.tensors import from_tflite, pixel_mode, to_tflite
+    from PIL import Image
+
+    write_lines(tmp_path / "calib", 120, seed=5)
+    labels = np.array(write_lines(tmp_path / "held_out", 100, seed=6))
+    out = tmp_path / "dist"
+    build = run_cli("packager", "build", ppocr_model, "--target", "rpi4", "--calibration", tmp_path / "calib",
+                    "--input-shape", "x=1,3,48,192", "--mean", "0.5", "--std", "0.5", "--input-format", "image-uint8",
+                    "--precision", "int8", "--no-wheels", "-o", out)
+    assert "image_input: input 'x' takes uint8 HxWx3 frames" in build.stderr
+    bundle = out / "ch_ppocr_mobile_v2.0_cls_infer-rpi4"
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    spec = manifest["inputs"][0]
+    assert (spec["shape"], spec["dtype"], spec["format"]) == ([1, 48, 192, 3], "uint8", "image-uint8")
+    assert spec["tflite_shape"] == [1, 48, 192, 3] and spec["permutation"] == [0, 1, 2, 3]
+    assert spec["normalisation"]["mean"] == [0.5, 0.5, 0.5] and manifest["ops"]["float_ops"] == []
+    # the pixel range is 0..255 with scale 1: a frame is its own quantized value, no per-frame arithmetic
+    assert pixel_mode(spec) in ("flip", "copy"), spec
+    assert manifest["input_statistics"]["x"]["channel_axis"] == 3
+    assert manifest["fidelity"]["outputs"][OUTPUT]["top1_agreement"] >= 0.95
+
+    files = sorted((tmp_path / "held_out").glob("*.png"))
+    frames = np.stack([np.asarray(Image.open(f).convert("RGB")) for f in files])
+    np.save(tmp_path / "frames.npy", frames)
+    run_cli("edge_runtime", "run", bundle, "--input", tmp_path / "frames.npy", "--output", tmp_path / "y.npz")
+    with np.load(tmp_path / "y.npz") as y:
+        int8 = y[OUTPUT]
+    session = ort.InferenceSession(str(ppocr_model), providers=["CPUExecutionProvider"])
+    x = to_input(tmp_path / "held_out")
+    ref = np.concatenate([session.run(None, {"x": x[i:i + 1]})[0] for i in range(len(x))])
+    assert int8.shape == ref.shape == (100, 2)
+    assert float((int8.argmax(1) == ref.argmax(1)).mean()) >= 0.98
+    assert float((int8.argmax(1) == labels).mean()) >= 0.9
+
+    # a PNG file gives the same bytes as its row of the array; the in-place writer as the copying path
+    run_cli("edge_runtime", "run", bundle, "--input", files[0], "--output", tmp_path / "one.npz")
+    with np.load(tmp_path / "one.npz") as one:
+        assert one[OUTPUT].tobytes() == int8[:1].tobytes()
+    model = edge_runtime.load(bundle, threads=1)
+    raw = model.invoke([to_tflite(frames[3][np.newaxis], spec)])[0]
+    assert model.predict({"x": frames[3]})[OUTPUT].tobytes() == from_tflite(raw, manifest["outputs"][0]).tobytes()
+    run_cli("edge_runtime", "health", bundle)
+    # the server takes the frame as a UINT8 tensor, and says what it takes when given another size
+    from tests.edge_runtime.test_server import Server, infer_body
+
+    server = Server(bundle, "--max-body", "1000000")  # a JSON frame: 28k pixels as text
+    try:
+        status, body, _ = server.request("POST", f"/v2/models/{manifest['name']}/infer",
+                                         infer_body(frames[3][np.newaxis], "x", "UINT8"))
+        assert status == 200, body
+        answer = json.loads(body)["outputs"][0]
+        assert np.array_equal(np.asarray(answer["data"], np.float32).reshape(answer["shape"]), int8[3:4])
+        status, body, _ = server.request("POST", f"/v2/models/{manifest['name']}/infer",
+                                         infer_body(frames[3][:24][np.newaxis], "x", "UINT8"))
+        assert status == 400 and b"takes frames of 48x192x3" in body, body
+    finally:
+        server.stop()
+
+    Image.fromarray(frames[0]).resize((96, 24)).save(tmp_path / "small.png")
+    Image.fromarray(frames[0]).convert("L").save(tmp_path / "grey.png")
+    Image.fromarray(frames[0]).convert("RGBA").save(tmp_path / "rgba.png")
+    np.save(tmp_path / "float.npy", frames.astype(np.float32) / 255)
+    refusals = {
+        "small.png": "takes frames of 48x192x3 (height x width x RGB), found 24x96x3",
+        "grey.png": "is a L image (1 channel(s)); ch_ppocr_mobile_v2.0_cls_infer-rpi4 takes 3 (RGB)",
+        "rgba.png": "is a RGBA image (4 channel(s))",
+        "float.npy": "takes uint8 camera frames of 48x192x3 (height x width x RGB), found float32",
+    }
+    for name, message in refusals.items():
+        proc = run_cli("edge_runtime", "run", bundle, "--input", tmp_path / name, "--output", tmp_path / "bad.npz",
+                       check=False)
+        assert proc.returncode != 0 and message in proc.stderr, (name, proc.stderr[-800:])
+        assert not (tmp_path / "bad.npz").exists()

@@ -14,7 +14,7 @@ from edge_runtime.errors import UserError
 from packager import emulator
 from packager.profiles import DEVICES_DIR, load_profile
 from tests.conftest import run_cli
-from tests.fixtures.text_lines import to_input, write_lines
+from tests.fixtures.text_lines import write_lines
 
 pytestmark = [pytest.mark.emulated, pytest.mark.slow]
 RPI4 = load_profile("rpi4")
@@ -68,22 +68,26 @@ def test_digits_installs_offline_runs_and_matches_host(digits, digits_bundle, tm
     assert_within_one_step(device, host, manifest)
 
 
-def test_ppocr_through_edgepack_emulate_matches_host(ppocr_model, tmp_path):
+def test_ppocr_camera_frames_through_edgepack_emulate_match_host(ppocr_model, tmp_path):
+    """The real classifier built for camera frames (--input-format image-uint8): on the emulated Pi it installs
+    Pillow from its own wheels, reads a PNG line as it is and answers as the host does."""
     write_lines(tmp_path / "calib", 120, seed=3)
-    write_lines(tmp_path / "held_out", 24, seed=4)
+    write_lines(tmp_path / "held_out", 2, seed=4)
     run_cli("packager", "build", ppocr_model, "--target", "rpi4", "--calibration", tmp_path / "calib",
-            "--input-shape", "x=1,3,48,192", "--mean", "0.5", "--std", "0.5", "-o", tmp_path / "dist")
+            "--input-shape", "x=1,3,48,192", "--mean", "0.5", "--std", "0.5", "--input-format", "image-uint8",
+            "-o", tmp_path / "dist")
     archive = tmp_path / "dist" / "ch_ppocr_mobile_v2.0_cls_infer-rpi4.tar.gz"
-    np.save(tmp_path / "x.npy", to_input(tmp_path / "held_out"))
+    manifest = json.loads((tmp_path / "dist" / "ch_ppocr_mobile_v2.0_cls_infer-rpi4" / "manifest.json").read_text())
+    assert list((tmp_path / "dist" / "ch_ppocr_mobile_v2.0_cls_infer-rpi4" / "wheels").glob("pillow-*.whl"))
+    shutil.copy(tmp_path / "held_out" / "line_0001.png", tmp_path / "line.png")
     proc = subprocess.run(
-        [sys.executable, "-m", "packager", "emulate", archive, "--", "run", "--input", "x.npy",
+        [sys.executable, "-m", "packager", "emulate", archive, "--", "run", "--input", "line.png",
          "--output", "y_device.npz"],
         cwd=tmp_path, capture_output=True, text=True,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "timings are not device timings" in proc.stderr
-    run_cli("edge_runtime", "run", archive, "--input", tmp_path / "x.npy", "--output", tmp_path / "y_host.npz")
-    manifest = json.loads((tmp_path / "dist" / "ch_ppocr_mobile_v2.0_cls_infer-rpi4" / "manifest.json").read_text())
+    run_cli("edge_runtime", "run", archive, "--input", tmp_path / "line.png", "--output", tmp_path / "y_host.npz")
     with np.load(tmp_path / "y_device.npz") as d, np.load(tmp_path / "y_host.npz") as h:
         device, host = {k: d[k] for k in d.files}, {k: h[k] for k in h.files}
     assert_within_one_step(device, host, manifest)
