@@ -465,12 +465,41 @@ def serve_settings(args):
     return host, limits, Access(hosts=frozenset(LOOPBACK_NAMES | names), token=token)
 
 
+def _found(path: Path) -> str:
+    return "a folder" if path.is_dir() else "a file" if path.exists() else "nothing"
+
+
+def device_settings(args):
+    """--sysfs and --vcgencmd checked -> DeviceSources, where /metrics reads device health."""
+    import shutil
+
+    from .metrics import DeviceSources
+
+    sysfs = Path(args.sysfs)
+    if not sysfs.is_dir():
+        raise UserError(f"--sysfs {sysfs}: expected the folder of a sysfs tree (thermal zones under "
+                        f"class/thermal), found {_found(sysfs)} there",
+                        "pass the folder where the host's /sys is mounted (e.g. --sysfs /host/sys), or omit it "
+                        "for /sys")
+    vcgencmd = None
+    if args.vcgencmd is not None:
+        vcgencmd = shutil.which(args.vcgencmd)
+        if vcgencmd is None:
+            where = _found(Path(args.vcgencmd)) if os.sep in args.vcgencmd else "no such program on PATH"
+            where += " that is not executable" if where == "a file" else ""
+            raise UserError(f"--vcgencmd {args.vcgencmd}: expected an executable program, found {where}",
+                            "pass the path of the board's vcgencmd (e.g. /usr/bin/vcgencmd), or omit it to use "
+                            "the one on PATH")
+    return DeviceSources(sysfs=os.path.abspath(sysfs), vcgencmd=os.path.abspath(vcgencmd) if vcgencmd else None)
+
+
 def cmd_serve(args) -> int:
     from .server import serve
 
     host, limits, access = serve_settings(args)
+    device = device_settings(args)
     return serve(args.bundle, host, args.port, limits, threads=args.threads, delegate=args.delegate,
-                 delegate_options=args.delegate_option, verbose=args.verbose, access=access)
+                 delegate_options=args.delegate_option, verbose=args.verbose, access=access, device=device)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -523,6 +552,12 @@ def build_parser() -> argparse.ArgumentParser:
     srv.add_argument("--allow-host", action="append", default=[], metavar="NAME",
                      help="a Host name clients use to reach this server (repeatable; localhost and IP addresses "
                           "are always accepted; others are refused against DNS rebinding)")
+    srv.add_argument("--sysfs", default="/sys", metavar="PATH",
+                     help="the sysfs tree /metrics reads the SoC temperature from (class/thermal/thermal_zone*/temp; "
+                          "default /sys; e.g. /host/sys in a container that mounts the host's /sys there)")
+    srv.add_argument("--vcgencmd", default=None, metavar="PATH",
+                     help="the Raspberry Pi's vcgencmd, run as 'vcgencmd get_throttled' at each /metrics scrape "
+                          "for the throttling metrics (default: vcgencmd on PATH, if any)")
     srv.set_defaults(func=cmd_serve)
 
     info = sub.add_parser("info", help="describe the bundle, and which delegate runs it here")

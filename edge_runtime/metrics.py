@@ -9,12 +9,17 @@ than the library's global one, so tests and several servers in one process
 never see each other's samples or clash on a name.
 
 Device health (SoC temperature, throttling) is read at scrape time when the
-board exposes it and simply absent otherwise.
+board exposes it and simply absent otherwise. Where it is read from is
+DeviceSources: a sysfs root other than /sys (a container that mounts the
+host's /sys elsewhere, as node_exporter's --path.sysfs), and which vcgencmd.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import glob
+import os
+import re
 import shutil
 import subprocess
 
@@ -67,7 +72,8 @@ class Metrics:
     handlers on the event loop and inference threads update them directly.
     """
 
-    def __init__(self, model_info: dict, model_families: list | None = None, drift=None):
+    def __init__(self, model_info: dict, model_families: list | None = None, drift=None,
+                 device: DeviceSources | None = None):
         self.registry = CollectorRegistry(auto_describe=True)
         self.engine: dict = {}  # Engine.report() once the model is loaded
         self.requests = Counter("edge_run_requests", "HTTP requests by endpoint and status code.",
@@ -81,7 +87,8 @@ class Metrics:
         (info.labels(*(str(v) for v in model_info.values())) if model_info else info).set(1)
         fixed = list(model_families or [])  # model_fidelity(manifest): fixed at start
         self.drift = drift  # edge_runtime.drift.Drift, or None
-        self.registry.register(_Collect(lambda: [*fixed, *delegate_families(self.engine), *device_health(),
+        device = device or DeviceSources()
+        self.registry.register(_Collect(lambda: [*fixed, *delegate_families(self.engine), *device_health(device),
                                                  *(drift.families() if drift else [])]))
         ProcessCollector(registry=self.registry)
 
@@ -131,26 +138,51 @@ def delegate_families(engine: dict) -> list[GaugeMetricFamily]:
     return families
 
 
-def device_health() -> list[GaugeMetricFamily]:
-    """SoC temperature (sysfs thermal zones) and throttling (vcgencmd), where the board tells; else nothing."""
+@dataclasses.dataclass(frozen=True)
+class DeviceSources:
+    """Where device health is read from.
+
+    sysfs: the root of a sysfs tree (thermal zones under class/thermal).
+    vcgencmd: the Raspberry Pi firmware tool's path; None looks it up on PATH at each scrape.
+    """
+
+    sysfs: str = "/sys"
+    vcgencmd: str | None = None
+
+
+# What `vcgencmd get_throttled` prints on a Raspberry Pi, e.g. "throttled=0x50005".
+THROTTLED = re.compile(r"throttled=(0x[0-9a-f]+)", re.I)
+
+
+def device_health(sources: DeviceSources = DeviceSources()) -> list[GaugeMetricFamily]:
+    """SoC temperature (sysfs thermal zones) and throttling (vcgencmd), where the board tells; else nothing.
+
+    A zone whose temp cannot be read or is not an integer (millidegrees), and a
+    vcgencmd that fails, hangs or prints something else, give no sample: never
+    a guess, never a failed scrape.
+    """
     families = []
     temps = GaugeMetricFamily("edge_run_soc_temperature_celsius", "SoC temperature per thermal zone.",
                               labels=["zone"])
-    for zone in sorted(glob.glob("/sys/class/thermal/thermal_zone*/temp")):
+    pattern = os.path.join(glob.escape(sources.sysfs), "class", "thermal", "thermal_zone*", "temp")
+    for zone in sorted(glob.glob(pattern)):
         try:
             with open(zone, encoding="ascii") as f:
-                temps.add_metric([zone.split("/")[-2]], int(f.read().strip()) / 1000.0)
+                temps.add_metric([os.path.basename(os.path.dirname(zone))], int(f.read().strip()) / 1000.0)
         except (OSError, ValueError):
             continue
     if temps.samples:
         families.append(temps)
-    vcgencmd = shutil.which("vcgencmd")
+    vcgencmd = sources.vcgencmd or shutil.which("vcgencmd")
     if vcgencmd:
         try:
-            out = subprocess.run([vcgencmd, "get_throttled"], capture_output=True, text=True, timeout=2).stdout
-            value = int(out.strip().split("=")[1], 16)
-        except (OSError, ValueError, IndexError, subprocess.TimeoutExpired):
+            proc = subprocess.run([vcgencmd, "get_throttled"], capture_output=True, text=True, timeout=2)
+        except (OSError, ValueError, subprocess.TimeoutExpired):
             return families
+        match = THROTTLED.fullmatch(proc.stdout.strip())
+        if proc.returncode != 0 or not match:
+            return families
+        value = int(match.group(1), 16)
         families.append(_gauge("edge_run_throttled_state", "Raspberry Pi throttling bits (vcgencmd get_throttled).",
                                {}, value))
         families.append(_gauge("edge_run_throttled_now", "Whether the SoC is throttled right now (bit 2).", {},

@@ -92,7 +92,7 @@ import numpy as np
 from .arrays import TooLarge
 from .drift import Drift
 from .errors import UserError
-from .metrics import CONTENT_TYPE as METRICS_TYPE, Metrics, model_fidelity
+from .metrics import CONTENT_TYPE as METRICS_TYPE, DeviceSources, Metrics, model_fidelity
 from .protocol import (DEFAULT_MAX_BATCH, HttpError, encode_response, max_elements, parse_json_request,
                        tensor_json)
 from .tensors import feeds_from_numpy
@@ -636,8 +636,11 @@ def make_server(service: Service, access: Access, on_exit=None, verbose: bool = 
 
 def serve(bundle: str, host: str, port: int, limits: Limits, threads: int | None = None,
           delegate: str | None = None, verbose: bool = False, access: Access | None = None,
-          delegate_options: list[str] | None = None) -> int:
-    """Serve a bundle until SIGTERM/SIGINT; returns the exit code (0)."""
+          delegate_options: list[str] | None = None, device: DeviceSources | None = None) -> int:
+    """Serve a bundle until SIGTERM/SIGINT; returns the exit code (0).
+
+    device: where /metrics reads device health (default: /sys, vcgencmd on PATH).
+    """
     from . import load
     from .bundle import open_bundle
     from .interpreter import make_engine
@@ -656,7 +659,8 @@ def serve(bundle: str, host: str, port: int, limits: Limits, threads: int | None
 
     target = manifest.get("target", {})
     metrics = Metrics({"model": manifest["name"], "target": target.get("name", ""),
-                       "source_sha256": manifest["source"]["sha256"][:16]}, model_fidelity(manifest), Drift(manifest))
+                       "source_sha256": manifest["source"]["sha256"][:16]}, model_fidelity(manifest), Drift(manifest),
+                      device)
     service = Service(load_models, limits, manifest["name"], metrics)
     access = access or Access()
     access = dataclasses.replace(access, hosts=access.hosts | {host.lower().strip("[]")})
