@@ -74,3 +74,32 @@ def test_nan_and_inf_refused(digits, digits_model):
         assert not np.isfinite(huge.sum())
     out = digits_model.predict({"image": huge})
     assert all(np.isfinite(v).all() for v in out.values())
+
+
+class _Buffers:
+    """interpreter.tensor(index)() as the runtime gives it: a view of the input's own buffer."""
+
+    def __init__(self, shape, dtype):
+        self.buffer = np.zeros(shape, dtype)
+
+    def tensor(self, _index):
+        return lambda: self.buffer
+
+
+@pytest.mark.parametrize("tflite_dtype, zero_point", [("int8", -13), ("int8", 127), ("uint8", 0), ("uint8", 200)])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.float16])
+def test_input_writer_is_to_tflite_bit_for_bit_across_a_layout_change(tflite_dtype, zero_point, dtype):
+    """NCHW -> NHWC with 3 channels (an image model's input): every value, in range or saturating."""
+    from edge_runtime.tensors import InputWriter
+
+    spec = {"name": "x", "tflite_index": 0, "shape": [1, 3, 20, 24], "dtype": "float32", "permutation": [0, 2, 3, 1],
+            "tflite_shape": [1, 20, 24, 3], "tflite_dtype": tflite_dtype, "scale": 0.01817644014954567,
+            "zero_point": zero_point}
+    rng = np.random.default_rng(zero_point + 128)
+    x = (rng.standard_normal(spec["shape"]) * 3).astype(dtype)
+    x.flat[:6] = [0.0, -0.0, 1e30 if dtype != np.float16 else 6e4, -6e4, 0.5 * spec["scale"], -1.5 * spec["scale"]]
+    for sample in (x, np.ascontiguousarray(x.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)):  # contiguous, strided
+        buffers = _Buffers(spec["tflite_shape"], tflite_dtype)
+        InputWriter(spec).write(buffers, sample)
+        want = to_tflite(sample, spec)
+        assert buffers.buffer.dtype == want.dtype and buffers.buffer.tobytes() == want.tobytes()
