@@ -15,6 +15,8 @@ depend on scikit-learn.
 
 from __future__ import annotations
 
+import copy
+
 from pathlib import Path
 
 import numpy as np
@@ -86,7 +88,7 @@ def class_folders(folder: Path) -> list[Path]:
     return sorted((p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")), key=lambda p: p.name)
 
 
-def load_class_folders(folder: Path, spec, shape: list[int], mean=None, std=None):
+def load_class_folders(folder: Path, spec, shape: list[int], mean=None, std=None, raw: bool = False):
     """Images sorted into one sub-folder per class -> (samples, labels, class names).
 
     Each class folder is read by the calibration's own image loader, so
@@ -98,7 +100,7 @@ def load_class_folders(folder: Path, spec, shape: list[int], mean=None, std=None
         names.append(sub.name)
         if not any(p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES for p in sub.iterdir()):
             continue
-        images = load_image_folder(sub, spec, shape, mean, std)
+        images = load_image_folder(sub, spec, shape, mean, std, raw=raw)
         arrays.append(images)
         labels.append(np.full(len(images), index, dtype=np.int64))
     if not arrays:
@@ -155,7 +157,7 @@ def _data_inputs(onnx_inputs, manifest: dict, data: Path) -> tuple[list, dict[st
     return [s for s in onnx_inputs if s.name in shapes], shapes
 
 
-def _read_data(data: str, labels: str | None, inputs, shapes, mean, std):
+def _read_data(data: str, labels: str | None, inputs, shapes, mean, std, image=None):
     """(samples per input, labels, class names or None)."""
     path = Path(data)
     if data == "random" or not (path.is_dir() or (path.is_file() and path.suffix in (".npy", ".npz"))):
@@ -168,12 +170,35 @@ def _read_data(data: str, labels: str | None, inputs, shapes, mean, std):
             raise UserError(f"an image folder feeds a model with one input; this bundle takes {len(inputs)}",
                             "pass a .npz with one array per input name, and --labels")
         spec = inputs[0]
-        samples, ids, names = load_class_folders(path, spec, shapes[spec.name], mean, std)
+        samples, ids, names = load_class_folders(path, spec, shapes[spec.name], mean, std, raw=image is not None)
         return {spec.name: samples}, ids, names
     if labels is None:
         raise UserError(f"--data {data} carries no labels", "pass --labels LABELS.npy (one class id per sample), "
                         "or an image folder with one sub-folder per class")
-    return load_calibration(data, inputs, shapes, mean, std), load_labels(labels), None
+    return load_calibration(data, inputs, shapes, mean, std, image), load_labels(labels), None
+
+
+def _camera_input(manifest: dict, onnx_model, mean, std):
+    """A camera-frame bundle (--input-format image-uint8): its ImageInput, and the user's model with the same
+    normalisation in front, so both sides read the same pixels. None, model for a tensor-input bundle."""
+    import dataclasses
+
+    from .prepare.image_input import FORMAT, ImageInput
+
+    spec = next((s for s in manifest["inputs"] if s.get("format") == FORMAT), None)
+    if spec is None:
+        return None, onnx_model
+    norm = spec["normalisation"]
+    for flag, given, built in (("--mean", mean, norm["mean"]), ("--std", std, norm["std"])):
+        if given and list(np.broadcast_to(np.asarray(given, float), len(built))) != list(built):
+            raise UserError(f"{flag} {','.join(map(str, given))} differs from the {built} built into "
+                            f"{manifest['name']} (it takes camera frames and normalises them itself)",
+                            f"drop {flag}: the bundle's own values are used")
+    image = ImageInput(spec["name"], norm["layout"], spec["shape"][3], tuple(norm["mean"]), tuple(norm["std"]))
+    proto = copy.deepcopy(onnx_model.proto)
+    image.prepend(proto)
+    inputs = [image.pixel_spec(s) if s.name == image.name else s for s in onnx_model.inputs]
+    return image, dataclasses.replace(onnx_model, proto=proto, inputs=inputs)
 
 
 def class_metrics(labels: np.ndarray, predicted: np.ndarray, classes: int, shown=None) -> dict:
@@ -250,16 +275,20 @@ def evaluate(bundle: str, data: str, labels: str | None = None, model: str | Non
     model_path = find_model(Path(bundle), manifest, model)
     chosen = score_output(runtime.outputs, output)
     classes = chosen["shape"][-1]
-    onnx_model = load_onnx(model_path)
+    image, onnx_model = _camera_input(manifest, load_onnx(model_path), mean, std)
     inputs, shapes = _data_inputs(onnx_model.inputs, manifest, Path(data))
-    samples, ids, names = _read_data(data, labels, inputs, shapes, mean, std)
+    if image is not None:  # the data is read as the user's model's pixels, [N, C, H, W]
+        n, h, w, c = shapes[image.name]
+        shapes[image.name] = [n, c, h, w]
+    samples, ids, names = _read_data(data, labels, inputs, shapes, mean, std, image)
     count = len(next(iter(samples.values())))
     check_labels(ids, count, classes, "the class folders" if names else f"--labels {labels}")
     if names and len(names) > classes:
         raise UserError(f"{data} has {len(names)} class folders, the model scores {classes} classes",
                         "keep one sub-folder per class the model knows, named so they sort in its class order")
 
-    bundle_pred = runtime.predict(samples)[chosen["name"]].reshape(count, -1).argmax(1)
+    frames = {k: image.frames(v) if image is not None and k == image.name else v for k, v in samples.items()}
+    bundle_pred = runtime.predict(frames)[chosen["name"]].reshape(count, -1).argmax(1)
     float_pred = _float_scores(onnx_model.proto, samples, manifest, count)[chosen["name"]].reshape(count, -1).argmax(1)
     names = names or [str(c) for c in range(classes)]
     shown = np.unique(np.concatenate([ids, float_pred, bundle_pred]))

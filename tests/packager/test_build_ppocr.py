@@ -130,6 +130,20 @@ def test_camera_frames_bundle_takes_png_and_uint8_frames(ppocr_model, tmp_path):
     finally:
         server.stop()
 
+    # edgepack evaluate reads the same labelled images as pixels for both sides: frames into the bundle, and the
+    # bundle's own normalisation in front of the float model
+    for name, label in zip(files, labels):
+        folder = tmp_path / "classes" / ("0_upright" if label == 0 else "1_flipped")
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / name.name).write_bytes(name.read_bytes())
+    scored = json.loads(run_cli("packager", "evaluate", bundle, "--data", tmp_path / "classes", "--model", ppocr_model,
+                                "--json").stdout)
+    assert scored["samples"] == 100 and scored["agreement"] >= 0.98, scored["agreement"]
+    assert scored["bundle"]["accuracy"] >= 0.9 and scored["float"]["accuracy"] >= 0.9
+    other = run_cli("packager", "evaluate", bundle, "--data", tmp_path / "classes", "--model", ppocr_model,
+                    "--mean", "0.4", check=False)
+    assert other.returncode != 0 and "--mean 0.4 differs from the [0.5, 0.5, 0.5] built into" in other.stderr
+
     Image.fromarray(frames[0]).resize((96, 24)).save(tmp_path / "small.png")
     Image.fromarray(frames[0]).convert("L").save(tmp_path / "grey.png")
     Image.fromarray(frames[0]).convert("RGBA").save(tmp_path / "rgba.png")
