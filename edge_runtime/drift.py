@@ -45,6 +45,8 @@ class InputWatch:
         self.stats = stats
         if stats is not None:
             self.axis = stats["channel_axis"]
+            if self.axis is not None and spec.get("format") == "image-uint8":
+                self.axis = -1  # camera frames come as (H, W, C) or (N, H, W, C): channels are last either way
             self.calib_mean = np.asarray(stats["mean"], np.float64)
             std = np.asarray(stats["std"], np.float64)
             # A channel constant in calibration (std 0) would make any change infinite drift: measure it against

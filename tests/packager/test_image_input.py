@@ -170,3 +170,23 @@ def test_manifest_refuses_a_frame_input_that_is_not_one(digits_bundle):
         with pytest.raises(Malformed) as caught:
             check({**manifest, "inputs": [bad]})
         assert caught.value.path.startswith("inputs[0]") and where in caught.value.path
+
+
+def test_drift_of_frames_is_per_channel_however_many_frames_come():
+    from edge_runtime.drift import InputWatch
+    from packager.input_stats import input_statistics
+
+    spec = {"name": "x", "shape": [1, 8, 8, 3], "dtype": "uint8", "format": "image-uint8", "tflite_dtype": "int8",
+            "scale": 1.0, "zero_point": -128}
+    rng = np.random.default_rng(1)
+    calib = rng.integers(0, 256, (50, 8, 8, 3)).astype(np.uint8)
+    stats = input_statistics({"x": calib}, [spec])["x"]
+    assert stats["channel_axis"] == 3 and len(stats["mean"]) == 3
+    red = calib[0].copy()
+    red[..., 0] = 255  # one channel saturated: a colour cast
+    scores = []
+    for frame in (red, red[np.newaxis]):
+        watch = InputWatch(spec, stats)
+        watch.observe(frame)
+        scores.append(watch.score())
+    assert scores[0] == scores[1] and scores[0] > 0.5, scores
