@@ -41,8 +41,12 @@ def _read_image(path: Path, model) -> dict[str, np.ndarray]:
     for an RGB model, RGBA), is refused with what the bundle takes: the
     camera pipeline on the device should deliver that, and a silent resize
     here would hide that it does not.
+
+    The size the file declares is compared before a pixel is decoded: a PNG
+    of 180 KB can declare 7900x7900 pixels and took 660 MB to decode, more
+    than a 512 MB board has, only to be refused for its size afterwards.
     """
-    from .tensors import IMAGE_FORMAT, frames
+    from .tensors import IMAGE_FORMAT, frame_shape, frames
 
     images = [s for s in model.inputs if s.get("format") == IMAGE_FORMAT]
     if len(model.inputs) != 1 or not images:
@@ -57,12 +61,16 @@ def _read_image(path: Path, model) -> dict[str, np.ndarray]:
         raise UserError(f"reading {path.suffix} files needs Pillow, which this Python lacks",
                         "install the bundle with its install.sh (image bundles carry Pillow's wheel), or pass a "
                         ".npy of uint8 frames") from None
-    channels = spec["shape"][3]
+    _, height, width, channels = spec["shape"]
     try:
-        with Image.open(path) as img:
-            if img.width * img.height > 64_000_000:
-                raise UserError(f"{path} declares {img.width}x{img.height} pixels",
-                                f"give a frame of {spec['shape'][2]}x{spec['shape'][1]}")
+        with Image.open(path) as img:  # reads the header only
+            if (img.height, img.width) != (height, width):
+                bands = "" if img.mode == "P" else f"x{len(img.getbands())}"
+                raise UserError(f"{path}: input '{spec['name']}' takes frames of {frame_shape(spec)}, found "
+                                f"{img.height}x{img.width}{bands} ({path.stat().st_size:,}-byte {img.format} file; "
+                                "not decoded)",
+                                f"resize the frames to {width}x{height} (width x height) before, e.g. PIL's "
+                                "Image.resize, or ask the camera for that size")
             mode = img.mode
             if mode == "P":  # a palette indexes colours: decoding it gives the RGB(A) pixels
                 img = img.convert("RGBA" if "transparency" in img.info else "RGB")

@@ -45,6 +45,12 @@ def batched_samples(array: np.ndarray, shape: list[int], name: str, source: str)
     )
 
 
+def frame_shape(spec: dict) -> str:
+    """What a camera-frame input takes, as the errors say it: "48x192x3 (height x width x RGB)"."""
+    _, height, width, channels = spec["shape"]
+    return f"{height}x{width}x{channels} (height x width x {'RGB' if channels == 3 else 'grey'})"
+
+
 def frames(array: np.ndarray, spec: dict, source: str) -> np.ndarray:
     """Camera frames for an image input (``"format": "image-uint8"``): returns (N, 1, H, W, C).
 
@@ -54,7 +60,7 @@ def frames(array: np.ndarray, spec: dict, source: str) -> np.ndarray:
     model sees is what the caller chose.
     """
     _, height, width, channels = spec["shape"]
-    want = f"{height}x{width}x{channels} (height x width x {'RGB' if channels == 3 else 'grey'})"
+    want = frame_shape(spec)
     if array.dtype != np.uint8:
         raise UserError(f"{source}: input '{spec['name']}' takes uint8 camera frames of {want}, found {array.dtype}",
                         "give the pixels as the camera or PIL gives them (0..255, not normalised: the model does "

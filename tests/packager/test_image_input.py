@@ -20,6 +20,7 @@ from edge_runtime.tensors import frames, pixel_mode, quantize, to_tflite
 from packager.onnx_model import TensorSpec
 from packager.prepare.image_input import plan
 from tests.conftest import run_cli
+from tests.fixtures.text_lines import png_header_only
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
@@ -128,6 +129,25 @@ def test_frames_are_never_resized_or_converted():
     for message, array in bad.items():
         with pytest.raises(UserError, match=message.replace("(", r"\(").replace(")", r"\)")):
             frames(array, spec, "input")
+
+
+def test_an_image_declaring_another_size_is_refused_before_its_pixels_are_decoded(tmp_path):
+    from types import SimpleNamespace
+
+    from edge_runtime.cli import _read_image
+
+    model = SimpleNamespace(name="cam", inputs=[{"name": "x", "shape": [1, 48, 192, 3], "dtype": "uint8",
+                                                  "format": "image-uint8"}])
+    # 7900x7900: a 180 KB PNG of that size took 660 MB to decode before it was refused for its size.
+    for (width, height), found in {(7900, 7900): "found 7900x7900x3", (192, 49): "found 49x192x3"}.items():
+        (tmp_path / "big.png").write_bytes(png_header_only(width, height))
+        with pytest.raises(UserError, match=f"takes frames of 48x192x3 \\(height x width x RGB\\), {found} "
+                                            r"\(\d+-byte PNG file; not decoded\)"):
+            _read_image(tmp_path / "big.png", model)
+    # The right size with the same cut-off pixels is decoded, and fails as a broken file.
+    (tmp_path / "cut.png").write_bytes(png_header_only(192, 48))
+    with pytest.raises(UserError, match="cut.png cannot be read as an image"):
+        _read_image(tmp_path / "cut.png", model)
 
 
 def test_plan_needs_one_image_input_and_fitting_normalisation():
