@@ -24,6 +24,9 @@ from .tensors import feeds_from_numpy
 
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".webp")
+# The decoders Pillow may use for them: whatever a file's suffix says, it is opened as one of these or refused,
+# so none of Pillow's other format plugins (TIFF, PSD, FITS, ...) ever parses a file from elsewhere.
+IMAGE_FORMATS = ("JPEG", "PNG", "BMP", "PPM", "WEBP")
 
 
 def _read_input(path: str, model) -> dict[str, np.ndarray]:
@@ -56,14 +59,14 @@ def _read_image(path: Path, model) -> dict[str, np.ndarray]:
                         "pass a .npy or .npz, or build the bundle with --input-format image-uint8")
     spec = images[0]
     try:
-        from PIL import Image, UnidentifiedImageError
+        from PIL import Image
     except ImportError:
         raise UserError(f"reading {path.suffix} files needs Pillow, which this Python lacks",
                         "install the bundle with its install.sh (image bundles carry Pillow's wheel), or pass a "
                         ".npy of uint8 frames") from None
     _, height, width, channels = spec["shape"]
     try:
-        with Image.open(path) as img:  # reads the header only
+        with Image.open(path, formats=IMAGE_FORMATS) as img:  # reads the header only
             if (img.height, img.width) != (height, width):
                 bands = "" if img.mode == "P" else f"x{len(img.getbands())}"
                 raise UserError(f"{path}: input '{spec['name']}' takes frames of {frame_shape(spec)}, found "
@@ -77,8 +80,13 @@ def _read_image(path: Path, model) -> dict[str, np.ndarray]:
             elif mode == "1":
                 img = img.convert("L")
             pixels = np.asarray(img)
-    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
-        raise UserError(f"{path} cannot be read as an image ({exc})", "pass a JPEG, PNG or BMP file") from None
+    except UserError:
+        raise
+    except Exception as exc:  # noqa: BLE001 (Pillow's decoders raise what they like on broken data: besides OSError
+        # and ValueError, a corrupt PNG chunk raises SyntaxError, found by the fuzzer; a file that does not decode
+        # is bad input, said in one line, whatever its decoder raised)
+        raise UserError(f"{path} cannot be read as an image ({type(exc).__name__}: {exc})",
+                        f"pass a {', '.join(IMAGE_FORMATS[:-1])} or {IMAGE_FORMATS[-1]} file") from None
     if pixels.dtype != np.uint8:
         raise UserError(f"{path} holds {mode} pixels ({pixels.dtype}), not 8-bit",
                         "save it as an 8-bit RGB or greyscale image")

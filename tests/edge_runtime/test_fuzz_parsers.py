@@ -258,6 +258,49 @@ def test_feeds_are_bounded_by_what_the_model_inputs_need():
     assert input_budget([{"name": "x", "shape": [1, 3, 4096, 4096]}]) == 4 * 3 * 4096 * 4096 * 8 + 64 * 1024
 
 
+# --- image files from anyone (edge-run run on a camera-frame bundle) ---
+
+FRAME = {"name": "x", "shape": [1, 12, 16, 3], "dtype": "uint8", "format": "image-uint8"}
+
+
+def image_files() -> list[bytes]:
+    """Real files of the frame's size in the formats edge-run reads, and in two it must refuse (TIFF, GIF)."""
+    from PIL import Image
+
+    pixels = np.random.default_rng(0).integers(0, 256, (12, 16, 3), dtype=np.uint8)
+    files = []
+    for form, mode in [("PNG", "RGB"), ("PNG", "P"), ("PNG", "L"), ("PNG", "RGBA"), ("JPEG", "RGB"), ("BMP", "RGB"),
+                       ("PPM", "RGB"), ("WEBP", "RGB"), ("TIFF", "RGB"), ("GIF", "P")]:
+        buffer = io.BytesIO()
+        Image.fromarray(pixels).convert(mode).save(buffer, form)
+        files.append(buffer.getvalue())
+    return files
+
+
+@fuzz
+@given(mutated(st.sampled_from(image_files())))
+def test_image_files_from_anyone_give_a_frame_or_a_one_line_refusal(tmp_path_factory, data):
+    """Whatever the bytes, a frame of exactly the bundle's shape comes back or a UserError, never another
+    exception; a size other than the frame's is refused from the header, a format outside the five unread."""
+    from types import SimpleNamespace
+
+    from edge_runtime.cli import _read_image
+
+    path = tmp_path_factory.mktemp("image") / "frame.png"
+    path.write_bytes(data)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # Pillow warns of odd metadata; what counts is the outcome
+            frame = _read_image(path, SimpleNamespace(name="cam", inputs=[FRAME]))["x"]
+    except UserError as exc:
+        event("refused")
+        assert exc.message and "\n" not in str(exc)
+        return
+    event("read")
+    assert frame.shape == (12, 16, 3) and frame.dtype == np.uint8
+    assert not data.startswith((b"II*\x00", b"MM\x00*", b"GIF8"))  # TIFF and GIF are never decoded
+
+
 # --- hand-edited manifests ---
 
 # Snapshots of manifests edgepack build wrote (issue-13 corpus builds), trimmed to what the runner reads and a
