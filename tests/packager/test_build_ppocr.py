@@ -150,7 +150,7 @@ def test_camera_frames_bundle_takes_png_and_uint8_frames(ppocr_model, tmp_path):
     np.save(tmp_path / "float.npy", frames.astype(np.float32) / 255)
     (tmp_path / "bomb.png").write_bytes(png_header_only(7900, 7900))
     refusals = {
-        "bomb.png": "found 7900x7900x3 (",  # refused from its header: the cut-off pixels are never decoded
+        "bomb.png": "found 7900x7900x3 (",  # refused from its header: its broken pixel data is never decoded
         "small.png": "takes frames of 48x192x3 (height x width x RGB), found 24x96x3",
         "grey.png": "is a L image (1 channel(s)); ch_ppocr_mobile_v2.0_cls_infer-rpi4 takes 3 (RGB)",
         "rgba.png": "is a RGBA image (4 channel(s))",

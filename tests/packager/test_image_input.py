@@ -144,7 +144,7 @@ def test_an_image_declaring_another_size_is_refused_before_its_pixels_are_decode
         with pytest.raises(UserError, match=f"takes frames of 48x192x3 \\(height x width x RGB\\), {found} "
                                             r"\(\d+-byte PNG file; not decoded\)"):
             _read_image(tmp_path / "big.png", model)
-    # The right size with the same cut-off pixels is decoded, and fails as a broken file.
+    # The right size with the same broken pixel data is decoded, and fails as a broken file.
     (tmp_path / "cut.png").write_bytes(png_header_only(192, 48))
     with pytest.raises(UserError, match="cut.png cannot be read as an image"):
         _read_image(tmp_path / "cut.png", model)
