@@ -171,3 +171,14 @@ def publish(stage: Path, out_dir: Path) -> tuple[Path, Path]:
     if old.exists():
         shutil.rmtree(old)
     return final_dir, final_tar
+
+
+def publish_all(staged: list[tuple[Path, dict]], signer, out_dir: Path) -> list[tuple[Path, Path, dict]]:
+    """Seal every staged bundle, sign them (``signer``: packager.signing.Signer or None), then publish them
+    all: [(folder, archive, sealed manifest)] in ``staged``'s order."""
+    from .signing import sign
+
+    sealed = [(stage, seal(stage, manifest)) for stage, manifest in staged]
+    for stage, _ in sealed if signer else ():
+        sign(stage, signer)
+    return [(*publish(stage, out_dir), manifest) for stage, manifest in sealed]

@@ -34,6 +34,20 @@ class TensorMap:
     permutation: list[int]  # converted = onnx.transpose(permutation)
 
 
+def io_entry(tmap: TensorMap, facts: dict) -> dict:
+    """A manifest input/output: the ONNX contract plus its TFLite tensor (``facts`` by signature key)."""
+    spec = tmap.spec
+    return {
+        "name": spec.name,
+        "shape": list(tmap.shape),
+        "declared_shape": list(spec.shape),
+        "dtype": spec.dtype,
+        "permutation": list(tmap.permutation),
+        "signature_key": tmap.key,
+        **facts[tmap.key],
+    }
+
+
 def cosine(a: np.ndarray, b: np.ndarray) -> float:
     a = a.astype(np.float64).ravel()
     b = b.astype(np.float64).ravel()

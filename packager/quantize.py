@@ -33,7 +33,6 @@ from edge_runtime.errors import UserError
 from .layout import TensorMap
 from .quiet import captured_output
 
-IO_DTYPES = ("int8", "uint8", "float32")
 SIGNATURE = "serving_default"
 
 

@@ -48,3 +48,9 @@ class Reference:
         """The outputs (in model order) of the first ``count`` samples."""
         runs = [self.run(samples, i) for i in range(count)]
         return [[run[name] for name in self.output_names] for run in runs]
+
+    def stacked(self, samples: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """{output name: (N, *shape)}: every sample's outputs, stacked."""
+        count = len(next(iter(samples.values())))
+        runs = self.outputs(samples, count)
+        return {name: np.stack([r[k] for r in runs]) for k, name in enumerate(self.output_names)}

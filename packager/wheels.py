@@ -126,6 +126,19 @@ def stage_wheels(wheels: list[Path], stage: Path) -> dict[str, str]:
     return sums
 
 
+def device_wheels(wanted: bool, profile: Profile, work: Path, say, images: bool = False) -> tuple[list, list]:
+    """Stage 3 of a build, per target: (wheels fetched for its arch and Python, their pins); ([], the
+    requirements) with --no-wheels."""
+    if not wanted:
+        say(3, "no device wheels (--no-wheels)")
+        return [], requirements(profile, images)
+    say(3, f"device wheels for {profile.name}: {profile.arch} / Python {profile.os['python']} "
+           f"({', '.join(requirements(profile, images))})")
+    work.mkdir(parents=True)
+    wheels = fetch_wheels(profile, work, images)
+    return wheels, pinned(wheels, profile)
+
+
 def pinned(wheels: list[Path], profile: Profile) -> list[str]:
     """Exact pins of the top-level packages as found among the wheels."""
     names = {}

@@ -7,8 +7,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from packager import ladder as ladder_module
 from packager import ranges as ranges_module
+from packager.ladder import searches as searches_module
 from packager.fidelity import Bar, compare
 from packager.ladder import Ladder, margin
 from packager.quantize import Quantized
@@ -50,21 +50,30 @@ class FakeBench:
         return self._speed(q)
 
 
-def _floats():
-    return (lambda: Quantized(b"\0" * 200, "float16", False, {}),
-            Quantized(b"\0" * 400, "float32", False, {}))
+class FakeCandidates:
+    """The ladder's candidates: the calibrated graph, the converter's int8 (when given), no repair, floats."""
+
+    def __init__(self, cal=None, converter=None):
+        self.calibrated = cal or FakeCal()
+        self.converter_int8 = (lambda: converter) if converter is not None else None
+        self.float32 = Quantized(b"\0" * 400, "float32", False, {})
+
+    def float16(self):
+        return Quantized(b"\0" * 200, "float16", False, {})
+
+    def repaired(self):
+        return None
 
 
 @pytest.fixture(autouse=True)
 def no_histograms(monkeypatch):
     monkeypatch.setattr(ranges_module, "collect", lambda *a, **k: {})
-    monkeypatch.setattr(ladder_module, "op_scopes", lambda tflite: [("CONV_2D", f"s{i};") for i in range(16)])
+    monkeypatch.setattr(searches_module, "op_scopes", lambda tflite: [("CONV_2D", f"s{i};") for i in range(16)])
 
 
 def _climb(noise, precision="auto", speed=None):
     ladder = Ladder(FakeBench(noise, speed), Bar(), precision, say=lambda text: None)
-    float16, float32 = _floats()
-    return ladder.climb(FakeCal(), None, float16, float32), ladder
+    return ladder.climb(FakeCandidates()), ladder
 
 
 def test_int8_that_holds_the_bar_is_shipped_without_trying_more():
@@ -140,15 +149,12 @@ def test_when_litert_quantizer_fails_the_converter_makes_the_int8_step(monkeypat
 
     said = []
     converter = Quantized(b"\0" * 90, "int8", True, {})
-    ladder = Ladder(FakeBench(lambda q: 0.0 if q is converter else 0.5), Bar(), say=said.append,
-                    fallback=lambda: converter)
-    float16, float32 = _floats()
-    outcome = ladder.climb(Failing(), None, float16, float32)
+    ladder = Ladder(FakeBench(lambda q: 0.0 if q is converter else 0.5), Bar(), say=said.append)
+    outcome = ladder.climb(FakeCandidates(Failing(), converter))
     assert outcome.chosen.model is converter and outcome.chosen.name == "int8 (TFLite converter)"
     assert "Tensor data is null" in outcome.chosen.note
-    ladder = Ladder(FakeBench(lambda q: 0.0 if q.precision == "float16" else 0.5), Bar(), say=said.append,
-                    fallback=lambda: converter)
-    outcome = ladder.climb(Failing(), None, float16, float32)
+    ladder = Ladder(FakeBench(lambda q: 0.0 if q.precision == "float16" else 0.5), Bar(), say=said.append)
+    outcome = ladder.climb(FakeCandidates(Failing(), converter))
     assert [s.name for s in outcome.steps] == ["int8 (TFLite converter)", "float16"]
     assert any(line.startswith("float islands skipped") for line in said)
     assert any(line.startswith("dynamic range skipped") for line in said)
@@ -162,8 +168,7 @@ def test_a_candidate_the_runtime_cannot_run_is_below_the_bar_not_a_crash():
             return _report(0.0)
 
     ladder = Ladder(Broken(lambda q: 0.0), Bar(), say=lambda text: None)
-    float16, float32 = _floats()
-    outcome = ladder.climb(FakeCal(), None, float16, float32)
+    outcome = ladder.climb(FakeCandidates())
     assert outcome.steps[0].missing == ["does not run: Tensor data is null"]
     assert margin(outcome.steps[0].report, Bar()) == -np.inf
     assert outcome.chosen.model.precision == "int8+float"
@@ -171,9 +176,7 @@ def test_a_candidate_the_runtime_cannot_run_is_below_the_bar_not_a_crash():
 
 def test_the_converters_int8_is_tried_when_the_quantizers_min_max_misses():
     converter = Quantized(b"\0" * 90, "int8", True, {})
-    ladder = Ladder(FakeBench(lambda q: 0.0 if q is converter else 0.5), Bar(), say=lambda text: None,
-                    fallback=lambda: converter)
-    float16, float32 = _floats()
-    outcome = ladder.climb(FakeCal(), None, float16, float32)
+    ladder = Ladder(FakeBench(lambda q: 0.0 if q is converter else 0.5), Bar(), say=lambda text: None)
+    outcome = ladder.climb(FakeCandidates(converter=converter))
     assert [s.name for s in outcome.steps] == ["int8, min/max", "int8, TFLite converter"]
     assert outcome.chosen.model is converter

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from packager.build import _missing_dirs, _remove_empty
+from packager.workspace import missing_dirs as _missing_dirs, remove_empty as _remove_empty
 from packager.calibration import MAX_IMAGE_PIXELS, lack_of_variation
 from packager.cli import main
 from tests.conftest import run_cli

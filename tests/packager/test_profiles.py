@@ -108,7 +108,7 @@ def test_external_delegate_table_goes_with_the_delegate_name(tmp_path):
 
 
 def test_target_lists(tmp_path):
-    from packager.build import load_targets
+    from packager.preflight import load_targets
 
     assert [p.name for p in load_targets("rpi4, rpi5,zero2w")] == ["rpi4", "rpi5", "zero2w"]
     with pytest.raises(UserError, match="rpi4 is named twice"):

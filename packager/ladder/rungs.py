@@ -1,0 +1,125 @@
+"""The rungs of the precision ladder, cheapest first, as rows of one table.
+
+Each row: a name, a family, when it applies (given what the climb has seen
+so far) and how its model is made. :class:`packager.ladder.Ladder` walks the
+rows in order, measures each model that is made and stops at the first that
+wins. Families:
+
+* ``int8``: full int8 of the converted float graph: LiteRT Quantizer with
+  min/max ranges (the TFLite converter's model when the Quantizer cannot
+  take the graph); the TFLite converter's full-integer model (it calibrates
+  differently and wins on some small models); ranges chosen per tensor;
+* ``repaired``: full int8 of the repaired float graph (packager.repairs),
+  when a repair applies;
+* ``islands``: int8 with the fewest float islands;
+* ``float``: int8 weights with float activations (dynamic range), float16,
+  float32.
+
+``--precision int8`` takes only the first two families: full integer or nothing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable
+
+from ..fidelity import Bar
+from ..quantize import Calibrated, Quantized, QuantizerFailed
+from .searches import float_islands, ranges_per_tensor
+from .steps import Step, margin
+
+
+@dataclasses.dataclass
+class Made:
+    model: Quantized
+    note: str = ""
+    name: str | None = None  # a name of its own (the islands step counts its float ops)
+
+
+@dataclasses.dataclass
+class Climb:
+    """What the ladder has seen so far; the rungs' applies-when and makers read it."""
+
+    candidates: object  # packager.precision.Candidates (or a stand-in): calibrated, converter_int8, repaired, ...
+    precision: str  # auto | int8
+    bar: Bar
+    judge: Callable[[Quantized], float]  # margin on the validation samples (the searches' figure)
+    steps: list[Step] = dataclasses.field(default_factory=list)
+    quantizer_failed: str | None = None  # LiteRT Quantizer could not take the float graph: why
+    best: Step | None = None  # the closest full-int8 step (its ranges seed the islands)
+    cal: Calibrated | None = None  # the calibrated graph the islands start from (the repaired one when better)
+    _repaired: object = dataclasses.field(default=None, repr=False)
+    _repaired_tried: bool = False
+
+    @property
+    def met(self) -> bool:
+        """Some step held the bar (and was passed over for speed): ranges, repairs and islands serve fidelity."""
+        return any(s.meets for s in self.steps)
+
+    def repaired(self) -> Calibrated | None:
+        if not self._repaired_tried:
+            self._repaired_tried = True
+            self._repaired = self.candidates.repaired()
+        return self._repaired
+
+    def note(self, step: Step, family: str) -> None:
+        """Keep the closest full-int8 step, and the graph it came from."""
+        if family not in ("int8", "repaired") or step.model.precision != "int8":
+            return
+        if self.best is None or margin(step.report, self.bar) > margin(self.best.report, self.bar):
+            self.best = step
+            self.cal = self.repaired() if family == "repaired" else None
+
+
+@dataclasses.dataclass(frozen=True)
+class Rung:
+    name: str
+    family: str  # int8 | repaired | islands | float
+    applies: Callable[[Climb], bool]
+    make: Callable[[Climb], Made]
+
+
+def _min_max(climb: Climb) -> Made:
+    try:
+        return Made(climb.candidates.calibrated.int8())
+    except QuantizerFailed as exc:
+        if climb.candidates.converter_int8 is None:
+            raise
+        climb.quantizer_failed = exc.message
+        return Made(climb.candidates.converter_int8(), note=exc.message, name="int8 (TFLite converter)")
+
+
+def _searching(climb: Climb) -> bool:
+    return not climb.met and climb.quantizer_failed is None
+
+
+def _repairable(climb: Climb) -> bool:
+    return _searching(climb) and climb.repaired() is not None
+
+
+def _floats_allowed(climb: Climb) -> bool:
+    return climb.precision == "auto"
+
+
+RUNGS = (
+    Rung("int8, min/max", "int8", lambda c: True, _min_max),
+    Rung("int8, TFLite converter", "int8",
+         lambda c: _searching(c) and c.candidates.converter_int8 is not None,
+         lambda c: Made(c.candidates.converter_int8())),
+    Rung("int8, ranges per tensor", "int8", _searching,
+         lambda c: Made(*ranges_per_tensor(c.candidates.calibrated, c.judge))),
+    Rung("int8 repaired, min/max", "repaired", _repairable, lambda c: Made(c.repaired().int8())),
+    Rung("int8 repaired, ranges per tensor", "repaired", _repairable,
+         lambda c: Made(*ranges_per_tensor(c.repaired(), c.judge))),
+    Rung("float islands", "islands", lambda c: _floats_allowed(c) and not c.met, lambda c: _islands(c)),
+    Rung("dynamic range", "float", _floats_allowed, lambda c: Made(c.candidates.calibrated.dynamic())),
+    Rung("float16", "float", _floats_allowed, lambda c: Made(c.candidates.float16())),
+    Rung("float32", "float", _floats_allowed, lambda c: Made(c.candidates.float32)),
+)
+
+
+def _islands(climb: Climb) -> Made:
+    cal = climb.cal or climb.candidates.calibrated
+    ranges = climb.best.model.ranges if climb.best is not None else None
+    model, note = float_islands(cal, ranges, climb.judge)
+    return Made(model, note=note, name=f"int8 + {len(model.float_ops)} float ops")

@@ -1,0 +1,149 @@
+"""Stage 6 of `edgepack build`: the precision the bundle ships, chosen by the ladder (packager.ladder).
+
+:class:`Candidates` is every model the ladder may pick, made on demand
+from one conversion: float32 and float16 exports, the graph calibrated once
+for LiteRT Quantizer, the TFLite converter's full-integer model, and the
+repaired graph (packager.repairs) converted again with the same strategy.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import functools
+
+import numpy as np
+
+from edge_runtime.errors import UserError
+
+from .fidelity import Bar
+from .ladder import VALIDATION, Bench, Ladder, Outcome, float_model
+from .quantize import (
+    Calibrated,
+    Quantized,
+    converter_int8,
+    export_float,
+    export_float16,
+)
+from .quiet import captured_output
+from .report import detail, warn
+
+
+@dataclasses.dataclass
+class Candidates:
+    """The models the ladder can choose from; each made once, when the ladder first asks."""
+
+    conversion: object  # packager.convert.Conversion
+    calib: dict[str, np.ndarray]
+    io_dtype: str
+    per_tensor: bool
+    verbose: bool
+    pinned: dict | None  # {input: (min, max)} ranges calibration does not choose (pixel inputs)
+    reconvert: object  # (proto, workdir name) -> Conversion | None: the same strategy on another graph
+    prepared: object  # the prepared ONNX graph the conversion started from (repairs start from it too)
+
+    @functools.cached_property
+    def float32(self) -> Quantized:
+        return float_model(self._float_tflite, "float32")
+
+    @functools.cached_property
+    def _float_tflite(self) -> bytes:
+        return export_float(self.conversion.saved_model, self.verbose)
+
+    def float16(self) -> Quantized:
+        return float_model(export_float16(self.conversion.saved_model, self.verbose), "float16")
+
+    @functools.cached_property
+    def calibrated(self) -> Calibrated:
+        return self._calibrate(self._float_tflite, self.conversion.in_maps)
+
+    def converter_int8(self, io_dtype: str | None = None) -> Quantized:
+        """The TFLite converter's full-integer model (its own calibration)."""
+        return converter_int8(self.conversion.saved_model, self.conversion.in_maps, self.calib,
+                              io_dtype or self.io_dtype, self.per_tensor, self.verbose)
+
+    def repaired(self) -> Calibrated | None:
+        """The float graph repaired (packager.repairs), converted again; None when no repair applies."""
+        from .repairs import equalize, fuse_activations
+
+        proto = copy.deepcopy(self.prepared)
+        changes = [change for repair in (fuse_activations, equalize) for change in repair(proto)]
+        if not changes:
+            return None
+        for change in changes:
+            detail(f"repair: {change}")
+        try:
+            again = self.reconvert(proto, "repaired")
+        except UserError as exc:
+            warn(f"the repaired graph did not convert ({exc}); going on without it")
+            return None
+        return self._calibrate(export_float(again.saved_model, self.verbose), again.in_maps)
+
+    def _calibrate(self, float_tflite: bytes, in_maps) -> Calibrated:
+        return Calibrated(float_tflite, in_maps, self.calib, self.io_dtype, self.per_tensor, self.verbose,
+                          self.pinned)
+
+
+def bar_of(opts) -> Bar:
+    """The default bar with the user's overrides; 0 switches a criterion off."""
+    given = {"min_cosine": opts.min_cosine, "min_top1": opts.min_top1, "min_f1": opts.min_f1,
+             "min_channel_cosine": opts.min_channel_cosine}
+    return dataclasses.replace(Bar(), **{k: (v or None) for k, v in given.items() if v is not None})
+
+
+def make_bench(conversion, reference, fixed_entries: list[dict], calib: dict, holdout: dict, verbose: bool) -> Bench:
+    """Held-out samples judge the steps; the last calibration samples judge the searches."""
+    count = len(next(iter(calib.values())))
+    take = max(1, min(VALIDATION, count // 4))
+    validation = {k: v[count - take:] for k, v in calib.items()}
+    with captured_output(show=verbose):
+        return Bench(conversion.in_maps, conversion.out_maps, fixed_entries, holdout, reference.stacked(holdout),
+                     validation, reference.stacked(validation))
+
+
+def choose_precision(opts, candidates: Candidates, bench: Bench) -> tuple[Outcome, Ladder]:
+    """The ladder on this model; raises UserError when nothing may ship (without --accept-low-fidelity)."""
+    bar = bar_of(opts)
+    # strict is auto's ladder; it differs in what it accepts as calibration data (packager.calibration)
+    ladder = Ladder(bench, bar, "auto" if opts.precision == "strict" else opts.precision)
+    if candidates.io_dtype == "uint8":
+        # LiteRT Quantizer writes int8 I/O only; the Edge TPU convention stays on the converter.
+        outcome = ladder.only("int8 (converter, uint8 I/O)", candidates.converter_int8("uint8"))
+    else:
+        outcome = ladder.climb(candidates)
+    if outcome.chosen is None:
+        best = ladder.best()
+        if not opts.accept_low_fidelity:
+            raise _nothing_holds(opts, bar, ladder)
+        warn(f"shipping {best.name} BELOW the fidelity bar (--accept-low-fidelity): {'; '.join(best.missing)}")
+        outcome.chosen, outcome.why = best, f"--accept-low-fidelity: {best.name} came closest to the bar"
+    return outcome, ladder
+
+
+def _nothing_holds(opts, bar: Bar, ladder: Ladder) -> UserError:
+    rows = "; ".join(f"{s.name}: {', '.join(s.missing) or 'holds the bar'}" for s in ladder.steps)
+    return UserError(
+        f"no {'full-integer ' if opts.precision == 'int8' else ''}model holds the fidelity bar "
+        f"(worst-output cosine >= {bar.min_cosine}, top-1 >= {bar.min_top1}, score-map F1 >= {bar.min_f1}, "
+        f"worst channel >= {bar.min_channel_cosine}); tried: {rows}",
+        "give more representative calibration data, " + (
+            "drop --precision int8 to let float islands or a float precision keep the accuracy, "
+            if opts.precision == "int8" else "") +
+        "or ship anyway with --accept-low-fidelity (the manifest then says so)",
+    )
+
+
+def precision_entry(opts, outcome: Outcome, bar: Bar) -> dict:
+    """The manifest's ``precision``: the bar, every step tried with its figures, the chosen one and why."""
+    chosen = outcome.chosen
+    return {
+        "requested": opts.precision,
+        "chosen": chosen.model.precision,
+        "step": chosen.name,
+        "why": outcome.why,
+        "bar": dataclasses.asdict(bar),
+        "meets_bar": chosen.meets,
+        "accepted_low_fidelity": not chosen.meets,
+        "shortfalls": chosen.missing,
+        "steps": [s.row() for s in outcome.steps],
+    }
