@@ -51,6 +51,9 @@ class BuildOptions:
     min_top1: float | None = None
     min_f1: float | None = None
     min_channel_cosine: float | None = None
+    min_detection_f1: float | None = None
+    min_exact_match: float | None = None
+    output_kinds: tuple[str, ...] = ()  # NAME=KIND[:THRESHOLD] (packager.kinds)
     accept_low_fidelity: bool = False
     wheels: bool = True
     strategy_timeout: float | None = DEFAULT_BUDGET  # seconds per conversion attempt
@@ -124,8 +127,7 @@ def _choose(opts, plan, source, samples, graph, conversion, work: Path, say) -> 
     pinned = {source.image.name: (0.0, 255.0)} if source.image else None
     candidates = Candidates(conversion, samples.calib, plan.io_dtype, opts.per_tensor, opts.verbose, pinned,
                             same_strategy(source, graph, samples, opts, work, conversion), graph.proto)
-    bench = make_bench(conversion, source.reference, graph.fixed_entries, samples.calib, samples.holdout,
-                       opts.verbose)
+    bench = make_bench(conversion, source, graph.fixed_entries, samples, opts.verbose)
     outcome, ladder = choose_precision(opts, candidates, bench)
     chosen, q = outcome.chosen, outcome.chosen.model
     if source.image:
@@ -145,8 +147,8 @@ def _choose(opts, plan, source, samples, graph, conversion, work: Path, say) -> 
     statistics = input_statistics(as_frames(samples.data, source.image),
                                   input_entries(q, conversion, source.image))
     return Shipped(opts, source.model, plan.io_dtype, q, samples.counts, graph.preparation, conversion, source.image,
-                   graph.fixed_entries, samples.warnings, precision_entry(opts, outcome, bar_of(opts)), chosen.report,
-                   ops, statistics)
+                   graph.fixed_entries, samples.warnings, precision_entry(opts, outcome, bar_of(opts)), bench.kinds,
+                   chosen.report, ops, statistics)
 
 
 def _chosen_file(shipped: Shipped, work: Path) -> Path:

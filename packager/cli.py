@@ -54,12 +54,22 @@ def cli():
               help="auto: the cheapest precision that holds the fidelity bar (full int8 first); "
                    "int8: full integer or fail (Edge TPU, NPUs); strict: auto, but calibration data "
                    "without variation (identical or blank samples) is refused, not warned about.")
+@click.option("--output-kind", "output_kinds", multiple=True, metavar="NAME=KIND[:THRESHOLD]",
+              help="What an output means, when the graph does not say (repeatable): classes, tags, ctc, scores, "
+                   "detections, regression, embedding or state; scores and detections take a threshold "
+                   "(e.g. prob=scores:0.6). It chooses the task figure that judges the output.")
+@click.option("--min-top1", type=float, default=None,
+              help="Bar: top-1 agreement of classes and tags outputs (default 0.99; 0 = off).")
+@click.option("--min-exact-match", type=float, default=None,
+              help="Bar: share of CTC strings equal to the float model's (default 0.99).")
+@click.option("--min-f1", type=float, default=None,
+              help="Bar: F1 above the threshold of every lit channel of a score map (default 0.95).")
+@click.option("--min-detection-f1", type=float, default=None,
+              help="Bar: F1 of the detections after NMS against the float model's (default 0.98).")
 @click.option("--min-cosine", type=float, default=None,
-              help="Bar: every output's mean cosine vs float on held-out samples (default 0.99; 0 = off).")
-@click.option("--min-top1", type=float, default=None, help="Bar: top-1 agreement for class scores (default 0.99).")
-@click.option("--min-f1", type=float, default=None, help="Bar: score-map F1 above 0.5 (default 0.95).")
+              help="Bar: mean cosine of regression, embedding and state outputs (default 0.99).")
 @click.option("--min-channel-cosine", type=float, default=None,
-              help="Bar: cosine of the worst channel of an output (default 0.9).")
+              help="Bar: cosine of the worst channel of a regression output (default: not judged).")
 @click.option("--accept-low-fidelity", is_flag=True,
               help="Publish the closest model even when none holds the bar (the manifest says so).")
 @click.option("--no-wheels", is_flag=True, help="Leave the device wheels out of the bundle.")
@@ -73,16 +83,16 @@ def cli():
                    "its public key (install.sh --trust KEY.pub) runs only bundles it signed.")
 @click.option("-v", "--verbose", is_flag=True, help="Show the converters' logs and tracebacks.")
 def build(model, target, calibration, out_dir, input_shapes, mean, std, input_format, io_dtype, per_tensor, precision,
-          min_cosine,
-          min_top1, min_f1, min_channel_cosine, accept_low_fidelity, no_wheels, strategy_timeout, require_edgetpu,
-          sign_key, verbose):
+          output_kinds, min_top1, min_exact_match, min_f1, min_detection_f1, min_cosine, min_channel_cosine,
+          accept_low_fidelity, no_wheels, strategy_timeout, require_edgetpu, sign_key, verbose):
     """Build MODEL.onnx into a bundle for --target."""
     from .build import BuildOptions, build_all
 
     opts = BuildOptions(
         model=model, target=target, calibration=calibration, out_dir=out_dir, input_shapes=input_shapes,
         mean=mean, std=std, io_dtype=io_dtype, per_tensor=per_tensor, precision=precision, min_cosine=min_cosine,
-        min_top1=min_top1, min_f1=min_f1, min_channel_cosine=min_channel_cosine,
+        min_top1=min_top1, min_f1=min_f1, min_channel_cosine=min_channel_cosine, min_detection_f1=min_detection_f1,
+        min_exact_match=min_exact_match, output_kinds=output_kinds,
         accept_low_fidelity=accept_low_fidelity, wheels=not no_wheels, verbose=verbose,
         require_edgetpu=require_edgetpu, sign=sign_key, input_format=input_format,
     )
@@ -206,8 +216,11 @@ def evaluate(bundle, data, labels, model, output, mean, std, as_json):
 @cli.command(context_settings={"ignore_unknown_options": True})
 @click.argument("bundle", type=click.Path())
 @click.option("--target", default=None, help="Device profile to emulate (default: the bundle's own target).")
+@click.option("--fresh-env", is_flag=True,
+              help="Install the bundle's wheels afresh on the emulated board (default: reuse the board's "
+                   "environment for the same wheels from an earlier run; install.sh checks it first).")
 @click.argument("edge_run_args", nargs=-1, type=click.UNPROCESSED)
-def emulate(bundle, target, edge_run_args):
+def emulate(bundle, target, fresh_env, edge_run_args):
     """Install BUNDLE on the emulated device and run edge-run there.
 
     \b
@@ -225,7 +238,7 @@ def emulate(bundle, target, edge_run_args):
     else:
         data = {k: v for k, v in manifest["target"].items() if k != "source"}
         profile = parse_profile(data, f"{bundle} manifest")
-    code = run_emulated(profile, folder, list(edge_run_args))
+    code = run_emulated(profile, folder, list(edge_run_args), fresh_env=fresh_env)
     if code:
         raise click.exceptions.Exit(code)
 

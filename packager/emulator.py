@@ -31,6 +31,7 @@ from pathlib import Path
 from edge_runtime.bundle import sha256_file
 from edge_runtime.errors import UserError
 
+from . import device_envs
 from .profiles import Profile
 from .wheels import cache_root
 
@@ -246,18 +247,23 @@ def _proot(qemu: str, cpu: str, root: Path, binds: list[tuple[str, str]], workdi
 
 
 def run_on_device(profile: Profile, bundle: Path, script: str, cwd: Path | None = None,
-                  log=_stderr_log, capture: bool = False) -> tuple[subprocess.CompletedProcess, str]:
+                  log=_stderr_log, capture: bool = False,
+                  reuse_env: bool = False) -> tuple[subprocess.CompletedProcess, str]:
     """Copy a bundle into the emulated device and run a shell script there.
 
     The script gets the bundle's in-device path as ``$BUNDLE``; the host's
     ``cwd`` is mounted at the same path and is the working directory, so
-    relative input/output paths work as on the host.
+    relative input/output paths work as on the host. With ``reuse_env`` the
+    bundle copy starts with the cached environment for its wheels on this
+    board, and an environment the run's install.sh made is cached
+    (packager.device_envs); install.sh still checks it before using it.
 
     Returns:
         (the finished process, the bundle's path inside the device).
     """
     qemu, _ = emulator_for(profile)
     root = ensure_rootfs(profile, log)
+    key = device_envs.env_key(root, bundle) if reuse_env else None
     cwd = (cwd or Path.cwd()).resolve()
     # Outside /tmp (rebound below) and mounted at the same path inside: proot
     # does not translate paths in the newest syscalls (statx, faccessat2), so
@@ -265,6 +271,7 @@ def run_on_device(profile: Profile, bundle: Path, script: str, cwd: Path | None 
     with tempfile.TemporaryDirectory(prefix="edgepack-device-", dir="/var/tmp") as tmp:
         copy = Path(tmp) / "bundle"
         shutil.copytree(bundle, copy, symlinks=True, ignore=shutil.ignore_patterns(".venv", "__pycache__"))
+        device_envs.seed(key, copy)
         # The device's writable places, fresh each run: the cached tree stays pristine.
         for d in ("tmp", "home"):
             (Path(tmp) / d).mkdir()
@@ -274,11 +281,16 @@ def run_on_device(profile: Profile, bundle: Path, script: str, cwd: Path | None 
         cmd = [*_network_isolation(), *_proot(qemu, profile.cpu, root, binds, str(cwd),
                                               f"BUNDLE={shlex.quote(str(copy))}; export BUNDLE; {script}")]
         proc = subprocess.run(cmd, stdin=subprocess.DEVNULL, text=True, capture_output=capture)
+        device_envs.keep(key, copy)
         return proc, str(copy)
 
 
-def emulate(profile: Profile, bundle: Path, edge_run_args: list[str], log=_stderr_log) -> int:
-    """`edgepack emulate`: install the bundle on the emulated device, run edge-run there."""
+def emulate(profile: Profile, bundle: Path, edge_run_args: list[str], log=_stderr_log, fresh_env: bool = False) -> int:
+    """`edgepack emulate`: install the bundle on the emulated device, run edge-run there.
+
+    The board's environment for the bundle's wheels is reused from earlier runs unless ``fresh_env``
+    (install.sh checks a reused one against the bundle's wheels before it runs anything from it).
+    """
     if not edge_run_args:
         raise UserError("no edge-run command given", "e.g. edgepack emulate BUNDLE -- run --input x.npy")
     command, rest = edge_run_args[0], edge_run_args[1:]
@@ -288,7 +300,7 @@ def emulate(profile: Profile, bundle: Path, edge_run_args: list[str], log=_stder
         f"echo 'emulated {profile.name} ({profile.cpu}, QEMU user mode): timings are not device timings' >&2; "
         f'exec "$BUNDLE/edge-run" {shlex.quote(command)} "$BUNDLE" {guest_args}'
     )
-    proc, _ = run_on_device(profile, bundle, script, log=log)
+    proc, _ = run_on_device(profile, bundle, script, log=log, reuse_env=not fresh_env)
     return proc.returncode
 
 

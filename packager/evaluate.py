@@ -25,7 +25,6 @@ from edge_runtime.bundle import sha256_file
 from edge_runtime.errors import UserError
 
 from .calibration import IMAGE_SUFFIXES, _load_array_file, check_samples, load_calibration, load_image_folder
-from .fidelity import is_class_scores
 
 DATA_FORMS = "an image folder (flat, or one sub-folder per class), a .npy (one input) or a .npz (one array per input)"
 
@@ -63,6 +62,14 @@ def find_model(bundle: Path, manifest: dict, given: str | None) -> Path:
     return path
 
 
+def is_class_scores(output: dict) -> bool:
+    """A classes output (its kind in the manifest; bundles from before kinds: one axis longer than 1, the last)."""
+    if "kind" in output:
+        return output["kind"]["kind"] == "classes"
+    shape = output["shape"]
+    return len(shape) >= 1 and shape[-1] >= 2 and all(d == 1 for d in shape[:-1])
+
+
 def score_output(outputs: list[dict], name: str | None) -> dict:
     """The output to score: --output, else the single output, else the first class-score vector."""
     names = [o["name"] for o in outputs]
@@ -72,8 +79,8 @@ def score_output(outputs: list[dict], name: str | None) -> dict:
                             "pick one of those names")
         chosen = [o for o in outputs if o["name"] == name]
     else:
-        chosen = [o for o in outputs if is_class_scores(o["shape"])]
-    if not chosen or not is_class_scores(chosen[0]["shape"]):
+        chosen = [o for o in outputs if is_class_scores(o)]
+    if not chosen or not is_class_scores(chosen[0]):
         shapes = ", ".join(f"{o['name']} {o['shape']}" for o in (chosen or outputs))
         raise UserError(
             f"evaluate scores a vector of class scores per sample (shape [..., classes], other axes 1); "

@@ -33,6 +33,7 @@ class Shipped:
     fixed_inputs: list[dict]
     calibration_warnings: list[str]
     precision: dict
+    kinds: dict  # {output name: packager.kinds.OutputKind}
     fidelity: dict
     ops: dict
     input_statistics: dict
@@ -54,7 +55,7 @@ def assemble(shipped: Shipped, name: str, profile, packages: list[str], memory: 
         "conversion": conversion.report(),
         "quantization": _quantization(shipped),
         "inputs": input_entries(q, conversion, shipped.image),
-        "outputs": [io_entry(m, q.io) for m in conversion.out_maps],
+        "outputs": [{**io_entry(m, q.io), "kind": shipped.kinds[m.spec.name].to_dict()} for m in conversion.out_maps],
         "float_conversion_cosine": conversion.float_cosine,
         "device_packages": packages,
         "wheels": opts.wheels,

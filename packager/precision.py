@@ -84,21 +84,37 @@ class Candidates:
                           self.pinned)
 
 
+BAR_FLAGS = ("min_cosine", "min_top1", "min_f1", "min_channel_cosine", "min_detection_f1", "min_exact_match")
+
+
 def bar_of(opts) -> Bar:
     """The default bar with the user's overrides; 0 switches a criterion off."""
-    given = {"min_cosine": opts.min_cosine, "min_top1": opts.min_top1, "min_f1": opts.min_f1,
-             "min_channel_cosine": opts.min_channel_cosine}
+    given = {name: getattr(opts, name, None) for name in BAR_FLAGS}
     return dataclasses.replace(Bar(), **{k: (v or None) for k, v in given.items() if v is not None})
 
 
-def make_bench(conversion, reference, fixed_entries: list[dict], calib: dict, holdout: dict, verbose: bool) -> Bench:
-    """Held-out samples judge the steps; the last calibration samples judge the searches."""
+def make_bench(conversion, source, fixed_entries: list[dict], samples, verbose: bool) -> Bench:
+    """Held-out samples judge the steps; the last calibration samples judge the searches. Each output's
+    kind (packager.kinds) is settled here, on the float model's held-out outputs, and shown."""
+    from .kinds.infer import infer_kinds
+
+    calib, holdout = samples.calib, samples.holdout
     count = len(next(iter(calib.values())))
     take = max(1, min(VALIDATION, count // 4))
     validation = {k: v[count - take:] for k, v in calib.items()}
     with captured_output(show=verbose):
-        return Bench(conversion.in_maps, conversion.out_maps, fixed_entries, holdout, reference.stacked(holdout),
-                     validation, reference.stacked(validation))
+        refs = source.reference.stacked(holdout)
+        kinds = infer_kinds(source.model.proto, [(m.spec.name, m.shape) for m in conversion.in_maps],
+                            [(m.spec.name, m.shape) for m in conversion.out_maps], refs, source.declared)
+        bench = Bench(conversion.in_maps, conversion.out_maps, fixed_entries, holdout, refs, validation,
+                      source.reference.stacked(validation), kinds)
+    for name, kind in kinds.items():
+        detail(f"output {name}: {kind.kind}{_threshold_text(kind)} ({kind.why})")
+    return bench
+
+
+def _threshold_text(kind) -> str:
+    return f" above {kind.threshold}" if kind.threshold is not None else ""
 
 
 def choose_precision(opts, candidates: Candidates, bench: Bench) -> tuple[Outcome, Ladder]:
@@ -124,13 +140,21 @@ def _nothing_holds(opts, bar: Bar, ladder: Ladder) -> UserError:
     rows = "; ".join(f"{s.name}: {', '.join(s.missing) or 'holds the bar'}" for s in ladder.steps)
     return UserError(
         f"no {'full-integer ' if opts.precision == 'int8' else ''}model holds the fidelity bar "
-        f"(worst-output cosine >= {bar.min_cosine}, top-1 >= {bar.min_top1}, score-map F1 >= {bar.min_f1}, "
-        f"worst channel >= {bar.min_channel_cosine}); tried: {rows}",
+        f"({bar_text(bar)}); tried: {rows}",
         "give more representative calibration data, " + (
             "drop --precision int8 to let float islands or a float precision keep the accuracy, "
             if opts.precision == "int8" else "") +
         "or ship anyway with --accept-low-fidelity (the manifest then says so)",
     )
+
+
+def bar_text(bar: Bar) -> str:
+    """The bar in words, one criterion per output kind (those switched off left out)."""
+    parts = [("top-1", bar.min_top1, "classes/tags"), ("exact strings", bar.min_exact_match, "ctc"),
+             ("F1", bar.min_f1, "score channels"), ("F1", bar.min_detection_f1, "detections"),
+             ("cosine", bar.min_cosine, "regression/embedding/state"),
+             ("worst channel cosine", bar.min_channel_cosine, "regression")]
+    return ", ".join(f"{what} {figure} >= {value}" for figure, value, what in parts if value is not None)
 
 
 def precision_entry(opts, outcome: Outcome, bar: Bar) -> dict:

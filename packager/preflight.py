@@ -112,7 +112,8 @@ def check_options(opts, io_dtype: str) -> None:
         raise UserError("--precision strict refuses --calibration random: fidelity measured on noise means nothing",
                         "calibrate on real samples, or drop --precision strict")
     for flag, value in (("--min-cosine", opts.min_cosine), ("--min-top1", opts.min_top1),
-                        ("--min-f1", opts.min_f1), ("--min-channel-cosine", opts.min_channel_cosine)):
+                        ("--min-f1", opts.min_f1), ("--min-channel-cosine", opts.min_channel_cosine),
+                        ("--min-detection-f1", opts.min_detection_f1), ("--min-exact-match", opts.min_exact_match)):
         if value is not None and not 0 <= value <= 1:
             raise UserError(f"{flag} must be in [0, 1], found {value}", "0 switches the criterion off")
     if opts.strategy_timeout is not None and opts.strategy_timeout <= 0:

@@ -13,6 +13,7 @@ import dataclasses
 
 from edge_runtime.errors import UserError
 
+from .kinds import parse_declared
 from .calibration import lack_of_variation, load_calibration, split_holdout
 from .onnx_model import load_onnx
 from .prepare.image_input import FORMAT as IMAGE_FORMAT
@@ -31,6 +32,7 @@ class Source:
     reference: Reference
     image: ImageInput | None
     notes: list[str]  # what putting the pixel input in front changed
+    declared: dict  # --output-kind: {output name: (kind, threshold or None)}
 
 
 @dataclasses.dataclass
@@ -53,10 +55,11 @@ def load_source(opts, overrides: dict[str, list[int]]) -> Source:
     if opts.input_format == IMAGE_FORMAT:
         image = plan_image_input(model.inputs, shapes, opts.mean, opts.std)
         model, notes = _with_pixel_input(model, shapes, image)
+    declared = parse_declared(opts.output_kinds, [o.name for o in model.outputs])
     fixed = fix_shapes(model, shapes)
     # The user's own model, as they ran it: some only load in onnxruntime with
     # dynamic shapes (branches never taken that fit no static shape).
-    return Source(model, shapes, fixed, Reference(model.proto), image, notes)
+    return Source(model, shapes, fixed, Reference(model.proto), image, notes, declared)
 
 
 def read_samples(opts, source: Source) -> Samples:

@@ -3,32 +3,27 @@
 The rungs are rows of a table (:mod:`packager.ladder.rungs`), cheapest
 first; one loop here makes each rung's model, measures it on held-out
 samples through edge_runtime (as the device runs it) against float
-onnxruntime (:mod:`packager.ladder.bench`), and stops at the first that wins.
-
-A quantized step that holds the bar but is slower than the float32 model is
-not a win, and the ladder goes on (unless int8 is demanded). Slower means
-measured on the host (XNNPACK, 2 threads) *and* split into more XNNPACK
-partitions than the float model: ops the delegate does not take in int8
-(HARD_SWISH, RSQRT ...) fall back to the runtime's own kernels on the device
-too, while a plain kernel-speed difference is the host's (x86 float kernels
-with AVX-512 beat int8 ones; on a Cortex-A72 int8 is the fast path) and
-says nothing about the board.
+onnxruntime (:mod:`packager.ladder.bench`), and stops at the first that wins:
+it holds the bar (each output judged by its kind's task figure, packager.kinds)
+and is not passed over for speed on the board (:mod:`packager.ladder.speed`).
 """
 
 from __future__ import annotations
 
 import sys
 import time
+from types import SimpleNamespace
 from typing import Callable
 
-from ..fidelity import Bar, shortfalls
+from ..fidelity import Bar, margin, shortfalls, summary
 from ..preflight import PRECISIONS
 from ..quantize import Quantized, QuantizerFailed, tensor_facts
 from .bench import Bench
 from .rungs import RUNGS, Climb, Rung
-from .steps import Outcome, Step, line, margin, not_integer
+from .speed import float16_note, passed_over
+from .steps import Outcome, Step, line, not_integer
 
-SLOWER_THAN_FLOAT = 1.10  # slower than float32 by this much, with more partitions: not a win
+MAX_SHOWN = 4  # shortfalls shown under a step on the console
 VALIDATION = 24  # calibration samples the searches are judged on (held-out samples judge the steps)
 
 __all__ = ["Bench", "Ladder", "Outcome", "PRECISIONS", "Step", "VALIDATION", "float_model", "margin"]
@@ -40,16 +35,20 @@ def _say(text: str) -> None:
 
 class Ladder:
     def __init__(self, bench: Bench, bar: Bar, precision: str = "auto", say: Callable[[str], None] = _say,
-                 rungs: tuple[Rung, ...] = RUNGS):
+                 rungs: tuple[Rung, ...] = RUNGS, fp16_arithmetic: bool | None = None):
+        """``fp16_arithmetic``: whether every target CPU computes in float16 (None: unknown)."""
         self.bench, self.bar, self.precision, self.say, self.rungs = bench, bar, precision, say, rungs
+        self.fp16_arithmetic = fp16_arithmetic
         self.steps: list[Step] = []
-        self.float_ms: float | None = None
-        self.float_partitions = 0
+        self.float32: SimpleNamespace | None = None  # float32's latency_ms, partitions, board_ms
 
     def climb(self, candidates) -> Outcome:
-        """Walk the rungs; the first step that holds the bar (and is not slower than float) wins."""
-        self.float_ms, self.float_partitions = self.bench.speed(candidates.float32)
-        self.say(f"float32 reference: {self.float_ms:.2f} ms, {self.float_partitions} XNNPACK partition(s) on the host")
+        """Walk the rungs; the first step that holds the bar (and is not passed over for speed) wins."""
+        ms, partitions = self.bench.speed(candidates.float32)
+        self.float32 = SimpleNamespace(latency_ms=ms, partitions=partitions,
+                                       board_ms=self.bench.board_speed(candidates.float32))
+        board = f", {self.float32.board_ms:.2f} ms on the board" if self.float32.board_ms is not None else ""
+        self.say(f"float32 reference: {ms:.2f} ms on this host{board}, {partitions} XNNPACK partition(s)")
         climb = Climb(candidates, self.precision, self.bar, self._judge, self.steps)
         for rung in self.rungs:
             if rung.family in ("islands", "float") and self.precision == "int8":
@@ -78,7 +77,11 @@ class Ladder:
         return max(self.steps, key=lambda s: margin(s.report, self.bar))
 
     def _judge(self, q: Quantized) -> float:
-        return margin(self.bench.fidelity(q, validation=True), self.bar)
+        """The searches' figure: the margin to the bar, with the worst cosine as a small tie-break (a top-1 on
+        24 samples moves in steps of 4%; the searches need a slope between them)."""
+        report = self.bench.fidelity(q, validation=True)
+        cos = summary(report)["cosine"] if not report.get("error") else None
+        return margin(report, self.bar) + (0.01 * (cos - 1) if cos is not None and cos == cos else 0.0)
 
     def _step(self, name: str, q: Quantized, started: float, note: str = "") -> Step:
         report = self.bench.fidelity(q)
@@ -86,23 +89,23 @@ class Ladder:
         missing = [report["error"]] if report.get("error") else shortfalls(report, self.bar)
         if self.precision == "int8" and not q.strict:
             missing.append(not_integer(q))
-        step = Step(name, q, report, missing, ms, partitions, time.perf_counter() - started, note)
-        if step.meets and self._slower(step):
-            step.note = (step.note + "; " if step.note else "") + (
-                f"slower than float32 ({self.float_ms:.2f} ms, {self.float_partitions} partition(s))")
+        floats, integers = self.bench.compute_ops(q)
+        if q.precision == "float16" and float16_note(self.fp16_arithmetic):
+            note = (note + "; " if note else "") + float16_note(self.fp16_arithmetic)
+        step = Step(name, q, report, missing, ms, partitions, time.perf_counter() - started, note,
+                    self.bench.board_speed(q) if not missing else None, floats, integers)
+        if step.meets and self.precision != "int8":
+            step.passed_over = passed_over(step, self.float32) or ""
         self.steps.append(step)
         self.say(line(step, self.steps[0].latency_ms))
+        for text in step.missing[:MAX_SHOWN]:
+            self.say(f"  below: {text}")
+        if len(step.missing) > MAX_SHOWN:
+            self.say(f"  below: and {len(step.missing) - MAX_SHOWN} more (the manifest lists them)")
         return step
 
-    def _slower(self, step: Step) -> bool:
-        """Slower than float32 for a reason the device shares (see the module doc)."""
-        return (step.model.precision != "float32" and self.float_ms is not None
-                and step.latency_ms > self.float_ms * SLOWER_THAN_FLOAT and step.partitions > self.float_partitions)
-
     def _wins(self, step: Step) -> bool:
-        if not step.meets:
-            return False
-        return self.precision == "int8" or not self._slower(step)
+        return step.meets and not step.passed_over
 
     def _done(self, step: Step | None) -> Outcome:
         if step is None:
@@ -115,7 +118,7 @@ class Ladder:
         if failed:
             why += f"; below it: {', '.join(s.name for s in failed)}"
         if slow:
-            why += f"; held it but slower than float32 on the host: {', '.join(s.name for s in slow)}"
+            why += "; held it but passed over for speed: " + ", ".join(f"{s.name} ({s.passed_over})" for s in slow)
         return Outcome(step, self.steps, why)
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from edge_runtime.delegates import left_out
 
-from ..fidelity import compare, state_outputs
+from ..fidelity import compare
 from ..layout import io_entry
 from ..quantize import Quantized
 from ..quiet import captured_output
@@ -21,11 +21,16 @@ class Bench:
     float model's outputs for both."""
 
     def __init__(self, in_maps, out_maps, fixed_inputs: list[dict], holdout: dict, holdout_refs: dict,
-                 validation: dict, validation_refs: dict):
+                 validation: dict, validation_refs: dict, kinds: dict | None = None):
+        """``kinds``: each output's OutputKind (packager.kinds); inferred from the float values when not given."""
+        from ..kinds.infer import infer_kinds
+
         self.in_maps, self.out_maps, self.fixed_inputs = in_maps, out_maps, fixed_inputs
         self.holdout, self.holdout_refs = holdout, holdout_refs
         self.validation, self.validation_refs = validation, validation_refs
-        self.states = state_outputs([(m.spec.name, m.shape) for m in in_maps], [(m.spec.name, m.shape) for m in out_maps])
+        self.kinds = kinds or infer_kinds(None, [(m.spec.name, m.shape) for m in in_maps],
+                                          [(m.spec.name, m.shape) for m in out_maps], holdout_refs)
+        self.board = None  # packager.board_bench.BoardBench with --bench-on
         self._dir = tempfile.TemporaryDirectory(prefix="edgepack-ladder-")
         self._last: tuple[Quantized, object] | None = None
 
@@ -53,7 +58,7 @@ class Bench:
             got = self.model(q).predict(dict(samples))
         except Exception as exc:  # the runtime's ValueError/RuntimeError on a model it cannot run
             return {"samples": 0, "outputs": {}, "error": f"does not run: {str(exc).strip().splitlines()[0][:160]}"}
-        return compare(refs, {n: got[n] for n in refs}, len(next(iter(samples.values()))), self.states)
+        return compare(refs, {n: got[n] for n in refs}, len(next(iter(samples.values()))), self.kinds)
 
     def speed(self, q: Quantized, runs: int = 15) -> tuple[float, int]:
         """(median invoke ms, XNNPACK partitions) on the host; (nan, 0) when it does not run."""
@@ -73,6 +78,19 @@ class Bench:
             times.append((time.perf_counter() - start) * 1000)
         partitions = sum(op["op_name"] == "DELEGATE" for op in interp._get_ops_details())
         return statistics.median(times), partitions
+
+    def compute_ops(self, q: Quantized) -> tuple[int, int]:
+        """(float compute ops, integer compute ops); (0, 0) when the model cannot be read."""
+        from .steps import compute_ops
+
+        try:
+            return compute_ops(q)
+        except Exception:  # reported by fidelity() already
+            return 0, 0
+
+    def board_speed(self, q: Quantized) -> float | None:
+        """Median invoke ms on the target board (--bench-on), or None when no board is reachable."""
+        return self.board.time(q) if self.board is not None else None
 
     def split_by(self, q: Quantized) -> dict[str, int]:
         """{op name: count} of the ops left outside the XNNPACK partitions: what splits the graph.

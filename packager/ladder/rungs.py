@@ -23,10 +23,10 @@ from __future__ import annotations
 import dataclasses
 from typing import Callable
 
-from ..fidelity import Bar
+from ..fidelity import Bar, margin
 from ..quantize import Calibrated, Quantized, QuantizerFailed
 from .searches import float_islands, ranges_per_tensor
-from .steps import Step, margin
+from .steps import Step
 
 
 @dataclasses.dataclass

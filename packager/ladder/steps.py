@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
-import math
 
-from ..fidelity import Bar, summary
+from ..fidelity import summary
 from ..quantize import Quantized
 
 
@@ -19,6 +18,10 @@ class Step:
     partitions: int  # XNNPACK partitions (1 = the delegate took one piece)
     seconds: float  # time this step took, search included
     note: str = ""
+    board_ms: float | None = None  # median on the target board (--bench-on), when timed there
+    float_compute: int = 0  # float ops other than the boundary conversions
+    integer_compute: int = 0  # integer ops
+    passed_over: str = ""  # held the bar, but not a win for speed: why (packager.ladder.speed)
 
     @property
     def meets(self) -> bool:
@@ -29,7 +32,9 @@ class Step:
         return {"step": self.name, "precision": self.model.precision, **s, "meets_bar": self.meets,
                 "shortfalls": self.missing, "float_ops": len(self.model.float_ops), "size": len(self.model.tflite),
                 "latency_ms": round(self.latency_ms, 3), "xnnpack_partitions": self.partitions,
-                "seconds": round(self.seconds, 1), "note": self.note}
+                "board_ms": None if self.board_ms is None else round(self.board_ms, 3),
+                "float_compute_ops": self.float_compute, "integer_compute_ops": self.integer_compute,
+                "seconds": round(self.seconds, 1), "note": self.note, "passed_over": self.passed_over}
 
 
 @dataclasses.dataclass
@@ -39,16 +44,8 @@ class Outcome:
     why: str
 
 
-def margin(report: dict, bar: Bar) -> float:
-    """How far the figures are from the bar: min of value/threshold over what applies (>= 1 meets it)."""
-    if report.get("error"):
-        return -math.inf
-    s = summary(report, bar)
-    pairs = [(s["cosine"], bar.min_cosine), (s["channel_cosine"], bar.min_channel_cosine),
-             (s["top1"], bar.min_top1), (s["f1"], bar.min_f1)]
-    ratios = [v / t for v, t in pairs if v is not None and t]
-    ratios = [-math.inf if math.isnan(r) else r for r in ratios]
-    return min(ratios) if ratios else 1.0
+SHOWN = (("top1", "top-1", ".1%"), ("exact_match", "strings", ".1%"), ("f1", "F1", ".3f"),
+         ("detection_f1", "det F1", ".3f"), ("channel_cosine", "worst ch", ".3f"))
 
 
 def line(step: Step, base_ms: float | None) -> str:
@@ -57,18 +54,27 @@ def line(step: Step, base_ms: float | None) -> str:
         return f"{step.name:<26} {step.report['error']}, {step.seconds:.1f} s: below the bar"
     s = summary(step.report)
     parts = [f"cos {s['cosine']:.4f}"]
-    if s["channel_cosine"] is not None:
-        parts.append(f"worst ch {s['channel_cosine']:.3f}")
-    if s["top1"] is not None:
-        parts.append(f"top-1 {s['top1']:.1%}")
-    if s["f1"] is not None:
-        parts.append(f"F1 {s['f1']:.3f}")
+    for key, label, spec in SHOWN:
+        if s[key] is not None:
+            parts.append(f"{label} {format(s[key], spec)}")
     ratio = f" ({step.latency_ms / base_ms:.2f}x int8)" if base_ms else ""
-    verdict = "holds the bar" if step.meets else "below the bar"
+    board = f", board {step.board_ms:.2f} ms" if step.board_ms is not None else ""
+    verdict = ("held the bar, passed over: " + step.passed_over) if step.passed_over else (
+        "holds the bar" if step.meets else "below the bar")
     note = f"; {step.note}" if step.note else ""
-    return (f"{step.name:<26} {', '.join(parts)}; {len(step.model.float_ops)} float ops, "
-            f"{len(step.model.tflite) / 1024:.0f} KB, {step.latency_ms:.2f} ms{ratio}, "
+    return (f"{step.name:<26} {', '.join(parts)}; {step.float_compute} float ops, "
+            f"{len(step.model.tflite) / 1024:.0f} KB, {step.latency_ms:.2f} ms on this host{ratio}{board}, "
             f"{step.partitions} XNNPACK partition(s), {step.seconds:.1f} s: {verdict}{note}")
+
+
+def compute_ops(q: Quantized) -> tuple[int, int]:
+    """(float compute ops, integer compute ops) of a quantized model; the boundary conversions not counted."""
+    from ..ops import op_report
+
+    report = op_report(q.tflite)
+    floats = [f for f in report["float_ops"] if f["type"] not in ("QUANTIZE", "DEQUANTIZE")]
+    converts = sum(sum(c.values()) for op, c in report["counts"].items() if op in ("QUANTIZE", "DEQUANTIZE"))
+    return len(floats), max(0, report["total"] - len(floats) - converts)
 
 
 def not_integer(q: Quantized) -> str:

@@ -80,10 +80,14 @@ def test_failed_build_writes_nothing_and_keeps_the_previous_bundle(digits, tmp_p
     (out / "digits-rpi4").mkdir(parents=True)
     (out / "digits-rpi4" / "manifest.json").write_text("{}")
     proc = run_cli("packager", "build", digits / "digits.onnx", "--target", "rpi4", "--calibration",
-                   digits / "calibration.npy", "-o", out, "--precision", "int8", "--min-cosine", "1.0", check=False)
+                   digits / "calibration.npy", "-o", out, "--precision", "int8", "--output-kind", "scores=regression",
+                   "--min-cosine", "1.0", check=False)
     assert proc.returncode == 2
-    assert "error: no full-integer model holds the fidelity bar (worst-output cosine >= 1.0" in proc.stderr
+    assert "output scores: regression (declared)" in proc.stderr  # judged by cosine, as declared
+    assert "error: no full-integer model holds the fidelity bar (classes/tags top-1 >= 0.99" in proc.stderr
+    assert "regression/embedding/state cosine >= 1.0" in proc.stderr
     assert "scores: cosine " in proc.stderr and "< 1.0" in proc.stderr  # what fell short, with figures
+    assert "  below: scores: cosine" in proc.stderr  # under the step that missed it
     assert "drop --precision int8" in proc.stderr and "--accept-low-fidelity" in proc.stderr
     assert "Traceback" not in proc.stderr
     assert "int8, min/max" in proc.stderr and "below the bar" in proc.stderr  # the ladder's steps are shown
@@ -100,14 +104,18 @@ def test_quantized_by_litert_quantizer_with_its_recipe_in_the_bundle(digits_bund
     precision = manifest["precision"]
     assert precision["chosen"] == "int8" and precision["meets_bar"] and precision["step"] == "int8, min/max"
     assert [s["step"] for s in precision["steps"]] == ["int8, min/max"]  # held at once: nothing more tried
-    assert precision["bar"] == {"min_cosine": 0.99, "min_top1": 0.99, "min_f1": 0.95, "min_channel_cosine": 0.9,
-                                "min_positives": 20}
+    assert precision["bar"] == {"min_top1": 0.99, "min_exact_match": 0.99, "min_f1": 0.95, "min_detection_f1": 0.98,
+                                "min_cosine": 0.99, "min_channel_cosine": None, "min_positives": 20,
+                                "min_detections": 5}
+    scores = next(o for o in manifest["outputs"] if o["name"] == "scores")
+    assert scores["kind"] == {"kind": "classes", "why": "class scores from a softmax", "axis": 1}
+    assert manifest["fidelity"]["outputs"]["scores"]["kind"] == "classes"
 
 
 def test_accept_low_fidelity_ships_and_says_so(digits, tmp_path):
     run_cli("packager", "build", digits / "digits.onnx", "--target", "rpi4", "--calibration",
             digits / "calibration.npy", "-o", tmp_path, "--no-wheels", "--precision", "int8", "--min-cosine", "1.0",
-            "--accept-low-fidelity")
+            "--output-kind", "scores=regression", "--accept-low-fidelity")
     bundle = tmp_path / "digits-rpi4"
     precision = json.loads((bundle / "manifest.json").read_text())["precision"]
     assert precision["accepted_low_fidelity"] and not precision["meets_bar"]

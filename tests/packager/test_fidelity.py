@@ -1,207 +1,163 @@
-"""Fidelity figures on synthetic arrays: each rule, and the case a single cosine misses."""
+"""The judge: each output by its kind's task figure against the bar, on synthetic arrays."""
 
 import math
 
 import numpy as np
 import pytest
 
-from packager.fidelity import Bar, channel_axis, compare, format_table, measure, output_metrics, shortfalls, summary
+from packager.fidelity import Bar, compare, format_table, margin, shortfalls, summary, worst_channel
+from packager.kinds import OutputKind
 
 RNG = np.random.default_rng(0)
 
 
-def box_score_concat(samples=4, anchors=50):
-    """[N, 1, 84, A] like YOLO: rows 0-3 box coordinates in 0..640, rows 4-83 class scores in 0..1."""
-    ref = np.empty((samples, 1, 84, anchors))
-    ref[:, :, :4] = RNG.uniform(0, 640, (samples, 1, 4, anchors))
-    ref[:, :, 4:] = RNG.uniform(0, 0.3, (samples, 1, 80, anchors))
-    ref[:, :, 10, :5] = 0.9  # a few confident detections per sample
-    ref[:, :, 20, 7:9] = 0.8
+def yolo_head(samples=6, anchors=400, classes=4, dead=None):
+    """[N, 1, 4+C, A] as a YOLOv8 head: xywh in pixels, then sigmoid scores; 3 objects a sample.
+
+    ``dead``: a class whose scores stay at 3e-3 (it never fires on these samples)."""
+    ref = np.empty((samples, 1, 4 + classes, anchors))
+    ref[:, :, 0:2] = RNG.uniform(20, 600, (samples, 1, 2, anchors))
+    ref[:, :, 2:4] = RNG.uniform(10, 60, (samples, 1, 2, anchors))
+    ref[:, :, 4:] = RNG.uniform(0, 0.1, (samples, 1, classes, anchors))
+    for n in range(samples):
+        for k, anchor in enumerate(RNG.choice(anchors, 3, replace=False)):
+            ref[n, 0, 4 + (k % (classes - 1)), anchor] = 0.9
+    if dead is not None:
+        ref[:, :, 4 + dead] = 3e-3
     return ref
 
 
-def test_score_collapse_in_a_box_score_concat_is_not_hidden_by_the_whole_output_cosine():
-    ref = box_score_concat()
-    got = ref + RNG.normal(0, 0.5, ref.shape)
-    got[:, :, 4:] = 0.0  # every class score quantized to 0
-    m = output_metrics(ref, got)
-    assert m["cosine"] > 0.99 and m["min_cosine"] > 0.99  # the fooling case: boxes dominate the norm
-    assert m["worst_channel"]["axis"] == 1
-    assert 4 <= m["worst_channel"]["index"] < 84
-    assert m["worst_channel"]["cosine"] == pytest.approx(0.0)
-    score = m["score_map"]
-    assert score["positives"] == 4 * 7  # box rows (0..640) are not score positions
-    assert score["model_positives"] == 0
-    assert score["recall"] == 0.0 and score["precision"] == 0.0 and score["f1"] == 0.0
-    assert score["topk_agreement"] < 0.05
-    assert m["top1_agreement"] is None and m["top5_agreement"] is None
-    lines = shortfalls({"samples": 4, "outputs": {"boxes": m}}, Bar())
-    assert len(lines) == 2
-    assert lines[0].startswith(f"boxes: worst channel {m['worst_channel']['index']} (axis 1) cosine 0.000 < 0.9")
-    assert lines[1].startswith("boxes: score map F1 0.000 < 0.95")
+DETECTIONS = OutputKind("detections", threshold=0.25, layout="columns")
 
 
-def test_box_score_concat_that_kept_its_scores_meets_the_bar():
-    ref = box_score_concat()
-    got = ref + RNG.normal(0, 0.004, ref.shape)
-    m = output_metrics(ref, got)
-    assert m["worst_channel"]["cosine"] > 0.99
-    assert m["score_map"]["f1"] == 1.0 and m["score_map"]["topk_agreement"] == 1.0
-    assert shortfalls({"samples": 4, "outputs": {"boxes": m}}, Bar()) == []
+def test_an_int8_head_whose_dead_class_rounds_to_zero_keeps_its_detections():
+    ref = yolo_head(dead=3)
+    got = ref + RNG.normal(0, 0.3, ref.shape) * (np.arange(ref.shape[2]) < 4)[None, None, :, None]
+    got[:, :, 4:] = np.round(got[:, :, 4:] / 0.02) * 0.02  # one int8 step: the dead class is 0 everywhere
+    report = compare({"y": ref}, {"y": got}, len(ref), {"y": DETECTIONS})
+    m = report["outputs"]["y"]
+    assert worst_channel(ref, got)["cosine"] == pytest.approx(0.0)  # the proxy that refused it
+    assert m["detections"] == 18 and m["matched"] == 18 and m["f1"] == 1.0
+    assert shortfalls(report, Bar()) == [] and margin(report, Bar()) >= 1
 
 
-def test_class_scores_top1_and_top5():
-    ref = np.array([[[0.6, 0.5, 0.4, 0.3, 0.2, 0.1]], [[0.1, 0.2, 0.3, 0.4, 0.5, 0.6]]])
-    got = np.array([[[0.6, 0.5, 0.4, 0.3, 0.2, 0.1]], [[0.6, 0.2, 0.3, 0.4, 0.5, 0.1]]])
-    m = output_metrics(ref, got)
-    assert m["top1_agreement"] == 0.5  # sample 1: class 5 became class 0
-    assert m["top5_agreement"] == pytest.approx((1.0 + 4 / 5) / 2)  # sample 1 lost class 5, gained class 0
-    assert m["worst_channel"] is None and m["score_map"] is None  # covered by top-1
-    few = output_metrics(ref[:, :, :4], got[:, :, :4])
-    assert few["top1_agreement"] is not None and few["top5_agreement"] is None
-
-
-def test_rank2_per_sample_shapes():
-    scores = RNG.random((3, 1, 7))  # [1, F]: a class vector
-    m = output_metrics(scores, scores)
-    assert m["worst_channel"] is None and m["score_map"] is None and m["top1_agreement"] == 1.0
-    table = RNG.uniform(-5, 5, (3, 2, 4))  # [2, 4]: the last axis is the channel axis
-    got = table.copy()
-    got[:, :, 3] = -got[:, :, 3]
-    m = output_metrics(table, got)
-    assert m["worst_channel"] == {"axis": 1, "index": 3, "cosine": pytest.approx(-1.0)}
-    assert m["top1_agreement"] is None and m["score_map"] is None  # not in [0, 1]
-    assert channel_axis([1, 1]) is None and channel_axis([5]) is None and channel_axis([1, 84, 8400]) == 1
-
-
-def test_probability_map_f1_and_topk_by_hand():
-    ref = np.full((1, 1, 1, 4, 4), 0.1)
-    ref[0, 0, 0, 0:2, 0:2] = 0.9  # 4 positives
-    got = np.full_like(ref, 0.1)
-    got[0, 0, 0, 0:2, 1:3] = 0.9  # shifted one column: 2 of 4 still right
-    score = output_metrics(ref, got)["score_map"]  # N = 1 sample of ONNX shape [1, 1, 4, 4]
-    assert score == {"threshold": 0.5, "positives": 4, "model_positives": 4, "precision": 0.5,
-                     "recall": 0.5, "f1": 0.5, "topk_agreement": 0.5}
-    # Two samples pool their positions: the second one exact -> 6 hits of 8
-    pooled = output_metrics(np.concatenate([ref, ref]), np.concatenate([got, ref]))
-    assert pooled["score_map"]["f1"] == pytest.approx(12 / 16)
-    assert pooled["score_map"]["topk_agreement"] == pytest.approx(0.75)
-    assert pooled["worst_channel"] is None  # one channel
-
-
-def test_constant_output_earns_only_chance_topk():
-    ref = np.linspace(0, 1, 16).reshape(1, 1, 1, 4, 4)
-    flat = np.full_like(ref, 0.3)  # collapsed: every position ties
-    score = output_metrics(ref, flat)["score_map"]
-    assert score["positives"] == 8 and score["model_positives"] == 0 and score["f1"] == 0.0
-    assert score["topk_agreement"] == pytest.approx(8 / 16)  # k = 8 of 16 at random, not full credit
-
-
-def test_zero_and_tiny_channels_are_skipped():
-    ref = RNG.uniform(1, 2, (5, 1, 4, 6))
-    ref[:, :, 1] = 0.0
-    ref[:, :, 2] = 1e-9
-    got = ref + RNG.normal(0, 0.01, ref.shape)  # noise swamps channels 1 and 2
-    m = output_metrics(ref, got)
-    assert m["worst_channel"]["index"] in (0, 3) and m["worst_channel"]["cosine"] > 0.99
-    zero = output_metrics(np.zeros((2, 1, 3, 4)), RNG.random((2, 1, 3, 4)))
-    assert zero["worst_channel"] is None and zero["cosine"] == 0.0
-
-
-def test_reference_without_positives_has_no_f1():
-    ref = np.full((2, 1, 1, 3, 3), 0.2)
+def test_scores_collapsed_in_a_joined_box_score_tensor_lose_every_detection():
+    ref = yolo_head()
     got = ref.copy()
-    got[0, 0, 0, 1, 1] = 0.7  # a false alarm
-    score = output_metrics(ref, got)["score_map"]
-    assert score["positives"] == 0 and score["model_positives"] == 1
-    assert score["f1"] is None and score["precision"] is None and score["recall"] is None
-    m = output_metrics(ref, got)
-    assert not any("F1" in line for line in shortfalls({"samples": 2, "outputs": {"p": m}}, Bar(min_cosine=None)))
+    got[:, :, 4:] = 0.0  # one int8 scale for boxes (0..640) and scores: every score rounds to 0
+    report = compare({"y": ref}, {"y": got}, len(ref), {"y": DETECTIONS})
+    m = report["outputs"]["y"]
+    assert m["cosine"] > 0.99  # the boxes dominate the norm: the cosine is fooled
+    assert m["f1"] == 0.0 and m["model_detections"] == 0
+    assert shortfalls(report, Bar()) == ["y: detections after NMS F1 0.000 < 0.98 (matched 0 of 18 float, 0 found)"]
 
 
-def test_shortfalls_one_line_per_failed_criterion_and_summary():
-    ref = RNG.random((10, 1, 10))
+def test_a_weak_class_channel_of_a_channels_last_map_is_judged_on_its_own():
+    """A proposal net's [1, H, W, 2] softmax: background lights ~everything, the face channel a few cells."""
+    ref = np.zeros((4, 1, 24, 24, 2))
+    ref[..., 1] = 0.05
+    ref[:, 0, 5:9, 5:9, 1] = 0.9  # one face a sample, 16 cells
+    ref[..., 0] = 1 - ref[..., 1]
     got = ref.copy()
-    got[:3, 0, :] = got[:3, 0, ::-1]  # 3 of 10 samples' top class moves
-    good = RNG.uniform(-1, 1, (10, 1, 3, 5))
-    report = compare({"scores": ref, "features": good}, {"scores": got, "features": good + 1e-4}, 10)
-    assert list(report["outputs"]) == ["scores", "features"] and report["samples"] == 10
+    got[:, 0, 5:9, 7:9, 1] = 0.55  # int8 lost half of every face below 0.6
+    got[..., 0] = 1 - got[..., 1]
+    kind = OutputKind("scores", threshold=0.6, axis=3)
+    report = compare({"prob": ref}, {"prob": got}, 4, {"prob": kind})
+    face = report["outputs"]["prob"]["channels"][1]
+    assert face["positives"] == 64 and face["model_positives"] == 32 and face["f1"] == pytest.approx(2 / 3)
+    assert face["regions"] == {"regions": 4, "model_regions": 4, "matched": 4, "precision": 1.0, "recall": 1.0,
+                               "f1": 1.0}  # half of each face still overlaps it at IoU 0.5
+    pooled = (64 * 2 / 3 * 2 + 2 * 2200) / (64 + 2200 * 2)
+    assert pooled > 0.95  # what pooling both channels would have said
     lines = shortfalls(report, Bar())
-    assert lines[0].startswith("scores: cosine 0.") and lines[1] == "scores: top-1 agreement 70.0% < 99.0%"
-    assert len(lines) == 2
-    assert shortfalls(report, Bar(min_cosine=None, min_top1=0.7)) == []
-    s = summary(report)
-    assert s["top1"] == 0.7 and s["f1"] is None and s["cosine"] == report["outputs"]["scores"]["cosine"]
-    assert s["channel_cosine"] == report["outputs"]["features"]["worst_channel"]["cosine"] > 0.999
+    assert len(lines) == 1 and lines[0].startswith("prob: channel 1 (axis 3) F1 0.667 < 0.95 above 0.6")
+
+
+def test_score_channels_without_enough_positives_are_not_judged():
+    ref = np.full((4, 1, 1, 10, 6), 0.1)
+    ref[0, 0, 0, 0, 0] = ref[1, 0, 0, 3, 2] = 0.9
+    got = ref.copy()
+    got[1, 0, 0, 3, 2] = 0.4
+    kind = {"p": OutputKind("scores", threshold=0.5, axis=1)}
+    report = compare({"p": ref}, {"p": got}, 4, kind)
+    assert report["outputs"]["p"]["channels"][0]["f1"] == pytest.approx(2 / 3)
+    assert shortfalls(report, Bar()) == [] and summary(report, Bar())["f1"] is None
+    assert shortfalls(report, Bar(min_positives=2))[0].startswith("p: channel 0 (axis 1) F1 0.667")
+
+
+def test_a_regression_head_is_judged_by_cosine_never_top1():
+    landmarks = RNG.uniform(0, 1, (30, 1, 10))
+    got = landmarks + RNG.normal(0, 0.01, landmarks.shape)  # argmax of 10 coordinates flips often
+    report = compare({"landmarks": landmarks}, {"landmarks": got}, 30, {"landmarks": OutputKind("regression")})
+    m = report["outputs"]["landmarks"]
+    assert "top1_agreement" not in m and m["cosine"] > 0.99 and m["relative_error"] < 0.05
+    assert shortfalls(report, Bar()) == []
+    classes = compare({"landmarks": landmarks}, {"landmarks": got}, 30, {"landmarks": OutputKind("classes", axis=1)})
+    assert classes["outputs"]["landmarks"]["top1_agreement"] < 0.99  # what calling it classes would have refused
+
+
+def test_per_position_tags_are_judged_per_position():
+    ref = RNG.random((5, 1, 64, 75))
+    got = ref.copy()
+    got[0, 0, :6] = got[0, 0, :6, ::-1]  # sample 0: 6 of 64 positions change class
+    report = compare({"tags": ref}, {"tags": got}, 5, {"tags": OutputKind("tags", axis=2)})
+    m = report["outputs"]["tags"]
+    assert m["top1_agreement"] == pytest.approx(1 - 6 / 320) and m["worst_sample_top1"] == pytest.approx(58 / 64)
+    assert shortfalls(report, Bar()) == ["tags: per-position top-1 agreement 98.1% < 99.0%"]
+
+
+def test_ctc_strings_exact_match_and_cer():
+    alphabet = ("a", "b", "c")
+    seq = np.full((2, 1, 8, 4), 0.01)
+    for n, classes in enumerate([[1, 1, 0, 2, 0, 0, 3, 3], [2, 0, 2, 0, 1, 0, 0, 0]]):
+        seq[n, 0, np.arange(8), classes] = 0.97  # "abc" and "bba"
+    got = seq.copy()
+    got[1, 0, 2] = 0.01
+    got[1, 0, 2, 0] = 0.97  # the second b became a blank: "ba"
+    kind = {"y": OutputKind("ctc", axis=2, blank=0, alphabet=alphabet)}
+    m = compare({"y": seq}, {"y": got}, 2, kind)["outputs"]["y"]
+    assert m["exact_match"] == 0.5 and m["cer"] == pytest.approx(1 / 6) and m["examples"] == [("bba", "ba")]
+    assert shortfalls({"outputs": {"y": m}}, Bar()) == ["y: CTC strings equal to float's 50.0% < 99.0% (CER 16.67%)"]
+
+
+def test_embeddings_by_cosine_and_nearest_neighbours():
+    ref = RNG.normal(size=(12, 1, 32))
+    ref /= np.linalg.norm(ref, axis=2, keepdims=True)
+    m = compare({"e": ref}, {"e": ref * 1.001}, 12, {"e": OutputKind("embedding")})["outputs"]["e"]
+    assert m["neighbour_agreement"] == 1.0 and m["cosine"] == pytest.approx(1.0)
 
 
 def test_nan_output_never_meets_the_bar():
     ref = RNG.uniform(-1, 1, (2, 1, 3, 4))
     got = ref.copy()
     got[0, 0, 1, 2] = np.nan
-    report = compare({"y": ref}, {"y": got}, 2)
-    assert math.isnan(summary(report)["cosine"])
-    assert math.isnan(report["outputs"]["y"]["worst_channel"]["cosine"])
-    assert report["outputs"]["y"]["worst_channel"]["index"] == 1
-    assert [line.split(":")[1].split()[0] for line in shortfalls(report, Bar())] == ["cosine", "worst"]
+    for kind in (OutputKind("regression"), OutputKind("tags", axis=2)):
+        report = compare({"y": ref}, {"y": got}, 2, {"y": kind})
+        assert math.isnan(summary(report)["cosine"])
+        assert shortfalls(report, Bar()) and margin(report, Bar()) == -math.inf or kind.kind == "tags"
+    assert any("NaN" in line for line in shortfalls(compare({"y": ref}, {"y": got}, 2, {"y": OutputKind(
+        "tags", axis=2)}), Bar()))
 
 
-def test_measure_feeds_compare_with_stacked_outputs():
-    holdout = {"x": RNG.random((3, 1, 2, 5))}
-
-    class Reference:
-        def run(self, samples, index):
-            return {"y": samples["x"][index] * 2}
-
-    class Model:
-        outputs = [{"name": "y", "shape": [1, 2, 5]}]
-
-        def predict(self, feeds):
-            return {"y": feeds["x"] * 2 + 0.001}
-
-    report = measure(Model(), Reference(), holdout)
-    assert report == compare({"y": holdout["x"] * 2}, {"y": holdout["x"] * 2 + 0.001}, 3)
-    assert report["outputs"]["y"]["worst_channel"]["axis"] == 1
+def test_kinds_are_inferred_from_values_when_not_given():
+    probs = RNG.dirichlet(np.ones(6), size=(8, 1))
+    report = compare({"probs": probs, "head": yolo_head(samples=8)}, {"probs": probs, "head": yolo_head(samples=8)}, 8)
+    assert report["outputs"]["probs"]["kind"] == "classes" and report["outputs"]["head"]["kind"] == "detections"
 
 
-def test_table_shows_new_columns_compactly():
-    ref = box_score_concat(samples=2)
+def test_summary_margin_and_table():
+    ref = RNG.dirichlet(np.ones(10), size=(10, 1))
     got = ref.copy()
-    got[:, :, 4:] = 0.0
-    scores = RNG.random((2, 1, 10))
-    report = compare({"boxes_and_scores_output_with_a_long_name": ref, "scores": scores},
-                     {"boxes_and_scores_output_with_a_long_name": got, "scores": scores}, 2)
-    text = format_table(report)
-    lines = text.splitlines()
-    assert max(len(line) for line in lines) <= 110
-    assert "worst ch" in lines[1] and "top-1" in lines[1] and "F1" in lines[1]
-    assert lines[2].split()[-3:] == ["[4]", "-", "0.000"] and lines[2].split()[-4] == "0.0000"
-    assert lines[3].split()[-3:] == ["-", "100.0%", "-"]
-
-
-def test_a_recurrent_state_shaped_like_class_scores_gets_no_top1():
-    """A GRU's hidden state [1, 1, 64] looks like 64 class scores; its argmax means nothing."""
-    from packager.fidelity import compare, state_outputs
-
-    states = state_outputs([("frames", [1, 30, 40]), ("h", [1, 1, 64])], [("probs", [1, 12]), ("hn", [1, 1, 64])])
-    assert states == {"hn"}
-    rng = np.random.default_rng(0)
-    refs = {"probs": rng.random((8, 1, 12)), "hn": rng.random((8, 1, 1, 64))}
-    report = compare(refs, refs, 8, states)
-    assert report["outputs"]["hn"]["top1_agreement"] is None and report["outputs"]["hn"]["cosine"] == 1.0
-    assert report["outputs"]["probs"]["top1_agreement"] == 1.0
-
-
-def test_a_score_map_with_few_positives_is_reported_but_not_judged():
-    """Two sure steps in a CTC softmax: one flipped position halves recall; the bar waits for 20 positives."""
-    from packager.fidelity import Bar, compare, shortfalls, summary
-
-    ref = np.full((4, 1, 10, 6), 0.1)
-    ref[0, 0, 0, 0] = ref[1, 0, 3, 2] = 0.9
-    got = ref.copy()
-    got[1, 0, 3, 2] = 0.4
-    report = compare({"probs": ref}, {"probs": got}, 4)
-    assert report["outputs"]["probs"]["score_map"]["f1"] == pytest.approx(2 / 3)
-    assert not any("F1" in line for line in shortfalls(report, Bar()))
-    assert summary(report)["f1"] == pytest.approx(2 / 3) and summary(report, Bar())["f1"] is None
-    assert any("F1" in line for line in shortfalls(report, Bar(min_positives=2)))
+    got[:3, 0, :] = got[:3, 0, ::-1]  # 3 of 10 samples' top class moves
+    kinds = {"scores": OutputKind("classes", axis=1), "features": OutputKind("regression")}
+    good = RNG.uniform(-1, 1, (10, 1, 3, 5))
+    report = compare({"scores": ref, "features": good}, {"scores": got, "features": good + 1e-4}, 10, kinds)
+    assert shortfalls(report, Bar()) == ["scores: top-1 agreement 70.0% < 99.0%"]
+    assert shortfalls(report, Bar(min_top1=0.7)) == []
+    s = summary(report)
+    assert s["top1"] == 0.7 and s["f1"] is None and s["detection_f1"] is None
+    assert margin(report, Bar()) == pytest.approx(0.7 / 0.99)
+    lines = format_table(report).splitlines()
+    assert max(len(line) for line in lines) <= 100
+    assert lines[2].split()[:2] == ["scores", "classes"] and lines[2].endswith("top-1 70.0%")
+    assert lines[3].split()[:2] == ["features", "regression"] and "rel err" in lines[3]

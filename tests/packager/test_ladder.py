@@ -38,16 +38,25 @@ class FakeCal:
 
 
 class FakeBench:
-    """noise(q) sets the fidelity (0 is exact; 0.2 is far below the bar); speed(q) the latency."""
+    """noise(q) sets the fidelity (0 is exact; 0.2 is far below the bar); speed(q) the host latency and
+    partitions; board(q) the board's latency (None: no board); ops(q) the (float, integer) compute ops."""
 
-    def __init__(self, noise, speed=None):
+    def __init__(self, noise, speed=None, board=None, ops=None):
         self.noise, self._speed = noise, speed or (lambda q: (1.0, 1))
+        self._board = board or (lambda q: None)
+        self._ops = ops or (lambda q: (len(q.float_ops), 16 - len(q.float_ops)))
 
     def fidelity(self, q, validation=False):
         return _report(self.noise(q))
 
     def speed(self, q):
         return self._speed(q)
+
+    def board_speed(self, q):
+        return self._board(q)
+
+    def compute_ops(self, q):
+        return self._ops(q)
 
 
 class FakeCandidates:
@@ -71,8 +80,8 @@ def no_histograms(monkeypatch):
     monkeypatch.setattr(searches_module, "op_scopes", lambda tflite: [("CONV_2D", f"s{i};") for i in range(16)])
 
 
-def _climb(noise, precision="auto", speed=None):
-    ladder = Ladder(FakeBench(noise, speed), Bar(), precision, say=lambda text: None)
+def _climb(noise, precision="auto", speed=None, board=None, ops=None):
+    ladder = Ladder(FakeBench(noise, speed, board, ops), Bar(), precision, say=lambda text: None)
     return ladder.climb(FakeCandidates()), ladder
 
 
@@ -104,21 +113,41 @@ def test_when_no_integer_step_holds_the_cheapest_float_precision_that_does_ships
     assert "below it: int8, min/max" in outcome.why
 
 
-def test_int8_slower_than_float_with_more_partitions_is_not_a_win():
-    speed = {"int8": (10.0, 30), "int8+float": (9.0, 20), "dynamic": (5.0, 3), "float16": (5.0, 3),
-             "float32": (5.0, 3)}
+def test_full_int8_that_holds_the_bar_ships_however_slow_on_this_host():
+    """31 XNNPACK pieces against 3 and 2x slower on x86: on the ARM board int8 is the fast path."""
+    speed = {"int8": (10.0, 31), "float32": (5.0, 3)}
     outcome, _ = _climb(lambda q: 0.0, speed=lambda q: speed[q.precision])
-    assert outcome.steps[0].meets and "slower than float32" in outcome.steps[0].note
+    assert outcome.chosen.model.precision == "int8" and not outcome.steps[0].passed_over
+    assert outcome.why == "full int8 with min/max ranges holds the bar"
+
+
+def test_a_mostly_float_islands_step_slower_than_float32_is_passed_over():
+    """Only float islands hold the bar; 12 of 16 ops float and slower than float32: float16 ships instead."""
+    speed = {"int8": (3.0, 2), "int8+float": (9.0, 5), "dynamic": (5.0, 3), "float16": (5.0, 3), "float32": (5.0, 3)}
+    outcome, _ = _climb(lambda q: 0.0 if q.precision != "int8" else 0.5, speed=lambda q: speed[q.precision],
+                        ops=lambda q: (12, 4) if q.precision == "int8+float" else (0, 16))
+    islands = next(s for s in outcome.steps if s.model.precision == "int8+float")
+    assert islands.meets and islands.passed_over.startswith("a float model (12 float ops, 4 int8) slower than float32")
     assert outcome.chosen.model.precision == "dynamic"
-    assert [s.name for s in outcome.steps] == ["int8, min/max", "dynamic range"]  # ranges/islands cannot fix speed
-    assert "slower than float32 on the host: int8, min/max" in outcome.why
+    assert "held it but passed over for speed: int8 + " in outcome.why
 
 
-def test_a_host_kernel_gap_alone_does_not_demote_int8():
-    """Slower on the x86 host with the same partitions: the board's int8 path is not in question."""
-    speed = {"int8": (10.0, 3), "float32": (5.0, 3)}
-    outcome, _ = _climb(lambda q: 0.0, speed=lambda q: speed[q.precision])
-    assert outcome.chosen.model.precision == "int8" and not outcome.steps[0].note
+def test_a_few_float_islands_are_passed_over_only_when_the_delegate_splits_them_more():
+    speed = {"int8": (3.0, 2), "int8+float": (20.0, 3), "float32": (5.0, 3)}
+    outcome, _ = _climb(lambda q: 0.0 if q.precision != "int8" else 0.5, speed=lambda q: speed[q.precision],
+                        ops=lambda q: (2, 14))
+    assert outcome.chosen.model.precision == "int8+float"  # 4x slower on x86, same pieces: not a board figure
+    speed["int8+float"] = (2.0, 9)
+    outcome, _ = _climb(lambda q: 0.0 if q.precision != "int8" else 0.5, speed=lambda q: speed.get(q.precision, (5, 3)),
+                        ops=lambda q: (2, 14))
+    assert outcome.steps[-2].passed_over == "XNNPACK takes it in 9 pieces, float32 in 3"
+
+
+def test_board_timings_decide_when_the_board_is_reached():
+    board = {"int8": 30.0, "dynamic": 12.0, "float16": 10.0, "float32": 10.0}
+    outcome, _ = _climb(lambda q: 0.0, board=lambda q: board.get(q.precision))
+    assert outcome.steps[0].passed_over == "slower than float32 on the board (30.00 vs 10.00 ms)"
+    assert outcome.chosen.model.precision == "float16"  # dynamic range: 12 ms, over 10% slower too
 
 
 def test_precision_int8_takes_slow_int8_and_stops_before_floats():

@@ -6,6 +6,7 @@ import numpy as np
 
 from packager.ladder import margin
 from packager.fidelity import Bar, compare
+from packager.kinds import OutputKind
 from packager.ranges import BINS, Histogram, candidates, override, search
 
 
@@ -84,4 +85,6 @@ def test_margin_is_the_worst_criterion_relative_to_the_bar():
     assert margin(report, Bar()) >= 1
     wrong = ref.copy()
     wrong[:, 0, :] = -ref[:, 0, :]  # every sample's top-1 lost, cosine -1
-    assert margin(compare({"scores": ref}, {"scores": wrong}, n), Bar()) < 0
+    assert margin(compare({"scores": ref}, {"scores": wrong}, n), Bar()) == 0  # logits: judged by top-1
+    regression = {"scores": OutputKind("regression")}
+    assert margin(compare({"scores": ref}, {"scores": wrong}, n, regression), Bar()) < 0  # judged by cosine

@@ -1,0 +1,212 @@
+"""Each output's kind, inferred from the graph (the op that makes it, its shape) and the float values.
+
+Checked in this order, the first that fits wins (``--output-kind`` first of all):
+
+  state       shaped like an input of a recurrent graph (LSTM/GRU/RNN/Loop/Scan)
+  detections  [1, 4+C, N] or [1, N, 4+C] (N >= 32): four box values (width and
+              height never negative), then C score rows in [0, 1]
+  ctc / tags  a class per position: [1, T, C] or [T, 1, C] from a softmax or a
+              per-position linear layer; ctc when the model carries an alphabet
+              of C-1 or C-2 symbols in its metadata, or when one edge class (0
+              or C-1) is the blank: the best class at >= 30% of positions,
+              between non-blank runs (>= 2 runs a sample on average); else tags
+  scores      a map of two or more axes with every value in [0, 1] (sigmoid or
+              softmax maps); its channel axis is the softmax's axis, or axis 1
+              of the convolution that made it, carried through transposes
+  classes     a vector [1, K] from a softmax (or whose rows sum to 1), or raw
+              logits when no other output is a softmax
+  scores      a vector from a sigmoid (independent labels, threshold 0.5)
+  embedding   a vector of >= 16 values whose every row has L2 norm 1
+  regression  anything else (a vector beside a softmax head: landmarks, boxes)
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import DEFAULT_THRESHOLD, OutputKind
+
+RECURRENT = {"LSTM", "GRU", "RNN", "Loop", "Scan", "DynamicQuantizeLSTM"}
+PASSTHROUGH = {"Identity", "Cast", "Reshape", "Squeeze", "Unsqueeze", "Flatten", "Transpose", "Dropout"}
+ELEMENTWISE = {"Sigmoid", "Relu", "Clip", "HardSigmoid", "Add", "Mul", "Sub", "Div", "Identity", "Cast",
+               "BatchNormalization", "Transpose", "LeakyRelu", "PRelu"}
+SOFTMAX = {"Softmax", "LogSoftmax"}
+LINEAR = {"MatMul", "Gemm", "Add", "MatMulInteger", "QLinearMatMul"}
+CHANNELS_FIRST = {"Conv", "ConvTranspose", "ConvInteger", "QLinearConv"}
+BLANK_SHARE, MIN_RUNS = 0.3, 2.0
+
+
+class Graph:
+    """Who makes each tensor, walked backwards from an output."""
+
+    def __init__(self, proto):
+        self.nodes = {out: node for node in (proto.graph.node if proto is not None else ()) for out in node.output}
+        self.ops = {node.op_type for node in self.nodes.values()}
+        self.metadata = {p.key: p.value for p in proto.metadata_props} if proto is not None else {}
+
+    def source(self, name: str, through: set[str]) -> tuple[object | None, list[list[int]]]:
+        """The first node making ``name`` that is not in ``through``, and the Transpose perms on the way."""
+        perms, node = [], self.nodes.get(name)
+        while node is not None and node.op_type in through:
+            if node.op_type == "Transpose":
+                perms.append(list(_attr(node, "perm", [])))
+            node = self.nodes.get(node.input[0]) if node.input else None
+        return node, perms
+
+
+def _attr(node, name: str, default):
+    from onnx import helper
+
+    for a in node.attribute:
+        if a.name == name:
+            return helper.get_attribute_value(a)
+    return default
+
+
+def _carried(axis: int, perms: list[list[int]], rank: int) -> int | None:
+    """Where ``axis`` of a tensor ends up after the transposes (listed from the output backwards)."""
+    for perm in reversed(perms):
+        if not perm or len(perm) != rank:
+            return None
+        axis = perm.index(axis)
+    return axis
+
+
+def infer_kinds(proto, inputs: list[tuple[str, list[int]]], outputs: list[tuple[str, list[int]]],
+                refs: dict[str, np.ndarray], declared: dict | None = None) -> dict[str, OutputKind]:
+    """{output name: OutputKind} for every output; ``refs`` are the float outputs, stacked over samples."""
+    graph = Graph(proto)
+    declared = declared or {}
+    softmaxed = {name for name, shape in outputs if _class_axis(graph, name, shape, refs[name]) is not None}
+    kinds = {}
+    for name, shape in outputs:
+        if name in declared:
+            kinds[name] = _declared(graph, name, shape, refs[name], *declared[name])
+        else:
+            kinds[name] = _infer(graph, name, list(shape), refs[name], inputs, softmaxed - {name})
+    return kinds
+
+
+def _declared(graph: Graph, name: str, shape, ref, kind: str, threshold: float | None) -> OutputKind:
+    found = _infer(graph, name, list(shape), ref, [], set())
+    if found.kind == kind:
+        return OutputKind(kind, "declared", threshold if threshold is not None else found.threshold, found.axis,
+                          found.blank, found.alphabet, found.layout)
+    axis = _class_axis(graph, name, shape, ref)
+    layout = _detection_layout(list(shape), ref) if kind == "detections" else None
+    if kind == "detections" and layout is None:
+        layout = "columns" if shape[-2] < shape[-1] else "rows"
+    blank = _blank(ref, axis if axis is not None else len(shape) - 1) if kind == "ctc" else None
+    return OutputKind(kind, "declared", threshold if threshold is not None else DEFAULT_THRESHOLD.get(kind),
+                      axis if kind != "scores" else _channel_axis(graph, name, shape, ref), blank if blank is not None
+                      else (0 if kind == "ctc" else None), None, layout)
+
+
+def _infer(graph: Graph, name: str, shape: list[int], ref: np.ndarray, inputs, other_softmax: set[str]) -> OutputKind:
+    if _is_state(graph, shape, inputs):
+        return OutputKind("state", "shaped like an input of a recurrent graph")
+    layout = _detection_layout(shape, ref)
+    if layout is not None:
+        return OutputKind("detections", f"box + score head ({layout})", DEFAULT_THRESHOLD["detections"], layout=layout)
+    big = [d for d in shape if d > 1]
+    axis = _class_axis(graph, name, shape, ref)
+    if len(big) == 2 and axis is not None and shape[axis] == big[-1] and len(shape) == 3:
+        return _sequence(graph, shape, ref, axis)
+    unit = bool(ref.size) and np.nanmin(ref) >= 0 and np.nanmax(ref) <= 1
+    if len(big) >= 2 and unit:
+        channel = _channel_axis(graph, name, shape, ref)
+        return OutputKind("scores", "a map of values in [0, 1]", DEFAULT_THRESHOLD["scores"], channel)
+    if len(big) == 1:
+        return _vector(graph, name, shape, ref, axis, other_softmax, unit)
+    return OutputKind("regression", "values with no class or score structure")
+
+
+def _is_state(graph: Graph, shape: list[int], inputs) -> bool:
+    shaped = any(list(s) == list(shape) for _, s in inputs) and len(shape) >= 2
+    return shaped and (not graph.nodes or bool(graph.ops & RECURRENT))
+
+
+def _detection_layout(shape: list[int], ref: np.ndarray) -> str | None:
+    if len(shape) != 3 or shape[0] != 1:
+        return None
+    a, b = shape[1], shape[2]
+    layout, width, count = ("columns", a, b) if a < b else ("rows", b, a)
+    if not 5 <= width <= 1004 or count < 32:
+        return None
+    rows = np.moveaxis(ref, 2, 3) if layout == "columns" else ref  # (N, 1, candidates, 4+C)
+    scores, sizes = rows[..., 4:], rows[..., 2:4]
+    in_unit = np.nanmin(scores) >= 0 and np.nanmax(scores) <= 1
+    return layout if in_unit and np.mean(sizes >= 0) >= 0.99 and np.nanmax(rows[..., :4]) > 1 else None
+
+
+def _class_axis(graph: Graph, name: str, shape, ref: np.ndarray) -> int | None:
+    """The axis a softmax ran along (from the graph, or rows that sum to 1), or None."""
+    node, perms = graph.source(name, {"Identity", "Cast", "Transpose", "Dropout"})
+    if node is not None and node.op_type in SOFTMAX:
+        axis = _attr(node, "axis", -1)
+        return _carried(axis % len(shape), perms, len(shape))
+    for axis in reversed(range(len(shape))):
+        if shape[axis] >= 2 and ref.size and np.allclose(ref.sum(axis=axis + 1), 1, atol=1e-3):
+            return axis
+    return None
+
+
+def _channel_axis(graph: Graph, name: str, shape, ref) -> int | None:
+    """A map's channel axis: the softmax's, else axis 1 of the convolution that made it, carried."""
+    axis = _class_axis(graph, name, shape, ref)
+    if axis is not None:
+        return axis
+    node, perms = graph.source(name, ELEMENTWISE)
+    if node is not None and node.op_type in CHANNELS_FIRST:
+        return _carried(1, perms, len(shape))
+    return 1 if len(shape) >= 3 else None
+
+
+def _sequence(graph: Graph, shape: list[int], ref: np.ndarray, axis: int) -> OutputKind:
+    classes = shape[axis]
+    alphabet = _alphabet(graph.metadata, classes)
+    if alphabet is not None:
+        return OutputKind("ctc", "a class per position, and the model carries its alphabet", axis=axis, blank=0,
+                          alphabet=alphabet)
+    blank = _blank(ref, axis)
+    if blank is not None:
+        return OutputKind("ctc", f"a class per position, class {blank} a blank between runs", axis=axis, blank=blank)
+    return OutputKind("tags", "a class per position", axis=axis)
+
+
+def _alphabet(metadata: dict[str, str], classes: int) -> tuple[str, ...] | None:
+    """An alphabet of classes-1 symbols (classes-2 and a space) in the model's metadata, if any."""
+    for value in metadata.values():
+        symbols = value.splitlines()
+        if len(symbols) == classes - 1:
+            return tuple(symbols)
+        if len(symbols) == classes - 2:
+            return (*symbols, " ")
+    return None
+
+
+def _blank(ref: np.ndarray, axis: int) -> int | None:
+    """An edge class that is the best at many positions, between runs of other classes."""
+    best = np.moveaxis(ref, axis + 1, -1).reshape(len(ref), -1, ref.shape[axis + 1]).argmax(2)
+    for blank in (0, ref.shape[axis + 1] - 1):
+        is_blank = best == blank
+        starts = (~is_blank[:, 1:]) & is_blank[:, :-1]  # a blank followed by a symbol
+        if is_blank.mean() >= BLANK_SHARE and starts.sum(1).mean() >= MIN_RUNS:
+            return blank
+    return None
+
+
+def _vector(graph: Graph, name: str, shape, ref, axis, other_softmax: set[str], unit: bool) -> OutputKind:
+    node, _ = graph.source(name, PASSTHROUGH)
+    width = max(shape) if shape else 1
+    if axis is not None:
+        return OutputKind("classes", "class scores from a softmax", axis=axis)
+    if node is not None and node.op_type == "Sigmoid" or (node is None and unit and width == 1):
+        return OutputKind("scores", "independent scores from a sigmoid", DEFAULT_THRESHOLD["scores"],
+                          len(shape) - 1 if width > 1 else None)
+    norms = np.linalg.norm(ref.reshape(len(ref), -1), axis=1) if ref.size else np.zeros(0)
+    if width >= 16 and len(norms) and np.allclose(norms, 1, atol=1e-2):
+        return OutputKind("embedding", "rows of unit length")
+    if width >= 2 and not other_softmax:
+        return OutputKind("classes", "a vector of logits (no softmax output beside it)", axis=shape.index(width))
+    return OutputKind("regression", "a vector beside a class head" if other_softmax else "a single value")

@@ -1,0 +1,66 @@
+"""Every figure of one output, by its kind: cosine and errors for all, then the kind's task figures."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..layout import cosine
+from . import DEFAULT_THRESHOLD, OutputKind, detections, maps, sequences
+
+
+def measure(ref: np.ndarray, got: np.ndarray, kind: OutputKind) -> dict:
+    """The fidelity figures of stacked outputs (N samples, *ONNX shape) of one output.
+
+    Returns:
+        {"kind", cosine (mean over samples), min_cosine, max_abs_error,
+        mean_abs_error, relative_error, then the kind's own figures}.
+    """
+    ref = np.asarray(ref, dtype=np.float64)
+    got = np.asarray(got, dtype=np.float64)
+    if ref.shape != got.shape or ref.ndim < 1:
+        raise ValueError(f"cannot compare output of shape {got.shape} with reference of shape {ref.shape}")
+    with np.errstate(invalid="ignore", over="ignore"):  # Inf outputs: reported as NaN, not raised
+        cosines = [cosine(r, o) for r, o in zip(ref, got)]
+        err = np.abs(ref - got)
+        relative = float(np.linalg.norm(ref - got) / max(np.linalg.norm(ref), 1e-12))
+    common = {"kind": kind.kind, "cosine": float(np.mean(cosines)), "min_cosine": float(np.min(cosines)),
+              "max_abs_error": float(err.max()), "mean_abs_error": float(err.mean()), "relative_error": relative}
+    return {**common, **_task(ref, got, kind)}
+
+
+def _task(ref: np.ndarray, got: np.ndarray, kind: OutputKind) -> dict:
+    threshold = kind.threshold if kind.threshold is not None else DEFAULT_THRESHOLD.get(kind.kind)
+    if kind.kind == "classes":
+        return sequences.classes(ref, got, _axis(kind, ref))
+    if kind.kind == "tags":
+        return sequences.tags(ref, got, _axis(kind, ref))
+    if kind.kind == "ctc":
+        return sequences.ctc(ref, got, _axis(kind, ref), kind.blank or 0, kind.alphabet)
+    if kind.kind == "scores":
+        channels = maps.channel_figures(ref, got, kind.axis, threshold)
+        return {"threshold": threshold, "axis": kind.axis, "channels": channels}
+    if kind.kind == "detections":
+        return detections.measure(ref, got, kind.layout or "columns", threshold)
+    if kind.kind == "embedding":
+        return {"neighbour_agreement": neighbours(ref, got)}
+    return {}
+
+
+def _axis(kind: OutputKind, ref: np.ndarray) -> int:
+    return kind.axis if kind.axis is not None else ref.ndim - 2
+
+
+def neighbours(ref: np.ndarray, got: np.ndarray) -> float | None:
+    """Share of samples whose nearest other sample (by cosine) is the same in both models; None under 3."""
+    count = len(ref)
+    if count < 3:
+        return None
+
+    def nearest(x: np.ndarray) -> np.ndarray:
+        flat = x.reshape(count, -1)
+        flat = flat / np.maximum(np.linalg.norm(flat, axis=1, keepdims=True), 1e-12)
+        sim = np.nan_to_num(flat @ flat.T, nan=-2.0)
+        np.fill_diagonal(sim, -np.inf)
+        return sim.argmax(1)
+
+    return float(np.mean(nearest(ref) == nearest(got)))

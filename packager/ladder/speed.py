@@ -1,0 +1,62 @@
+"""When a step that holds the bar is passed over for speed: decided for the board, not for this host.
+
+* Timed on the board itself (``--bench-on``): a step slower than float32
+  there by more than 10% is passed over, whatever it is.
+* Without the board, this host's kernel speed says nothing about an ARM
+  board's (x86 float kernels with AVX-512 beat int8 ones; on a Cortex-A72 int8
+  is the fast path: XNNPACK's MobileNetV2 on a Pi 4 is 17 ms int8 against 46 ms
+  float32), so only what carries over decides:
+  - full int8 is never passed over (its XNNPACK partitions are reported);
+  - int8 with float islands whose float ops outnumber its int8 ops is a float
+    model with conversions around it: passed over when slower than float32 on
+    this host (float against float is a fair comparison anywhere);
+  - int8 with a few float islands is passed over when the delegate takes it in
+    more pieces than float32 (each boundary is a hand-off through the
+    reference kernels, on any CPU);
+  - dynamic range (int8 weights, float activations) is passed over when it is
+    both slower on this host and split into more partitions than float32;
+  - float16 runs as float32 on CPUs without FP16 arithmetic (Cortex-A72, A53):
+    a smaller file, never a speed-up there; it is not passed over.
+"""
+
+from __future__ import annotations
+
+SLOWER_THAN_FLOAT = 1.10  # slower than float32 by this much counts as slower
+
+
+def mostly_float(step) -> bool:
+    """More float compute ops than integer ones (quantize/dequantize ops at the boundaries not counted)."""
+    return step.float_compute > step.integer_compute
+
+
+def passed_over(step, reference) -> str | None:
+    """Why ``step`` (holding the bar) is passed over for speed against the float32 ``reference``, or None.
+
+    ``reference`` carries float32's ``latency_ms``, ``partitions`` and ``board_ms`` (None unless timed on the board).
+    """
+    precision = step.model.precision
+    if precision == "float32" or reference is None:
+        return None
+    if step.board_ms is not None and reference.board_ms is not None:
+        if step.board_ms > reference.board_ms * SLOWER_THAN_FLOAT:
+            return f"slower than float32 on the board ({step.board_ms:.2f} vs {reference.board_ms:.2f} ms)"
+        return None
+    if precision == "int8+float" and mostly_float(step):
+        if step.latency_ms > reference.latency_ms * SLOWER_THAN_FLOAT:
+            return (f"a float model ({step.float_compute} float ops, {step.integer_compute} int8) slower than "
+                    f"float32 ({step.latency_ms:.2f} vs {reference.latency_ms:.2f} ms on this host)")
+        return None
+    if precision == "int8+float" and step.partitions > reference.partitions:
+        return f"XNNPACK takes it in {step.partitions} pieces, float32 in {reference.partitions}"
+    if precision == "dynamic" and step.partitions > reference.partitions \
+            and step.latency_ms > reference.latency_ms * SLOWER_THAN_FLOAT:
+        return (f"slower than float32 ({step.latency_ms:.2f} vs {reference.latency_ms:.2f} ms on this host) and in "
+                f"{step.partitions} XNNPACK pieces against {reference.partitions}")
+    return None
+
+
+def float16_note(fp16_arithmetic: bool | None) -> str:
+    """What a float16 model is on the targets' CPUs."""
+    if fp16_arithmetic is False:
+        return "float32 compute on these CPUs (no FP16 arithmetic): a smaller file only"
+    return ""

@@ -1,0 +1,133 @@
+"""Output kinds inferred from the graph and the float values, and declared with --output-kind."""
+
+import numpy as np
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from edge_runtime.errors import UserError
+from packager.kinds import parse_declared
+from packager.kinds.infer import infer_kinds
+
+RNG = np.random.default_rng(0)
+
+
+def graph(nodes, inputs, outputs, inits=(), metadata=None):
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info(n, TensorProto.FLOAT, s) for n, s in inputs],
+                          [helper.make_tensor_value_info(n, TensorProto.FLOAT, s) for n, s in outputs],
+                          [numpy_helper.from_array(np.asarray(v, np.float32), n) for n, v in inits])
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    for key, value in (metadata or {}).items():
+        model.metadata_props.add(key=key, value=value)
+    return model
+
+
+def kinds_of(model, refs, declared=None):
+    ins = [(i.name, [d.dim_value for d in i.type.tensor_type.shape.dim]) for i in model.graph.input]
+    outs = [(o.name, [d.dim_value for d in o.type.tensor_type.shape.dim]) for o in model.graph.output]
+    return infer_kinds(model, ins, outs, refs, declared)
+
+
+def test_landmarks_beside_a_softmax_are_regression_and_the_softmax_is_classes():
+    """A face refinement net: face/not-face softmax, 4 box offsets and 10 landmark coordinates."""
+    model = graph([helper.make_node("Gemm", ["x", "w1"], ["logits"]), helper.make_node("Softmax", ["logits"], ["prob"]),
+                   helper.make_node("Gemm", ["x", "w2"], ["box"]), helper.make_node("Gemm", ["x", "w3"], ["marks"])],
+                  [("x", [1, 8])], [("prob", [1, 2]), ("box", [1, 4]), ("marks", [1, 10])],
+                  [("w1", np.ones((8, 2))), ("w2", np.ones((8, 4))), ("w3", np.ones((8, 10)))])
+    refs = {"prob": RNG.dirichlet([1, 1], (9, 1)), "box": RNG.normal(size=(9, 1, 4)),
+            "marks": RNG.uniform(0, 1, (9, 1, 10))}
+    kinds = kinds_of(model, refs)
+    assert kinds["prob"].kind == "classes" and kinds["prob"].axis == 1
+    assert kinds["box"].kind == "regression" and kinds["marks"].kind == "regression"
+
+
+def test_a_channels_last_softmax_map_has_its_channel_axis_last():
+    model = graph([helper.make_node("Conv", ["x", "w"], ["c"]), helper.make_node("Transpose", ["c"], ["t"],
+                                                                                perm=[0, 2, 3, 1]),
+                   helper.make_node("Softmax", ["t"], ["prob"], axis=3)],
+                  [("x", [1, 3, 12, 12])], [("prob", [1, 12, 12, 2])], [("w", np.ones((2, 3, 1, 1)))])
+    p = RNG.uniform(0, 1, (5, 1, 12, 12, 1))
+    kinds = kinds_of(model, {"prob": np.concatenate([1 - p, p], -1)})
+    assert kinds["prob"].kind == "scores" and kinds["prob"].axis == 3 and kinds["prob"].threshold == 0.5
+
+
+def test_a_sigmoid_map_after_a_transposed_conv_has_channels_first():
+    model = graph([helper.make_node("ConvTranspose", ["x", "w"], ["c"]), helper.make_node("Sigmoid", ["c"], ["map"])],
+                  [("x", [1, 4, 8, 8])], [("map", [1, 1, 8, 8])], [("w", np.ones((4, 1, 1, 1)))])
+    kinds = kinds_of(model, {"map": RNG.uniform(0, 1, (5, 1, 1, 8, 8))})
+    assert kinds["map"].kind == "scores" and kinds["map"].axis == 1
+
+
+def _sequence(blank_share: float, steps=40, classes=12, samples=6):
+    """Softmax rows: the blank (class 0) at ``blank_share`` of the steps, between symbols."""
+    probs = np.full((samples, 1, steps, classes), 0.01)
+    for n in range(samples):
+        for t in range(steps):
+            best = 0 if (t % 10) < blank_share * 10 else 1 + (t * 7 + n) % (classes - 1)
+            probs[n, 0, t, best] = 0.9
+    return probs / probs.sum(-1, keepdims=True)
+
+
+def _recogniser(metadata=None, steps=40, classes=12):
+    return graph([helper.make_node("MatMul", ["x", "w"], ["logits"]),
+                  helper.make_node("Softmax", ["logits"], ["probs"], axis=2)],
+                 [("x", [1, steps, 8])], [("probs", [1, steps, classes])], [("w", np.ones((8, classes)))], metadata)
+
+
+def test_a_recogniser_carrying_its_alphabet_is_ctc_with_it():
+    alphabet = "\n".join("0123456789")  # 10 symbols + blank + space = 12 classes
+    kinds = kinds_of(_recogniser({"character": alphabet}), {"probs": _sequence(0.0)})
+    assert kinds["probs"].kind == "ctc" and kinds["probs"].blank == 0 and kinds["probs"].axis == 2
+    assert kinds["probs"].alphabet == (*"0123456789", " ")
+
+
+def test_blanks_between_symbols_make_ctc_and_none_make_tags():
+    assert kinds_of(_recogniser(), {"probs": _sequence(0.5)})["probs"].kind == "ctc"
+    tagger = kinds_of(_recogniser(), {"probs": _sequence(0.0)})["probs"]
+    assert tagger.kind == "tags" and tagger.axis == 2
+
+
+def test_a_tagger_padded_at_the_end_is_not_ctc():
+    probs = _sequence(0.0)
+    probs[:, :, 20:] = 0.01
+    probs[:, :, 20:, 0] = 0.9  # padding: one run of class 0 at the end
+    assert kinds_of(_recogniser(), {"probs": probs})["probs"].kind == "tags"
+
+
+def test_a_recurrent_state_and_a_yolo_head():
+    model = graph([helper.make_node("GRU", ["x", "w", "r", "", "", "h"], ["y", "hn"], hidden_size=4),
+                   helper.make_node("Identity", ["y"], ["head"])],
+                  [("x", [1, 1, 8]), ("h", [1, 1, 4])], [("head", [1, 8, 64]), ("hn", [1, 1, 4])],
+                  [("w", np.ones((1, 12, 8))), ("r", np.ones((1, 12, 4)))])
+    head = np.concatenate([RNG.uniform(0, 320, (3, 1, 4, 64)), RNG.uniform(0, 1, (3, 1, 4, 64))], axis=2)
+    kinds = kinds_of(model, {"head": head, "hn": RNG.normal(size=(3, 1, 1, 4))})
+    assert kinds["hn"].kind == "state"
+    assert kinds["head"].kind == "detections" and kinds["head"].layout == "columns"
+
+
+def test_embeddings_sigmoid_vectors_and_logits():
+    model = graph([helper.make_node("Gemm", ["x", "w"], ["e"]), helper.make_node("Gemm", ["x", "w2"], ["raw"]),
+                   helper.make_node("Sigmoid", ["raw"], ["labels"])],
+                  [("x", [1, 8])], [("e", [1, 32]), ("labels", [1, 5])], [("w", np.ones((8, 32))),
+                                                                          ("w2", np.ones((8, 5)))])
+    e = RNG.normal(size=(7, 1, 32))
+    kinds = kinds_of(model, {"e": e / np.linalg.norm(e, axis=2, keepdims=True),
+                             "labels": RNG.uniform(0, 1, (7, 1, 5))})
+    assert kinds["e"].kind == "embedding"
+    assert kinds["labels"].kind == "scores" and kinds["labels"].axis == 1
+    logits = kinds_of(model, {"e": e, "labels": RNG.uniform(0, 1, (7, 1, 5))})
+    assert logits["e"].kind == "classes"  # raw logits, no softmax output beside them
+
+
+def test_declared_kinds_win_and_are_checked():
+    model = _recogniser()
+    declared = parse_declared(["probs=ctc"], ["probs"])
+    kind = kinds_of(model, {"probs": _sequence(0.0)}, declared)["probs"]
+    assert kind.kind == "ctc" and kind.why == "declared" and kind.blank == 0 and kind.axis == 2
+    assert parse_declared(["a=b=scores:0.6"], ["a=b"]) == {"a=b": ("scores", 0.6)}
+    for bad, says in [("probs", "expected NAME=KIND"), ("probs=boxes", "expected NAME=KIND"),
+                      ("other=tags", "has no output 'other'"), ("probs=tags:0.5", "takes no threshold"),
+                      ("probs=scores:1.5", "between 0 and 1"), ("probs=scores:x", "between 0 and 1")]:
+        with pytest.raises(UserError, match=says):
+            parse_declared([bad], ["probs"])
+    with pytest.raises(UserError, match="twice"):
+        parse_declared(["probs=tags", "probs=ctc"], ["probs"])

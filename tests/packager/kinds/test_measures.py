@@ -1,0 +1,41 @@
+"""The task measures' building blocks: detection decoding and NMS, regions, greedy CTC."""
+
+import numpy as np
+
+from packager.kinds import detections, maps, sequences
+
+
+def test_nms_keeps_the_best_of_overlapping_boxes_of_one_class_only():
+    rows = np.array([
+        [50, 50, 20, 20, 0.9, 0.0],   # class 0, best
+        [52, 50, 20, 20, 0.8, 0.0],   # overlaps it (IoU ~0.82): suppressed
+        [52, 50, 20, 20, 0.0, 0.7],   # same place, class 1: kept
+        [150, 50, 20, 20, 0.6, 0.0],  # elsewhere: kept
+        [250, 50, 20, 20, 0.2, 0.1],  # below the threshold
+    ], dtype=np.float64)
+    boxes, scores, classes = detections.decode(rows, 0.25)
+    assert scores.tolist() == [0.9, 0.7, 0.6] and classes.tolist() == [0, 1, 0]
+    assert boxes[0].tolist() == [40, 40, 60, 60]
+
+
+def test_columns_and_rows_layouts_decode_alike():
+    rows = np.array([[50, 50, 20, 20, 0.9], [150, 50, 20, 20, 0.6]])
+    a = detections.measure(rows.T[None, None], rows.T[None, None], "columns", 0.25)
+    b = detections.measure(rows[None, None], rows[None, None], "rows", 0.25)
+    assert a == b and a["f1"] == 1.0 and a["detections"] == 2
+
+
+def test_regions_match_one_to_one_at_iou_half():
+    want = np.zeros((1, 10, 10), bool)
+    want[0, 1:4, 1:4] = want[0, 6:9, 6:9] = True  # two regions
+    have = np.zeros_like(want)
+    have[0, 1:4, 2:5] = True  # 6 of 12 pixels: IoU 0.5 with the first
+    have[0, 6:7, 6:7] = True  # a sliver of the second: IoU 1/9
+    r = maps.regions(want, have)
+    assert (r["regions"], r["model_regions"], r["matched"]) == (2, 2, 1) and r["f1"] == 0.5
+
+
+def test_greedy_ctc_collapses_repeats_and_drops_blanks():
+    steps = np.eye(4)[[1, 1, 0, 1, 2, 2, 0, 0]]
+    assert sequences.greedy(steps, 0) == (1, 1, 2)
+    assert sequences.edit_distance((1, 2, 3), (1, 3)) == 1 and sequences.edit_distance((), (1, 2)) == 2
