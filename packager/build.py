@@ -33,8 +33,8 @@ from .ladder import PRECISIONS, Bench, Ladder, VALIDATION, float_model, io_entry
 from .layout import map_tensors
 from .onnx_model import load_onnx
 from .prepare import prepare
-from .prepare.config_inputs import constant_config_inputs, freeze
-from .prepare.image_input import FORMAT as IMAGE_FORMAT, ImageInput, plan as plan_image_input
+from .inputs.config import constant_config_inputs, freeze
+from .inputs.image import FORMAT as IMAGE_FORMAT, ImageInput, plan as plan_image_input
 from .edgetpu import check_compiler, edgetpu_stage
 from .ops import op_report
 from .memory import check_budget, measure_peak_rss

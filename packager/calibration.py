@@ -25,8 +25,9 @@ import numpy as np
 from edge_runtime.errors import UserError
 from edge_runtime.tensors import batched_samples
 
+from .inputs.config import is_config_input
+from .inputs.image import image_layout, normalisation
 from .onnx_model import TensorSpec
-from .prepare.config_inputs import MAX_ELEMENTS as CONFIG_ELEMENTS
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 MIN_SAMPLES = 10
@@ -35,33 +36,6 @@ MAX_IMAGE_PIXELS = 64_000_000
 UNIFORM_AXIS = 4  # axes longer than this (not colour channels) must vary within a sample
 
 Calibration = dict[str, np.ndarray]
-
-
-def _image_layout(spec: TensorSpec, shape: list[int]) -> tuple[str, int, int, int]:
-    """Which axis of a 4-D input holds the channels: ("NCHW"|"NHWC", C, H, W)."""
-    if len(shape) == 4 and shape[1] in (1, 3):
-        return "NCHW", shape[1], shape[2], shape[3]
-    if len(shape) == 4 and shape[3] in (1, 3):
-        return "NHWC", shape[3], shape[1], shape[2]
-    raise UserError(
-        f"an image folder can calibrate only a 4-D image input with 1 or 3 channels; "
-        f"input '{spec.name}' has shape {shape}",
-        "pass a .npy (one input) or .npz (one array per input name) of real samples instead",
-    )
-
-
-def _norm_values(values: tuple[float, ...] | None, channels: int, flag: str, default: float) -> np.ndarray:
-    if not values:
-        return np.full(channels, default, dtype=np.float32)
-    if len(values) not in (1, channels):
-        raise UserError(
-            f"{flag} has {len(values)} values, the input has {channels} channels",
-            f"give 1 or {channels} comma-separated values",
-        )
-    arr = np.asarray(values, dtype=np.float32)
-    if flag == "--std" and np.any(arr == 0):
-        raise UserError("--std has a zero value", "give non-zero standard deviations")
-    return np.broadcast_to(arr, (channels,)).copy()
 
 
 def _read_image(file: Path, channels: int, height: int, width: int) -> np.ndarray:
@@ -108,15 +82,21 @@ def _image_too_large(file: Path, declared: str) -> UserError:
 
 def load_image_folder(folder: Path, spec: TensorSpec, shape: list[int], mean, std, raw: bool = False) -> np.ndarray:
     """Images -> (N, *shape[1:]) float array in the input's layout (``raw``: pixel values 0..255)."""
-    layout, channels, height, width = _image_layout(spec, shape)
+    found = image_layout(shape)
+    if found is None:
+        raise UserError(
+            f"an image folder can calibrate only a 4-D image input with 1 or 3 channels; "
+            f"input '{spec.name}' has shape {shape}",
+            "pass a .npy (one input) or .npz (one array per input name) of real samples instead",
+        )
+    layout, channels, height, width = found
     files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
     if not files:
         raise UserError(
             f"calibration folder {folder} holds no images (looked for {', '.join(IMAGE_SUFFIXES)})",
             "put representative images from the device's real input in the folder",
         )
-    mean_v = _norm_values(mean, channels, "--mean", 0.0)
-    std_v = _norm_values(std, channels, "--std", 1.0)
+    mean_v, std_v = normalisation(mean, std, channels)
     samples = []
     for file in files:
         pixels = _read_image(file, channels, height, width)
@@ -208,7 +188,7 @@ def load_calibration(
         inputs: the model's inputs.
         shapes: the static shape of every input (after stage 2).
         mean, std: image normalisation, for image folders only.
-        image: the ``packager.prepare.image_input.ImageInput`` of an
+        image: the ``packager.inputs.image.ImageInput`` of an
             ``--input-format image-uint8`` build: its input takes pixel values
             (images are not normalised, the model does it; arrays are uint8
             frames [N, H, W, C], as the device will get them).
@@ -305,8 +285,8 @@ def lack_of_variation(data: Calibration) -> list[str]:
     Identical or blank samples calibrate the int8 ranges on nothing, and the
     held-out samples that judge fidelity are then copies of the calibration
     ones: the build would report perfect fidelity for a model never tested on
-    anything. Small integer inputs next to other inputs are configuration (a
-    sample rate, see prepare.config_inputs), the same in every sample by design.
+    anything. Configuration inputs next to other inputs (a sample rate, see
+    packager.inputs.config) are the same in every sample by design.
     """
     problems = []
     for name, samples in data.items():
@@ -314,7 +294,7 @@ def lack_of_variation(data: Calibration) -> list[str]:
         if not count or not samples[0].size:
             continue
         flat = samples.reshape(count, -1)
-        if len(data) > 1 and samples.dtype.kind in "biu" and flat.shape[1] <= CONFIG_ELEMENTS:
+        if len(data) > 1 and is_config_input(samples.dtype, flat.shape[1]):
             continue
         lows, highs = flat.min(axis=1), flat.max(axis=1)
         if lows.min() == highs.max():
