@@ -208,61 +208,72 @@ def load_calibration(
             f"calibration data {source} does not exist",
             "pass a folder of images, a .npy, a .npz, or --calibration random",
         )
-
-    def check(array: np.ndarray, spec: TensorSpec) -> np.ndarray:
-        if image is None or spec.name != image.name:
-            return check_samples(array, spec, shapes[spec.name], str(path))
-        n, c, h, w = shapes[spec.name]
-        if array.dtype != np.uint8:
-            raise UserError(f"{path}: input '{spec.name}' takes uint8 frames (--input-format image-uint8), "
-                            f"found {array.dtype}", f"save the frames as uint8 [N, {h}, {w}, {c}], as the camera "
-                            "gives them (not normalised: the model does that)")
-        frames = batched_samples(array, [n, h, w, c], spec.name, str(path))
-        return check_samples(image.from_frames(frames), spec, shapes[spec.name], str(path))
-
     if (mean or std) and not path.is_dir() and image is None:
         raise UserError(
             "--mean/--std apply to image folders only; arrays must already be normalised",
             "drop --mean/--std, or pass an image folder",
         )
-    names = [s.name for s in inputs]
     if path.is_dir():
-        if len(inputs) != 1:
-            raise UserError(
-                f"an image folder calibrates a model with one input; this model has {len(inputs)}: {', '.join(names)}",
-                "pass a .npz with one array per input name",
-            )
-        spec = inputs[0]
+        spec = _one_input(inputs, "an image folder")
         if image is not None:  # pixel values: the model normalises
             images = load_image_folder(path, spec, shapes[spec.name], None, None, raw=True)
         else:
             images = load_image_folder(path, spec, shapes[spec.name], mean, std)
         data = {spec.name: check_samples(images, spec, shapes[spec.name], str(path))}
-    elif path.suffix == ".npy":
-        if len(inputs) != 1:
-            raise UserError(
-                f"a .npy calibrates a model with one input; this model has {len(inputs)}: {', '.join(names)}",
-                "pass a .npz with one array per input name",
-            )
-        spec = inputs[0]
-        data = {spec.name: check(_load_array_file(path), spec)}
-    elif path.suffix == ".npz":
-        with _load_array_file(path) as archive:
-            keys = list(archive.files)
-            missing = [n for n in names if n not in keys]
-            extra = [k for k in keys if k not in names]
-            if missing or extra:
-                raise UserError(
-                    f"{path}: arrays must be named after the model's inputs ({', '.join(names)}); "
-                    f"missing: {', '.join(missing) or 'none'}; unexpected: {', '.join(extra) or 'none'}",
-                    "np.savez(path, **{input_name: samples})",
-                )
-            data = {s.name: check(archive[s.name], s) for s in inputs}
+    elif path.suffix in (".npy", ".npz"):
+        data = _load_arrays(path, inputs, shapes, image)
     else:
         raise UserError(
             f"calibration data {source} is neither a folder, a .npy nor a .npz",
             "pass a folder of images, a .npy, a .npz, or --calibration random",
         )
+    _check_count(source, data)
+    return data
+
+
+def _one_input(inputs: list[TensorSpec], source: str) -> TensorSpec:
+    if len(inputs) != 1:
+        raise UserError(
+            f"{source} calibrates a model with one input; this model has {len(inputs)}: "
+            f"{', '.join(s.name for s in inputs)}",
+            "pass a .npz with one array per input name",
+        )
+    return inputs[0]
+
+
+def _load_arrays(path: Path, inputs: list[TensorSpec], shapes: dict[str, list[int]], image) -> Calibration:
+    """The samples of a .npy (one input) or a .npz (one array per input name), checked."""
+    if path.suffix == ".npy":
+        spec = _one_input(inputs, "a .npy")
+        return {spec.name: _check_array(_load_array_file(path), spec, shapes[spec.name], path, image)}
+    names = [s.name for s in inputs]
+    with _load_array_file(path) as archive:
+        keys = list(archive.files)
+        missing = [n for n in names if n not in keys]
+        extra = [k for k in keys if k not in names]
+        if missing or extra:
+            raise UserError(
+                f"{path}: arrays must be named after the model's inputs ({', '.join(names)}); "
+                f"missing: {', '.join(missing) or 'none'}; unexpected: {', '.join(extra) or 'none'}",
+                "np.savez(path, **{input_name: samples})",
+            )
+        return {s.name: _check_array(archive[s.name], s, shapes[s.name], path, image) for s in inputs}
+
+
+def _check_array(array: np.ndarray, spec: TensorSpec, shape: list[int], path: Path, image) -> np.ndarray:
+    """One input's samples; the camera-frame input's as uint8 frames [N, H, W, C], as the device gets them."""
+    if image is None or spec.name != image.name:
+        return check_samples(array, spec, shape, str(path))
+    n, c, h, w = shape
+    if array.dtype != np.uint8:
+        raise UserError(f"{path}: input '{spec.name}' takes uint8 frames (--input-format image-uint8), "
+                        f"found {array.dtype}", f"save the frames as uint8 [N, {h}, {w}, {c}], as the camera "
+                        "gives them (not normalised: the model does that)")
+    frames = batched_samples(array, [n, h, w, c], spec.name, str(path))
+    return check_samples(image.from_frames(frames), spec, shape, str(path))
+
+
+def _check_count(source: str, data: Calibration) -> None:
     counts = {name: len(arr) for name, arr in data.items()}
     if len(set(counts.values())) != 1:
         raise UserError(
@@ -276,7 +287,6 @@ def load_calibration(
             "(some are held out to measure int8 fidelity)",
             "give 100-500 representative samples",
         )
-    return data
 
 
 def lack_of_variation(data: Calibration) -> list[str]:
