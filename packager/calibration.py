@@ -16,23 +16,20 @@ Sources:
 from __future__ import annotations
 
 import hashlib
-import re
-import warnings
 from pathlib import Path
 
 import numpy as np
 
 from edge_runtime.errors import UserError
+from edge_runtime.images import open_image
 from edge_runtime.tensors import batched_samples
 
 from .inputs.config import is_config_input
 from .inputs.image import image_layout, normalisation
 from .onnx_model import TensorSpec
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")  # what a folder is read for (README); a subset of the runner's
 MIN_SAMPLES = 10
-# Pixels an image may declare (a 9000x7000 photo). More, in a calibration folder, is a decompression bomb.
-MAX_IMAGE_PIXELS = 64_000_000
 UNIFORM_AXIS = 4  # axes longer than this (not colour channels) must vary within a sample
 
 Calibration = dict[str, np.ndarray]
@@ -41,43 +38,16 @@ Calibration = dict[str, np.ndarray]
 def _read_image(file: Path, channels: int, height: int, width: int) -> np.ndarray:
     """One image as (H, W, C) float pixels in 0..255, resized to the input's HxW.
 
-    The size the file declares is checked before a pixel is decoded: a PNG of
-    a few kilobytes can declare 30000x30000 pixels (a decompression bomb) and
-    take gigabytes once decoded. PIL's own bomb check, which only warns below
-    twice its limit, is made an error too.
+    Opened by the runner's own rules (edge_runtime.images): the formats
+    Pillow may parse, the declared size bounded before a pixel is decoded,
+    any decoder error one line naming the file.
     """
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image
 
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(file) as img:
-                _check_declared_size(file, *img.size)
-                img = img.convert("RGB" if channels == 3 else "L")
-                img = img.resize((width, height), Image.BILINEAR)
-                return np.asarray(img, dtype=np.float32).reshape(height, width, channels)
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        found = re.search(r"\((\d+) pixels\)", str(exc))
-        raise _image_too_large(file, f"{int(found[1]):,} pixels" if found else "more pixels than PIL allows") from None
-    except (UnidentifiedImageError, OSError, ValueError) as exc:
-        raise UserError(
-            f"calibration image {file} cannot be read ({exc})",
-            "remove or replace the file",
-        ) from None
-
-
-def _check_declared_size(file: Path, width: int, height: int) -> None:
-    if width * height > MAX_IMAGE_PIXELS:
-        raise _image_too_large(file, f"{width}x{height} pixels")
-
-
-def _image_too_large(file: Path, declared: str) -> UserError:
-    return UserError(
-        f"calibration image {file} ({file.stat().st_size:,} bytes) declares {declared}, over the limit of "
-        f"{MAX_IMAGE_PIXELS // 1_000_000} megapixels; edgepack does not decode it (a decompression bomb, "
-        "or a broken file)",
-        "remove it, or downscale it: images are resized to the input's size anyway",
-    )
+    with open_image(file, f"calibration image {file}", "remove or replace the file") as img:
+        img = img.convert("RGB" if channels == 3 else "L")
+        img = img.resize((width, height), Image.BILINEAR)
+        return np.asarray(img, dtype=np.float32).reshape(height, width, channels)
 
 
 def load_image_folder(folder: Path, spec: TensorSpec, shape: list[int], mean, std, raw: bool = False) -> np.ndarray:
