@@ -19,14 +19,9 @@ from pathlib import Path
 import numpy as np
 
 from .errors import UserError
+from .images import FORMATS_TEXT, IMAGE_SUFFIXES, open_image
 from .model import fixed_inputs, precision_report
 from .tensors import feeds_from_numpy
-
-
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".webp")
-# The decoders Pillow may use for them: whatever a file's suffix says, it is opened as one of these or refused,
-# so none of Pillow's other format plugins (TIFF, PSD, FITS, ...) ever parses a file from elsewhere.
-IMAGE_FORMATS = ("JPEG", "PNG", "BMP", "PPM", "WEBP")
 
 
 def _read_input(path: str, model) -> dict[str, np.ndarray]:
@@ -58,35 +53,24 @@ def _read_image(path: Path, model) -> dict[str, np.ndarray]:
                         + ("" if images else " (tensors, not camera frames)"),
                         "pass a .npy or .npz, or build the bundle with --input-format image-uint8")
     spec = images[0]
-    try:
-        from PIL import Image
-    except ImportError:
-        raise UserError(f"reading {path.suffix} files needs Pillow, which this Python lacks",
-                        "install the bundle with its install.sh (image bundles carry Pillow's wheel), or pass a "
-                        ".npy of uint8 frames") from None
     _, height, width, channels = spec["shape"]
-    try:
-        with Image.open(path, formats=IMAGE_FORMATS) as img:  # reads the header only
-            if (img.height, img.width) != (height, width):
-                bands = "" if img.mode == "P" else f"x{len(img.getbands())}"
-                raise UserError(f"{path}: input '{spec['name']}' takes frames of {frame_shape(spec)}, found "
-                                f"{img.height}x{img.width}{bands} ({path.stat().st_size:,}-byte {img.format} file; "
-                                "not decoded)",
-                                f"resize the frames to {width}x{height} (width x height) before, e.g. PIL's "
-                                "Image.resize, or ask the camera for that size")
-            mode = img.mode
-            if mode == "P":  # a palette indexes colours: decoding it gives the RGB(A) pixels
-                img = img.convert("RGBA" if "transparency" in img.info else "RGB")
-            elif mode == "1":
-                img = img.convert("L")
-            pixels = np.asarray(img)
-    except UserError:
-        raise
-    except Exception as exc:  # noqa: BLE001 (Pillow's decoders raise what they like on broken data: besides OSError
-        # and ValueError, a corrupt PNG chunk raises SyntaxError, found by the fuzzer; a file that does not decode
-        # is bad input, said in one line, whatever its decoder raised)
-        raise UserError(f"{path} cannot be read as an image ({type(exc).__name__}: {exc})",
-                        f"pass a {', '.join(IMAGE_FORMATS[:-1])} or {IMAGE_FORMATS[-1]} file") from None
+
+    def check(img):
+        if (img.height, img.width) != (height, width):
+            bands = "" if img.mode == "P" else f"x{len(img.getbands())}"
+            raise UserError(f"{path}: input '{spec['name']}' takes frames of {frame_shape(spec)}, found "
+                            f"{img.height}x{img.width}{bands} ({path.stat().st_size:,}-byte {img.format} file; "
+                            "not decoded)",
+                            f"resize the frames to {width}x{height} (width x height) before, e.g. PIL's "
+                            "Image.resize, or ask the camera for that size")
+
+    with open_image(path, str(path), f"pass a {FORMATS_TEXT} file", check) as img:
+        mode = img.mode
+        if mode == "P":  # a palette indexes colours: decoding it gives the RGB(A) pixels
+            img = img.convert("RGBA" if "transparency" in img.info else "RGB")
+        elif mode == "1":
+            img = img.convert("L")
+        pixels = np.asarray(img)
     if pixels.dtype != np.uint8:
         raise UserError(f"{path} holds {mode} pixels ({pixels.dtype}), not 8-bit",
                         "save it as an 8-bit RGB or greyscale image")

@@ -16,107 +16,57 @@ Sources:
 from __future__ import annotations
 
 import hashlib
-import re
-import warnings
 from pathlib import Path
 
 import numpy as np
 
 from edge_runtime.errors import UserError
+from edge_runtime.images import open_image
 from edge_runtime.tensors import batched_samples
 
+from .inputs.config import is_config_input
+from .inputs.image import image_layout, normalisation
 from .onnx_model import TensorSpec
-from .prepare.config_inputs import MAX_ELEMENTS as CONFIG_ELEMENTS
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")  # what a folder is read for (README); a subset of the runner's
 MIN_SAMPLES = 10
-# Pixels an image may declare (a 9000x7000 photo). More, in a calibration folder, is a decompression bomb.
-MAX_IMAGE_PIXELS = 64_000_000
 UNIFORM_AXIS = 4  # axes longer than this (not colour channels) must vary within a sample
 
 Calibration = dict[str, np.ndarray]
 
 
-def _image_layout(spec: TensorSpec, shape: list[int]) -> tuple[str, int, int, int]:
-    """Which axis of a 4-D input holds the channels: ("NCHW"|"NHWC", C, H, W)."""
-    if len(shape) == 4 and shape[1] in (1, 3):
-        return "NCHW", shape[1], shape[2], shape[3]
-    if len(shape) == 4 and shape[3] in (1, 3):
-        return "NHWC", shape[3], shape[1], shape[2]
-    raise UserError(
-        f"an image folder can calibrate only a 4-D image input with 1 or 3 channels; "
-        f"input '{spec.name}' has shape {shape}",
-        "pass a .npy (one input) or .npz (one array per input name) of real samples instead",
-    )
-
-
-def _norm_values(values: tuple[float, ...] | None, channels: int, flag: str, default: float) -> np.ndarray:
-    if not values:
-        return np.full(channels, default, dtype=np.float32)
-    if len(values) not in (1, channels):
-        raise UserError(
-            f"{flag} has {len(values)} values, the input has {channels} channels",
-            f"give 1 or {channels} comma-separated values",
-        )
-    arr = np.asarray(values, dtype=np.float32)
-    if flag == "--std" and np.any(arr == 0):
-        raise UserError("--std has a zero value", "give non-zero standard deviations")
-    return np.broadcast_to(arr, (channels,)).copy()
-
-
 def _read_image(file: Path, channels: int, height: int, width: int) -> np.ndarray:
     """One image as (H, W, C) float pixels in 0..255, resized to the input's HxW.
 
-    The size the file declares is checked before a pixel is decoded: a PNG of
-    a few kilobytes can declare 30000x30000 pixels (a decompression bomb) and
-    take gigabytes once decoded. PIL's own bomb check, which only warns below
-    twice its limit, is made an error too.
+    Opened by the runner's own rules (edge_runtime.images): the formats
+    Pillow may parse, the declared size bounded before a pixel is decoded,
+    any decoder error one line naming the file.
     """
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image
 
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(file) as img:
-                _check_declared_size(file, *img.size)
-                img = img.convert("RGB" if channels == 3 else "L")
-                img = img.resize((width, height), Image.BILINEAR)
-                return np.asarray(img, dtype=np.float32).reshape(height, width, channels)
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        found = re.search(r"\((\d+) pixels\)", str(exc))
-        raise _image_too_large(file, f"{int(found[1]):,} pixels" if found else "more pixels than PIL allows") from None
-    except (UnidentifiedImageError, OSError, ValueError) as exc:
-        raise UserError(
-            f"calibration image {file} cannot be read ({exc})",
-            "remove or replace the file",
-        ) from None
-
-
-def _check_declared_size(file: Path, width: int, height: int) -> None:
-    if width * height > MAX_IMAGE_PIXELS:
-        raise _image_too_large(file, f"{width}x{height} pixels")
-
-
-def _image_too_large(file: Path, declared: str) -> UserError:
-    return UserError(
-        f"calibration image {file} ({file.stat().st_size:,} bytes) declares {declared}, over the limit of "
-        f"{MAX_IMAGE_PIXELS // 1_000_000} megapixels; edgepack does not decode it (a decompression bomb, "
-        "or a broken file)",
-        "remove it, or downscale it: images are resized to the input's size anyway",
-    )
+    with open_image(file, f"calibration image {file}", "remove or replace the file") as img:
+        img = img.convert("RGB" if channels == 3 else "L")
+        img = img.resize((width, height), Image.BILINEAR)
+        return np.asarray(img, dtype=np.float32).reshape(height, width, channels)
 
 
 def load_image_folder(folder: Path, spec: TensorSpec, shape: list[int], mean, std, raw: bool = False) -> np.ndarray:
     """Images -> (N, *shape[1:]) float array in the input's layout (``raw``: pixel values 0..255)."""
-    layout, channels, height, width = _image_layout(spec, shape)
+    found = image_layout(shape)
+    if found is None:
+        raise UserError(
+            f"an image folder can calibrate only a 4-D image input with 1 or 3 channels; "
+            f"input '{spec.name}' has shape {shape}",
+            "pass a .npy (one input) or .npz (one array per input name) of real samples instead",
+        )
+    layout, channels, height, width = found
     files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
     if not files:
         raise UserError(
             f"calibration folder {folder} holds no images (looked for {', '.join(IMAGE_SUFFIXES)})",
             "put representative images from the device's real input in the folder",
         )
-    mean_v = _norm_values(mean, channels, "--mean", 0.0)
-    std_v = _norm_values(std, channels, "--std", 1.0)
+    mean_v, std_v = normalisation(mean, std, channels)
     samples = []
     for file in files:
         pixels = _read_image(file, channels, height, width)
@@ -208,7 +158,7 @@ def load_calibration(
         inputs: the model's inputs.
         shapes: the static shape of every input (after stage 2).
         mean, std: image normalisation, for image folders only.
-        image: the ``packager.prepare.image_input.ImageInput`` of an
+        image: the ``packager.inputs.image.ImageInput`` of an
             ``--input-format image-uint8`` build: its input takes pixel values
             (images are not normalised, the model does it; arrays are uint8
             frames [N, H, W, C], as the device will get them).
@@ -228,61 +178,72 @@ def load_calibration(
             f"calibration data {source} does not exist",
             "pass a folder of images, a .npy, a .npz, or --calibration random",
         )
-
-    def check(array: np.ndarray, spec: TensorSpec) -> np.ndarray:
-        if image is None or spec.name != image.name:
-            return check_samples(array, spec, shapes[spec.name], str(path))
-        n, c, h, w = shapes[spec.name]
-        if array.dtype != np.uint8:
-            raise UserError(f"{path}: input '{spec.name}' takes uint8 frames (--input-format image-uint8), "
-                            f"found {array.dtype}", f"save the frames as uint8 [N, {h}, {w}, {c}], as the camera "
-                            "gives them (not normalised: the model does that)")
-        frames = batched_samples(array, [n, h, w, c], spec.name, str(path))
-        return check_samples(image.from_frames(frames), spec, shapes[spec.name], str(path))
-
     if (mean or std) and not path.is_dir() and image is None:
         raise UserError(
             "--mean/--std apply to image folders only; arrays must already be normalised",
             "drop --mean/--std, or pass an image folder",
         )
-    names = [s.name for s in inputs]
     if path.is_dir():
-        if len(inputs) != 1:
-            raise UserError(
-                f"an image folder calibrates a model with one input; this model has {len(inputs)}: {', '.join(names)}",
-                "pass a .npz with one array per input name",
-            )
-        spec = inputs[0]
+        spec = _one_input(inputs, "an image folder")
         if image is not None:  # pixel values: the model normalises
             images = load_image_folder(path, spec, shapes[spec.name], None, None, raw=True)
         else:
             images = load_image_folder(path, spec, shapes[spec.name], mean, std)
         data = {spec.name: check_samples(images, spec, shapes[spec.name], str(path))}
-    elif path.suffix == ".npy":
-        if len(inputs) != 1:
-            raise UserError(
-                f"a .npy calibrates a model with one input; this model has {len(inputs)}: {', '.join(names)}",
-                "pass a .npz with one array per input name",
-            )
-        spec = inputs[0]
-        data = {spec.name: check(_load_array_file(path), spec)}
-    elif path.suffix == ".npz":
-        with _load_array_file(path) as archive:
-            keys = list(archive.files)
-            missing = [n for n in names if n not in keys]
-            extra = [k for k in keys if k not in names]
-            if missing or extra:
-                raise UserError(
-                    f"{path}: arrays must be named after the model's inputs ({', '.join(names)}); "
-                    f"missing: {', '.join(missing) or 'none'}; unexpected: {', '.join(extra) or 'none'}",
-                    "np.savez(path, **{input_name: samples})",
-                )
-            data = {s.name: check(archive[s.name], s) for s in inputs}
+    elif path.suffix in (".npy", ".npz"):
+        data = _load_arrays(path, inputs, shapes, image)
     else:
         raise UserError(
             f"calibration data {source} is neither a folder, a .npy nor a .npz",
             "pass a folder of images, a .npy, a .npz, or --calibration random",
         )
+    _check_count(source, data)
+    return data
+
+
+def _one_input(inputs: list[TensorSpec], source: str) -> TensorSpec:
+    if len(inputs) != 1:
+        raise UserError(
+            f"{source} calibrates a model with one input; this model has {len(inputs)}: "
+            f"{', '.join(s.name for s in inputs)}",
+            "pass a .npz with one array per input name",
+        )
+    return inputs[0]
+
+
+def _load_arrays(path: Path, inputs: list[TensorSpec], shapes: dict[str, list[int]], image) -> Calibration:
+    """The samples of a .npy (one input) or a .npz (one array per input name), checked."""
+    if path.suffix == ".npy":
+        spec = _one_input(inputs, "a .npy")
+        return {spec.name: _check_array(_load_array_file(path), spec, shapes[spec.name], path, image)}
+    names = [s.name for s in inputs]
+    with _load_array_file(path) as archive:
+        keys = list(archive.files)
+        missing = [n for n in names if n not in keys]
+        extra = [k for k in keys if k not in names]
+        if missing or extra:
+            raise UserError(
+                f"{path}: arrays must be named after the model's inputs ({', '.join(names)}); "
+                f"missing: {', '.join(missing) or 'none'}; unexpected: {', '.join(extra) or 'none'}",
+                "np.savez(path, **{input_name: samples})",
+            )
+        return {s.name: _check_array(archive[s.name], s, shapes[s.name], path, image) for s in inputs}
+
+
+def _check_array(array: np.ndarray, spec: TensorSpec, shape: list[int], path: Path, image) -> np.ndarray:
+    """One input's samples; the camera-frame input's as uint8 frames [N, H, W, C], as the device gets them."""
+    if image is None or spec.name != image.name:
+        return check_samples(array, spec, shape, str(path))
+    n, c, h, w = shape
+    if array.dtype != np.uint8:
+        raise UserError(f"{path}: input '{spec.name}' takes uint8 frames (--input-format image-uint8), "
+                        f"found {array.dtype}", f"save the frames as uint8 [N, {h}, {w}, {c}], as the camera "
+                        "gives them (not normalised: the model does that)")
+    frames = batched_samples(array, [n, h, w, c], spec.name, str(path))
+    return check_samples(image.from_frames(frames), spec, shape, str(path))
+
+
+def _check_count(source: str, data: Calibration) -> None:
     counts = {name: len(arr) for name, arr in data.items()}
     if len(set(counts.values())) != 1:
         raise UserError(
@@ -296,7 +257,6 @@ def load_calibration(
             "(some are held out to measure int8 fidelity)",
             "give 100-500 representative samples",
         )
-    return data
 
 
 def lack_of_variation(data: Calibration) -> list[str]:
@@ -305,8 +265,8 @@ def lack_of_variation(data: Calibration) -> list[str]:
     Identical or blank samples calibrate the int8 ranges on nothing, and the
     held-out samples that judge fidelity are then copies of the calibration
     ones: the build would report perfect fidelity for a model never tested on
-    anything. Small integer inputs next to other inputs are configuration (a
-    sample rate, see prepare.config_inputs), the same in every sample by design.
+    anything. Configuration inputs next to other inputs (a sample rate, see
+    packager.inputs.config) are the same in every sample by design.
     """
     problems = []
     for name, samples in data.items():
@@ -314,7 +274,7 @@ def lack_of_variation(data: Calibration) -> list[str]:
         if not count or not samples[0].size:
             continue
         flat = samples.reshape(count, -1)
-        if len(data) > 1 and samples.dtype.kind in "biu" and flat.shape[1] <= CONFIG_ELEMENTS:
+        if len(data) > 1 and is_config_input(samples.dtype, flat.shape[1]):
             continue
         lows, highs = flat.min(axis=1), flat.max(axis=1)
         if lows.min() == highs.max():

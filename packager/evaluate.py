@@ -190,7 +190,7 @@ def _camera_input(manifest: dict, onnx_model, mean, std):
     normalisation in front, so both sides read the same pixels. None, model for a tensor-input bundle."""
     import dataclasses
 
-    from .prepare.image_input import FORMAT, ImageInput
+    from .inputs.image import FORMAT, ImageInput
 
     spec = next((s for s in manifest["inputs"] if s.get("format") == FORMAT), None)
     if spec is None:

@@ -1,7 +1,7 @@
 """Stages 4–5 of `edgepack build`: the graph prepared, then converted to a float model.
 
 Configuration inputs constant over every sample are frozen into the graph
-first (packager.prepare.config_inputs); the prepare passes run and are
+first (packager.inputs.config); the prepare passes run and are
 checked against the user's model; then the conversion strategies are tried
 (packager.convert), each checked against onnxruntime.
 """
@@ -13,9 +13,9 @@ import dataclasses
 from pathlib import Path
 
 from .convert import convert
+from .inputs.config import constant_config_inputs, freeze
 from .layout import map_tensors
 from .prepare import prepare
-from .prepare.config_inputs import constant_config_inputs, freeze
 from .quiet import captured_output
 from .report import detail, show_preparation
 from .source import Samples, Source

@@ -13,12 +13,12 @@ import dataclasses
 
 from edge_runtime.errors import UserError
 
-from .kinds import parse_declared
 from .calibration import lack_of_variation, load_calibration, split_holdout
+from .inputs.image import FORMAT as IMAGE_FORMAT
+from .inputs.image import ImageInput
+from .inputs.image import plan as plan_image_input
+from .kinds import parse_declared
 from .onnx_model import load_onnx
-from .prepare.image_input import FORMAT as IMAGE_FORMAT
-from .prepare.image_input import ImageInput
-from .prepare.image_input import plan as plan_image_input
 from .reference import Reference
 from .report import warn
 from .shapes import fix_shapes, resolve_shapes

@@ -1,10 +1,13 @@
-"""Fuzzing what the runner parses from others (issue 12): .npy/.npz bodies and the manifest.
+"""Fuzzing what the runner parses from others (issue 12): .npy/.npz bodies, image files and the manifest.
 
-Two classes, each by property (hypothesis) and by example:
+Three classes, each by property (hypothesis) and by example:
   * arrays from anyone: arbitrary bytes, mutated real .npy/.npz files, pickled
     members, headers declaring huge shapes, zip bombs and zip members that lie
     about their size are read within the budget or refused with a UserError;
     never another exception, never an allocation beyond the budget;
+  * image files from anyone: mutated real files, through both readers (the
+    runner's frames, the host's calibration folders; edge_runtime.images is
+    their one door), give pixels or a UserError, never another exception;
   * hand-edited manifests (a resealed manifest passes the digest): a malformed
     field is refused naming it, and whatever passes is described, measured and
     fed without a crash.
@@ -29,7 +32,7 @@ import zipfile
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, event, given, settings
+from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
 from edge_runtime.arrays import MAX_MEMBERS, load_arrays
@@ -39,6 +42,7 @@ from edge_runtime.manifest import validate
 from edge_runtime.metrics import model_fidelity
 from edge_runtime.model import fixed_inputs, precision_report
 from edge_runtime.tensors import feeds_from_numpy, from_tflite, input_budget, to_tflite
+from tests.fixtures.image_files import png_with_a_garbage_chunk
 
 FUZZ_EXAMPLES = int(os.environ.get("EDGEPACK_FUZZ_EXAMPLES", "300"))
 fuzz = settings(max_examples=FUZZ_EXAMPLES, deadline=None, derandomize="EDGEPACK_FUZZ_EXAMPLES" not in os.environ,
@@ -258,47 +262,69 @@ def test_feeds_are_bounded_by_what_the_model_inputs_need():
     assert input_budget([{"name": "x", "shape": [1, 3, 4096, 4096]}]) == 4 * 3 * 4096 * 4096 * 8 + 64 * 1024
 
 
-# --- image files from anyone (edge-run run on a camera-frame bundle) ---
+# --- image files from anyone (edge-run run on a camera-frame bundle; a calibration or evaluation folder) ---
 
 FRAME = {"name": "x", "shape": [1, 12, 16, 3], "dtype": "uint8", "format": "image-uint8"}
+NEVER_DECODED = (b"II*\x00", b"MM\x00*", b"GIF8")  # TIFF and GIF
+
+
+def frame_pixels() -> np.ndarray:
+    return np.random.default_rng(0).integers(0, 256, (12, 16, 3), dtype=np.uint8)
 
 
 def image_files() -> list[bytes]:
     """Real files of the frame's size in the formats edge-run reads, and in two it must refuse (TIFF, GIF)."""
     from PIL import Image
 
-    pixels = np.random.default_rng(0).integers(0, 256, (12, 16, 3), dtype=np.uint8)
     files = []
     for form, mode in [("PNG", "RGB"), ("PNG", "P"), ("PNG", "L"), ("PNG", "RGBA"), ("JPEG", "RGB"), ("BMP", "RGB"),
                        ("PPM", "RGB"), ("WEBP", "RGB"), ("TIFF", "RGB"), ("GIF", "P")]:
         buffer = io.BytesIO()
-        Image.fromarray(pixels).convert(mode).save(buffer, form)
+        Image.fromarray(frame_pixels()).convert(mode).save(buffer, form)
         files.append(buffer.getvalue())
     return files
 
 
-@fuzz
-@given(mutated(st.sampled_from(image_files())))
-def test_image_files_from_anyone_give_a_frame_or_a_one_line_refusal(tmp_path_factory, data):
-    """Whatever the bytes, a frame of exactly the bundle's shape comes back or a UserError, never another
-    exception; a size other than the frame's is refused from the header, a format outside the five unread."""
-    from types import SimpleNamespace
-
-    from edge_runtime.cli import _read_image
-
-    path = tmp_path_factory.mktemp("image") / "frame.png"
-    path.write_bytes(data)
+def read_or_refuse(reader: str, read):
+    """What ``read()`` returns, or None when it refuses with a one-line UserError; any other exception fails."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # Pillow warns of odd metadata; what counts is the outcome
-            frame = _read_image(path, SimpleNamespace(name="cam", inputs=[FRAME]))["x"]
+            result = read()
     except UserError as exc:
-        event("refused")
+        event(f"{reader}: refused")
         assert exc.message and "\n" not in str(exc)
-        return
-    event("read")
-    assert frame.shape == (12, 16, 3) and frame.dtype == np.uint8
-    assert not data.startswith((b"II*\x00", b"MM\x00*", b"GIF8"))  # TIFF and GIF are never decoded
+        return None
+    event(f"{reader}: read")
+    return result
+
+
+@fuzz
+@given(mutated(st.sampled_from(image_files())))
+@example(png_with_a_garbage_chunk(frame_pixels()))  # raised SyntaxError through both readers
+def test_image_files_from_anyone_give_pixels_or_a_one_line_refusal(tmp_path_factory, data):
+    """Whatever the bytes, each reader of image files (edge-run run's frame, the build's calibration folder, which
+    `edgepack evaluate` reads too) gives pixels of the shape it promises or a UserError, never another exception;
+    a frame of another size is refused from the header, a format outside the five never decoded."""
+    from types import SimpleNamespace
+
+    from edge_runtime.cli import _read_image
+    from packager.calibration import load_image_folder
+    from packager.onnx_model import TensorSpec
+
+    folder = tmp_path_factory.mktemp("image")
+    path = folder / "frame.png"
+    path.write_bytes(data)
+    frame = read_or_refuse("edge-run", lambda: _read_image(path, SimpleNamespace(name="cam", inputs=[FRAME]))["x"])
+    if frame is not None:
+        assert frame.shape == (12, 16, 3) and frame.dtype == np.uint8
+    spec = TensorSpec("x", [1, 3, 12, 16], "float32")
+    sample = read_or_refuse("calibration", lambda: load_image_folder(folder, spec, spec.shape, None, None, raw=True))
+    if sample is not None:  # resized to the input, whatever size the file has
+        assert sample.shape == (1, 3, 12, 16) and sample.dtype == np.float32
+        assert 0 <= sample.min() and sample.max() <= 255
+    if frame is not None or sample is not None:
+        assert not data.startswith(NEVER_DECODED)
 
 
 # --- hand-edited manifests ---

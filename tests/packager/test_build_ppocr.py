@@ -8,7 +8,8 @@ import onnxruntime as ort
 import pytest
 
 from tests.conftest import run_cli
-from tests.fixtures.text_lines import png_header_only, to_input, write_lines
+from tests.fixtures.image_files import png_header_only
+from tests.fixtures.text_lines import to_input, write_lines
 
 pytestmark = pytest.mark.slow
 OUTPUT = "save_infer_model/scale_0.tmp_1"

@@ -15,10 +15,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from edge_runtime.images import MAX_PIXELS
 from packager.workspace import missing_dirs as _missing_dirs, remove_empty as _remove_empty
-from packager.calibration import MAX_IMAGE_PIXELS, lack_of_variation
+from packager.calibration import lack_of_variation
 from packager.cli import main
 from tests.conftest import run_cli
+from tests.fixtures.image_files import PNG_SIGNATURE, png_chunk, png_with_a_garbage_chunk
 from tests.fixtures.models import dynamic_conv
 
 SHAPE = ("--input-shape", "x=1,3,16,16")
@@ -50,14 +52,11 @@ def varied_images(folder, count=10):
 
 def png_declaring(path, width, height):
     """A real PNG of a few hundred KB whose 1-bit pixels decode to width x height (a decompression bomb)."""
-    def chunk(kind, data):
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
     row = b"\0" * (1 + -(-width // 8))  # filter byte + packed bits
     packer = zlib.compressobj(9)
     body = b"".join(packer.compress(row * 1000) for _ in range(height // 1000)) + packer.flush()
     header = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", body) + chunk(b"IEND", b""))
+    path.write_bytes(PNG_SIGNATURE + png_chunk(b"IHDR", header) + png_chunk(b"IDAT", body) + png_chunk(b"IEND", b""))
     return path
 
 
@@ -85,7 +84,7 @@ def jpeg_declaring(path, width, height):
     ids=["png-30000x30000", "png-pil-warns", "png-over-our-limit", "jpeg-over-our-limit"],
 )
 def test_decompression_bomb_image_refused(capsys, tmp_path, model, make, width, height, declared):
-    assert width * height > MAX_IMAGE_PIXELS
+    assert width * height > MAX_PIXELS
     folder = varied_images(tmp_path / "images")
     bomb = make(folder / f"bomb.{'png' if make is png_declaring else 'jpg'}", width, height)
     assert bomb.stat().st_size < 200_000  # small on disk, gigabytes decoded
@@ -93,6 +92,23 @@ def test_decompression_bomb_image_refused(capsys, tmp_path, model, make, width, 
     msg, _ = refused(capsys, out, model, "--target", "rpi4", *SHAPE, "--calibration", folder)
     assert str(bomb) in msg and declared in msg and "limit of 64 megapixels" in msg, msg
     assert not out.exists()
+
+
+def test_a_calibration_image_that_does_not_decode_is_named_in_one_line(tmp_path, model):
+    """A PNG whose pixel data a chunk of a garbage type interrupts: its header is sound, and decoding it raises
+    SyntaxError, which ended the build in a traceback (exit 1). The real command line, as a user runs it."""
+    folder = varied_images(tmp_path / "images")
+    broken = folder / "05.png"
+    broken.write_bytes(png_with_a_garbage_chunk(np.random.default_rng(1).integers(0, 256, (16, 16, 3), np.uint8)))
+    out = tmp_path / "dist"
+    out.mkdir()
+    build = run_cli("packager", "build", model, "--target", "rpi4", *SHAPE, "--calibration", folder, "-o", out,
+                    check=False)
+    assert build.returncode == 2 and "Traceback" not in build.stderr, build.stderr
+    errors = [line for line in build.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and f"calibration image {broken} cannot be read as an image (SyntaxError: " in errors[0], \
+        build.stderr
+    assert "[3/9]" not in build.stderr and list(out.iterdir()) == []
 
 
 # -- -o that cannot hold the bundle -----------------------------------------------------------------------------------

@@ -9,8 +9,10 @@ It is written into the graph as a constant (the ``If`` then folds away),
 recorded in the manifest under ``fixed_inputs``, and the runner refuses any
 other value with a clear error instead of computing the wrong branch.
 
-Only integer inputs of at most ``MAX_ELEMENTS`` values are candidates, and
-only in graphs with control flow: data inputs, states and ids are never
+A configuration input is a few integers (or flags) per sample, at most
+``MAX_ELEMENTS`` (``is_config_input``, the one test of it): calibration does
+not ask it to vary, and only such inputs, and only in graphs with control
+flow, are candidates to be fixed: data inputs, states and ids are never
 frozen, however constant the calibration set happens to be.
 """
 
@@ -18,8 +20,16 @@ from __future__ import annotations
 
 import numpy as np
 
-MAX_ELEMENTS = 4
+from edge_runtime.manifest import MAX_FIXED_VALUES
+
+# The most values the runner accepts for a fixed input: the build never fixes what a bundle could not carry.
+MAX_ELEMENTS = MAX_FIXED_VALUES
 CONTROL_FLOW = ("If", "Loop")
+
+
+def is_config_input(dtype, values_per_sample: int) -> bool:
+    """Whether an input of this dtype with this many values per sample is configuration, not data."""
+    return np.dtype(dtype).kind in "biu" and values_per_sample <= MAX_ELEMENTS
 
 
 def constant_config_inputs(proto, specs, *sample_sets: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -28,10 +38,9 @@ def constant_config_inputs(proto, specs, *sample_sets: dict[str, np.ndarray]) ->
         return {}
     fixed = {}
     for spec in specs:
-        if np.dtype(spec.dtype).kind not in "iu":
-            continue
         arrays = [s[spec.name] for s in sample_sets if spec.name in s]
-        if not arrays or arrays[0][0].size > MAX_ELEMENTS:
+        # a flag stays an input: the manifest's fixed_inputs hold integers
+        if not arrays or np.dtype(spec.dtype).kind == "b" or not is_config_input(spec.dtype, arrays[0][0].size):
             continue
         first = arrays[0][0]
         if all(np.array_equal(sample, first) for array in arrays for sample in array):

@@ -18,9 +18,9 @@ from edge_runtime.errors import UserError
 from edge_runtime.manifest import Malformed, check
 from edge_runtime.tensors import frames, pixel_mode, quantize, to_tflite
 from packager.onnx_model import TensorSpec
-from packager.prepare.image_input import plan
+from packager.inputs.image import plan
 from tests.conftest import run_cli
-from tests.fixtures.text_lines import png_header_only
+from tests.fixtures.image_files import png_header_only
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 

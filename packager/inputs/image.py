@@ -150,6 +150,38 @@ class ImageInput:
         }
 
 
+def image_layout(shape: list[int]) -> tuple[str, int, int, int] | None:
+    """Which axis of a 4-D input holds the channels (1 or 3): ("NCHW"|"NHWC", C, H, W); None: not an image."""
+    if len(shape) == 4 and shape[1] in (1, 3):
+        return "NCHW", shape[1], shape[2], shape[3]
+    if len(shape) == 4 and shape[3] in (1, 3):
+        return "NHWC", shape[3], shape[1], shape[2]
+    return None
+
+
+def normalisation(mean, std, channels: int) -> tuple[np.ndarray, np.ndarray]:
+    """--mean and --std as one float32 value per channel (by default 0 and 1).
+
+    Raises:
+        UserError: a count of values other than 1 or the channels, or a zero std.
+    """
+    return _per_channel(mean, channels, "--mean", 0.0), _per_channel(std, channels, "--std", 1.0)
+
+
+def _per_channel(values: tuple[float, ...] | None, channels: int, flag: str, default: float) -> np.ndarray:
+    if not values:
+        return np.full(channels, default, dtype=np.float32)
+    if len(values) not in (1, channels):
+        raise UserError(
+            f"{flag} has {len(values)} values, the input has {channels} channels",
+            f"give 1 or {channels} comma-separated values",
+        )
+    arr = np.asarray(values, dtype=np.float32)
+    if flag == "--std" and np.any(arr == 0):
+        raise UserError("--std has a zero value", "give non-zero standard deviations")
+    return np.broadcast_to(arr, (channels,)).copy()
+
+
 def plan(inputs: list[TensorSpec], shapes: dict[str, list[int]], mean, std) -> ImageInput:
     """Which input takes the frames, and its normalisation; refuses models that have no such input.
 
@@ -157,13 +189,7 @@ def plan(inputs: list[TensorSpec], shapes: dict[str, list[int]], mean, std) -> I
         UserError: no or several 4-D float inputs with 1 or 3 channels, or
             --mean/--std that do not fit the channels.
     """
-    from ..calibration import _image_layout, _norm_values
-
-    candidates = []
-    for spec in inputs:
-        shape = shapes[spec.name]
-        if spec.is_float and len(shape) == 4 and (shape[1] in (1, 3) or shape[3] in (1, 3)):
-            candidates.append(spec)
+    candidates = [spec for spec in inputs if spec.is_float and image_layout(shapes[spec.name]) is not None]
     if len(candidates) != 1:
         found = ", ".join(f"{s.name} {s.dtype} {shapes[s.name]}" for s in inputs)
         raise UserError(
@@ -172,9 +198,8 @@ def plan(inputs: list[TensorSpec], shapes: dict[str, list[int]], mean, std) -> I
             "build without --input-format (float tensors in), or export the model with one image input",
         )
     spec = candidates[0]
-    layout, channels, _, _ = _image_layout(spec, shapes[spec.name])
-    mean_v = _norm_values(mean, channels, "--mean", 0.0)
-    std_v = _norm_values(std, channels, "--std", 1.0)
+    layout, channels, _, _ = image_layout(shapes[spec.name])
+    mean_v, std_v = normalisation(mean, std, channels)
     # as the user wrote them (the float32 arrays would print 0.48500001430511475)
     return ImageInput(spec.name, layout, channels, tuple(round(float(v), 7) for v in mean_v),
                       tuple(round(float(v), 7) for v in std_v))

@@ -10,7 +10,7 @@ import pytest
 import edge_runtime
 from edge_runtime.errors import UserError
 from packager.onnx_model import load_onnx
-from packager.prepare.config_inputs import constant_config_inputs
+from packager.inputs.config import constant_config_inputs
 from tests.conftest import run_cli
 from tests.fixtures.models import audio_and_ids, rate_switch
 
