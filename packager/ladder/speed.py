@@ -6,7 +6,9 @@
   board's (x86 float kernels with AVX-512 beat int8 ones; on a Cortex-A72 int8
   is the fast path: XNNPACK's MobileNetV2 on a Pi 4 is 17 ms int8 against 46 ms
   float32), so only what carries over decides:
-  - full int8 is never passed over (its XNNPACK partitions are reported);
+  - full int8 (every compute op integer) is never passed over (its XNNPACK
+    partitions are reported); an int8 model whose quantizer left some ops
+    float (no int8 kernel) is judged as int8 with float islands;
   - int8 with float islands whose float ops outnumber its int8 ops is a float
     model with conversions around it: passed over when slower than float32 on
     this host (float against float is a fair comparison anywhere);
@@ -41,12 +43,15 @@ def passed_over(step, reference) -> str | None:
         if step.board_ms > reference.board_ms * SLOWER_THAN_FLOAT:
             return f"slower than float32 on the board ({step.board_ms:.2f} vs {reference.board_ms:.2f} ms)"
         return None
-    if precision == "int8+float" and mostly_float(step):
+    if precision == "int8" and step.model.strict:
+        return None  # full integer: the board's fast path
+    mixed = precision in ("int8", "int8+float")  # int8 whose quantizer left ops float counts as mixed
+    if mixed and mostly_float(step):
         if step.latency_ms > reference.latency_ms * SLOWER_THAN_FLOAT:
             return (f"a float model ({step.float_compute} float ops, {step.integer_compute} int8) slower than "
                     f"float32 ({step.latency_ms:.2f} vs {reference.latency_ms:.2f} ms on this host)")
         return None
-    if precision == "int8+float" and step.partitions > reference.partitions:
+    if mixed and step.partitions > reference.partitions:
         return f"XNNPACK takes it in {step.partitions} pieces, float32 in {reference.partitions}"
     if precision == "dynamic" and step.partitions > reference.partitions \
             and step.latency_ms > reference.latency_ms * SLOWER_THAN_FLOAT:
