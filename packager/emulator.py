@@ -54,6 +54,7 @@ CPU_INFO = {
 HOST_TOOLS = ("proot", "mmdebstrap", "unshare")
 DEBIAN_MIRROR = "http://deb.debian.org/debian"
 CHECKSUMS = "rootfs.sha256.json"
+DEBS = "debs"  # the Debian packages a tree was built from, kept beside it
 
 
 def _stderr_log(text: str) -> None:
@@ -97,7 +98,7 @@ def _tree_checksums(root: Path) -> dict[str, str]:
 def _spec(profile: Profile) -> dict:
     qemu, debian_arch = emulator_for(profile)
     return {"suite": profile.os["debian_suite"], "arch": debian_arch, "qemu": qemu,
-            "python": profile.os["python"], "packages": list(ROOTFS_PACKAGES), "layout": 4}
+            "python": profile.os["python"], "packages": list(ROOTFS_PACKAGES), "layout": 5}
 
 
 def rootfs_dir(profile: Profile) -> Path:
@@ -143,8 +144,11 @@ def build_rootfs(cache: Path, spec: dict, log=_stderr_log) -> None:
     work = Path(tempfile.mkdtemp(prefix=f".{cache.name}.", dir=cache.parent))
     try:
         root = work / "root"
+        # The packages it fetched are kept beside the tree: the tree can be rebuilt from them offline (local_mirror).
         cmd = ["mmdebstrap", "--variant=extract", f"--arch={spec['arch']}",
-               f"--include={','.join(spec['packages'])}", spec["suite"], str(root), mirror]
+               f"--include={','.join(spec['packages'])}",
+               f"--extract-hook=sync-out /var/cache/apt/archives {work / DEBS}", spec["suite"], str(root), mirror]
+        (work / DEBS).mkdir()
         start = time.monotonic()
         proc = subprocess.run(cmd, capture_output=True, text=True, stdin=subprocess.DEVNULL)
         if proc.returncode != 0:
@@ -191,6 +195,29 @@ def build_rootfs(cache: Path, spec: dict, log=_stderr_log) -> None:
         log(f"emulated device: built {spec['suite']}/{spec['arch']} root filesystem in {record['build_seconds']} s")
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def local_mirror(profile: Profile) -> str:
+    """A mirror line for ``EDGEPACK_DEBIAN_MIRROR`` that serves the packages the profile's cached tree was
+    built from, from this disk: the tree can then be rebuilt with no network (a flat repository indexed by
+    dpkg-scanpackages, trusted as apt's own cache was).
+
+    Raises:
+        UserError: no tree was built yet with its packages kept (``make device`` builds one).
+    """
+    debs = rootfs_dir(profile) / DEBS
+    if not any(debs.glob("*.deb")):
+        raise UserError(f"no Debian packages are kept for the {profile.name} tree ({debs})",
+                        "build the tree once with the network (make device)")
+    index = debs / "Packages"
+    if not index.is_file():
+        scanned = subprocess.run(["dpkg-scanpackages", "--multiversion", "."], cwd=debs, capture_output=True,
+                                 text=True, stdin=subprocess.DEVNULL)
+        if scanned.returncode != 0:
+            raise UserError(f"dpkg-scanpackages could not index {debs}: {scanned.stderr.strip()[-200:]}",
+                            "apt-get install dpkg-dev")
+        index.write_text(scanned.stdout)
+    return f"deb [trusted=yes] file://{debs} ./"
 
 
 def ensure_rootfs(profile: Profile, log=_stderr_log) -> Path:
