@@ -24,6 +24,7 @@ import edge_runtime
 from edge_runtime.errors import UserError
 
 from . import __version__
+from .accelerators import check_accelerators, stage_accelerators
 from .bundle import bundle_name, publish, seal, stage_files, stage_health
 from .calibration import lack_of_variation, load_calibration, split_holdout
 from .input_stats import input_statistics
@@ -35,7 +36,6 @@ from .onnx_model import load_onnx
 from .prepare import prepare
 from .prepare.config_inputs import constant_config_inputs, freeze
 from .prepare.image_input import FORMAT as IMAGE_FORMAT, ImageInput, plan as plan_image_input
-from .edgetpu import check_compiler, edgetpu_stage
 from .ops import op_report
 from .memory import check_budget, measure_peak_rss
 from .runtimes import python_for, runtime_key
@@ -132,12 +132,7 @@ def build_all(opts: BuildOptions, say: Callable[[int, str], None] = _say) -> lis
     io_dtype = opts.io_dtype or _shared_io_dtype(profiles)
     _check_options(opts, io_dtype)
     signer = check_key(opts.sign) if opts.sign else None  # seconds, before minutes of conversion
-    tpus = [p for p in profiles if "edgetpu" in p.delegates]
-    if opts.require_edgetpu and not tpus:
-        raise UserError(f"--require-edgetpu, but no target of {opts.target} lists the edgetpu delegate",
-                        "add an Edge TPU target (e.g. coral-usb), or leave --require-edgetpu out")
-    for profile in tpus:
-        check_compiler(profile, opts.require_edgetpu)  # before minutes of conversion
+    check_accelerators(profiles, opts)  # before minutes of conversion
     overrides = parse_input_shapes(opts.input_shapes)
 
     say(1, f"loading {opts.model}")
@@ -256,12 +251,10 @@ def build_all(opts: BuildOptions, say: Callable[[int, str], None] = _say) -> lis
                 manifest["memory"] = memory
                 manifest["health"] = stage_health(stage, manifest, _as_frames(holdout, image))
                 manifest["input_statistics"] = input_statistics(_as_frames(data, image), manifest["inputs"])
-                manifest["edgetpu"] = edgetpu_stage(q.tflite, profile, stage,
-                                                    opts.require_edgetpu and profile in tpus)
-                if profile in tpus and q.precision != "int8":
-                    _warn(f"target {profile.name}: the Edge TPU runs full-integer models only, and the chosen "
-                          f"precision is {q.precision}: {manifest['edgetpu']['summary']}. --precision int8 demands "
-                          "full integer (or fails, saying what it loses)")
+                accelerated, warnings = stage_accelerators(q.tflite, q.precision, profile, stage, opts)
+                manifest.update(accelerated)
+                for warning in warnings:
+                    _warn(warning)
                 stages.append((stage, manifest))
 
             say(9, "writing " + ", ".join(f"{out_dir / n} and {n}.tar.gz" for n in names))

@@ -77,3 +77,27 @@ def edgetpu_stage(tflite: bytes, profile, stage_dir: Path, require: bool,
         f">= {figures['min_runtime'] if figures['min_runtime'] is not None else '?'}")
     return {**report, "compiled": figures, "compiler": figures["version"]}
 
+
+
+def preflight(profiles: list, require: bool, targets: str) -> None:
+    """Before the conversion: --require-edgetpu has an Edge TPU target, and each one a compiler it can use.
+
+    Args:
+        profiles: the targets that list the edgetpu delegate.
+        targets: --target as given, for the message.
+    """
+    if require and not profiles:
+        raise UserError(f"--require-edgetpu, but no target of {targets} lists the edgetpu delegate",
+                        "add an Edge TPU target (e.g. coral-usb), or leave --require-edgetpu out")
+    for profile in profiles:
+        check_compiler(profile, require)
+
+
+def stage_target(tflite: bytes, precision: str, profile, stage_dir: Path, require: bool) -> tuple[dict, list[str]]:
+    """The Edge TPU row of the accelerator table: the manifest's "edgetpu" section, and the build's warnings."""
+    report = edgetpu_stage(tflite, profile, stage_dir, require)
+    if "edgetpu" not in profile.delegates or precision == "int8":
+        return report, []
+    return report, [f"target {profile.name}: the Edge TPU runs full-integer models only, and the chosen precision "
+                    f"is {precision}: {report['summary']}. --precision int8 demands full integer (or fails, saying "
+                    "what it loses)"]
