@@ -15,7 +15,7 @@ from typing import Callable
 
 from edge_runtime.errors import UserError
 
-from . import accelerators
+from .accelerators import check_accelerators
 from .bundle import bundle_name, publish_all
 from .convert import DEFAULT_BUDGET
 from .fidelity import format_table
@@ -93,7 +93,7 @@ def build_all(opts: BuildOptions, say: Callable[[int, str], None] = _say) -> lis
 
     plan = preflight(opts)  # seconds, before minutes of conversion; so are the next two
     signer = check_key(opts.sign) if opts.sign else None
-    accelerators.preflight(plan.profiles, opts)
+    check_accelerators(plan.profiles, opts)
     say(1, f"loading {opts.model}")
     source = load_source(opts, plan.input_shapes)
     say(2, f"reading calibration data from {opts.calibration}")
@@ -128,7 +128,7 @@ def _choose(opts, plan, source, samples, graph, conversion, work: Path, say) -> 
     candidates = Candidates(conversion, samples.calib, plan.io_dtype, opts.per_tensor, opts.verbose, pinned,
                             same_strategy(source, graph, samples, opts, work, conversion), graph.proto)
     bench = make_bench(conversion, source, graph.fixed_entries, samples, opts.verbose)
-    outcome, ladder = choose_precision(opts, candidates, bench)
+    outcome, ladder = choose_precision(opts, candidates, bench, plan.profiles)
     chosen, q = outcome.chosen, outcome.chosen.model
     if source.image:
         key = next(m.key for m in conversion.in_maps if m.spec.name == source.image.name)

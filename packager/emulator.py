@@ -43,14 +43,6 @@ EMULATORS = {
 # openssh-client: ssh-keygen, which checks a signed bundle against the pinned key.
 ROOTFS_PACKAGES = ("python3", "python3-venv", "libstdc++6", "libgcc-s1", "coreutils", "dash", "sed", "grep",
                    "findutils", "ca-certificates", "openssh-client")
-# What /proc/cpuinfo says on the real board, per profile cpu: (part, features).
-# The host's x86 cpuinfo would crash TFLite's CPU probe (and lie to it).
-CPU_INFO = {
-    "cortex-a53": ("0xd03", "fp asimd evtstrm crc32 cpuid"),
-    "cortex-a72": ("0xd08", "fp asimd evtstrm crc32 cpuid"),
-    "cortex-a76": ("0xd0b", "fp asimd evtstrm aes pmull sha1 sha2 crc32 atomics fphp asimdhp cpuid "
-                            "asimdrdm lrcpc dcpop asimddp"),
-}
 HOST_TOOLS = ("proot", "mmdebstrap", "unshare")
 DEBIAN_MIRROR = "http://deb.debian.org/debian"
 CHECKSUMS = "rootfs.sha256.json"
@@ -254,10 +246,21 @@ def _network_isolation() -> list[str]:
 
 
 def cpuinfo(profile: Profile) -> str:
-    """The /proc/cpuinfo the emulated board shows (ARM's format, the profile's cores)."""
-    part, features = CPU_INFO.get(profile.cpu, ("0xd08", "fp asimd evtstrm crc32 cpuid"))
+    """The /proc/cpuinfo the emulated board shows: ARM's format, the profile's cores, CPU part and features.
+
+    The host's x86 cpuinfo would crash TFLite's CPU probe (and lie to it).
+
+    Raises:
+        UserError: the profile does not give its CPU's part and features.
+    """
+    if profile.cpu_part is None:
+        raise UserError(f"device profile {profile.source} does not give 'cpu_part' and 'cpu_features', which the "
+                        "emulated board shows as its /proc/cpuinfo",
+                        "add them as the device's /proc/cpuinfo says them (devices/rpi4.toml has a Cortex-A72's), "
+                        "or emulate a shipped profile with --target")
+    features = " ".join(profile.cpu_features)
     block = (f"BogoMIPS\t: 108.00\nFeatures\t: {features}\nCPU implementer\t: 0x41\n"
-             f"CPU architecture: 8\nCPU variant\t: 0x0\nCPU part\t: {part}\nCPU revision\t: 3\n")
+             f"CPU architecture: 8\nCPU variant\t: 0x0\nCPU part\t: {profile.cpu_part}\nCPU revision\t: 3\n")
     cpus = "\n".join(f"processor\t: {i}\n{block}" for i in range(profile.cores))
     return f"{cpus}\nModel\t\t: {profile.human_name}\n"
 
@@ -289,6 +292,7 @@ def run_on_device(profile: Profile, bundle: Path, script: str, cwd: Path | None 
         (the finished process, the bundle's path inside the device).
     """
     qemu, _ = emulator_for(profile)
+    info = cpuinfo(profile)  # before minutes of building a root filesystem
     root = ensure_rootfs(profile, log)
     key = device_envs.env_key(root, bundle) if reuse_env else None
     cwd = (cwd or Path.cwd()).resolve()
@@ -302,7 +306,7 @@ def run_on_device(profile: Profile, bundle: Path, script: str, cwd: Path | None 
         # The device's writable places, fresh each run: the cached tree stays pristine.
         for d in ("tmp", "home"):
             (Path(tmp) / d).mkdir()
-        (Path(tmp) / "cpuinfo").write_text(cpuinfo(profile))
+        (Path(tmp) / "cpuinfo").write_text(info)
         binds = [(str(copy), str(copy)), (f"{tmp}/tmp", "/tmp"), (f"{tmp}/home", "/root"),
                  (f"{tmp}/cpuinfo", "/proc/cpuinfo"), (str(cwd), str(cwd))]
         cmd = [*_network_isolation(), *_proot(qemu, profile.cpu, root, binds, str(cwd),

@@ -8,6 +8,7 @@ bundle targets. A user can pass a path to their own profile file.
 from __future__ import annotations
 
 import dataclasses
+import re
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,8 @@ _TOP = {
     "runtime": (dict, True),
     "external_delegate": (dict, False),
     "edgetpu_runtime": (str, False),  # the device's Edge TPU runtime version (libedgetpu), e.g. "14"
+    "cpu_part": (str, False),  # what /proc/cpuinfo says of the CPU: its part number, e.g. "0xd08" (Cortex-A72)
+    "cpu_features": (list, False),  # ... and its Features line, e.g. ["fp", "asimd", "evtstrm", "crc32", "cpuid"]
 }
 _EXTERNAL = {
     "library": (str, True),
@@ -81,12 +84,25 @@ class Profile:
     source: str
     external_delegate: dict | None = None
     edgetpu_runtime: str | None = None
+    cpu_part: str | None = None
+    cpu_features: tuple[str, ...] | None = None
+
+    @property
+    def fp16_arithmetic(self) -> bool | None:
+        """Whether the CPU computes in half precision (Armv8.2's FP16 extension: ``fphp`` and ``asimdhp``
+        among its features, as on the Cortex-A76; the A72 and A53 convert float16 but compute in float32).
+        None when the profile does not give its CPU's features."""
+        if self.cpu_features is None:
+            return None
+        return {"fphp", "asimdhp"} <= set(self.cpu_features)
 
     def to_dict(self) -> dict[str, Any]:
         """The whole profile as plain JSON-able data (for the manifest)."""
         data = dataclasses.asdict(self)
         data["delegates"] = list(self.delegates)
-        for key in ("external_delegate", "edgetpu_runtime"):
+        if self.cpu_features is not None:
+            data["cpu_features"] = list(self.cpu_features)
+        for key in ("external_delegate", "edgetpu_runtime", "cpu_part", "cpu_features"):
             if data[key] is None:  # optional: absent, as in the profile file
                 del data[key]
         return data
@@ -148,6 +164,7 @@ def parse_profile(data: dict, source: str) -> Profile:
     if ("external" in data["delegates"]) != (external is not None):
         raise UserError(f"device profile {source}: 'delegates' lists \"external\" exactly when an "
                         "[external_delegate] table names the library", "add the table, or drop \"external\"")
+    _check_cpu_info(data, source)
     data = {**data, "memory_budget_mb": data.get("memory_budget_mb", data["memory_mb"] // 2)}
     for key in ("cores", "memory_mb", "memory_budget_mb", "default_threads"):
         if data[key] < 1:
@@ -163,7 +180,29 @@ def parse_profile(data: dict, source: str) -> Profile:
                         f"'memory_mb' ({data['memory_mb']})", "the budget is the part of the memory the model may use")
     fields = {k: data.get(k) for k in _TOP}
     fields["delegates"] = tuple(data["delegates"])
+    if "cpu_features" in data:
+        fields["cpu_features"] = tuple(data["cpu_features"])
     return Profile(**fields, source=source)
+
+
+def _check_cpu_info(data: dict, source: str) -> None:
+    """cpu_part and cpu_features: both or neither, as /proc/cpuinfo spells them."""
+    hint = ("give them as the device's /proc/cpuinfo says them (devices/rpi4.toml has a Cortex-A72's, "
+            "devices/rpi5.toml a Cortex-A76's)")
+    if ("cpu_part" in data) != ("cpu_features" in data):
+        raise UserError(f"device profile {source}: 'cpu_part' and 'cpu_features' go together, found only "
+                        f"'{'cpu_part' if 'cpu_part' in data else 'cpu_features'}'", hint)
+    if "cpu_part" not in data:
+        return
+    if not re.fullmatch(r"0x[0-9a-f]{3}", data["cpu_part"]):
+        raise UserError(f"device profile {source}: 'cpu_part' must be the CPU's part number like \"0xd08\", "
+                        f"found {data['cpu_part']!r}", hint)
+    features = data["cpu_features"]
+    bad = [f for f in features if not isinstance(f, str) or not re.fullmatch(r"[a-z0-9_]+", f)]
+    if not features or bad or len(set(features)) != len(features):
+        problem = f"{bad[0]!r} is no feature name" if bad else "it is empty" if not features else "it repeats a name"
+        raise UserError(f"device profile {source}: 'cpu_features' must list the CPU's features like "
+                        f"[\"fp\", \"asimd\"]: {problem}", hint)
 
 
 def profile_names() -> list[str]:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import edge_runtime
 
-from . import accelerators
+from .accelerators import stage_accelerators
 from .bundle import stage_files, stage_health
 from .manifest import Shipped, assemble
 from .memory import check_budget, measure_peak_rss
@@ -57,7 +57,7 @@ def stage_target(shipped: Shipped, stage: Path, profile, equipment: tuple[list, 
     if wheels:
         stage_wheels(wheels, stage)
     stage_files(stage, profile.arch, profile.os["python"], packages)
-    entries, warnings = accelerators.stage(q.tflite, q.precision, profile, stage, shipped.opts)
+    entries, warnings = stage_accelerators(q.tflite, q.precision, profile, stage, shipped.opts)
     for text in warnings:
         warn(text)
     manifest = assemble(shipped, stage.name, profile, packages, memory, {}, entries)

@@ -60,7 +60,7 @@ def _input_names(proto) -> list[str]:
 
 
 def _unroll(proto) -> list[str]:
-    from ..prepare import recurrent
+    from . import recurrent
 
     return recurrent.run(proto)
 

@@ -1,11 +1,14 @@
 """Bad input to `edgepack build`: one clear error line, exit 2, nothing written."""
 
 import pickle
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 
 from packager.cli import main
+from tests.conftest import ROOT
 from tests.fixtures.models import dynamic_conv, external_data_outside, invalid_graph
 
 
@@ -38,6 +41,20 @@ GOOD = np.zeros((20, 3, 16, 16), np.float32)
 def test_missing_onnx(capsys, tmp_path):
     msg = build(capsys, tmp_path, tmp_path / "nope.onnx", "--target", "rpi4", "--calibration", "random")
     assert "does not exist" in msg and "nope.onnx" in msg
+
+
+def test_the_library_raises_user_error_from_packager_and_the_runner_stays_apart(tmp_path):
+    import packager
+    from edge_runtime.errors import UserError
+
+    assert packager.UserError is UserError and "UserError" in packager.__all__
+    with pytest.raises(packager.UserError, match="nope.onnx") as err:
+        packager.build(packager.BuildOptions(str(tmp_path / "nope.onnx"), "rpi4", "random", out_dir=str(tmp_path)))
+    assert err.value.hint  # what to do about it
+    imported = subprocess.run([sys.executable, "-c", "import sys, edge_runtime.cli, edge_runtime.server; "
+                               "print(sorted(m for m in sys.modules if m.split('.')[0] == 'packager'))"],
+                              capture_output=True, text=True, cwd=ROOT, check=True)
+    assert imported.stdout == "[]\n"  # the device has no packager to import
 
 
 def test_corrupt_onnx(capsys, tmp_path):

@@ -82,7 +82,7 @@ def test_unsupported_op_in_the_middle_stops_mapping(models):
 
 def test_float_io_edges_stay_on_the_cpu_without_stopping_mapping(models):
     """The input QUANTIZE from float and the output DEQUANTIZE to float run on the CPU around the segment."""
-    from packager.edgetpu import _Graph
+    from packager.edgetpu.predictor import _Graph
 
     g = _Graph(models["float_io"])
     types = [g.op_type(op) for op in g.sub.operators]

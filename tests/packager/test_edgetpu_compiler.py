@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from edge_runtime.errors import UserError
-from packager.edgetpu import (COMPILER, _pairing, check_compiler, compile_model, default_runtime,
+from packager.edgetpu import (COMPILER, check_compiler, compile_model, default_runtime, pairing,
                               parse_compiler_output)
 from packager.profiles import load_profile
 
@@ -123,10 +123,10 @@ def test_runtime_of_each_compiler():
     assert default_runtime("15.0.340273435") == default_runtime("14.1.317412892") == 13
     assert default_runtime("2.0.291256449") == 13 and default_runtime("2.0.267685300") == 12
     assert default_runtime("garbage") is None
-    assert _pairing("16.0.384591198", None) == (None, 14)
-    assert _pairing("16.0.384591198", 14) == (None, 14)
-    assert _pairing("14.1.317412892", 14) == (None, 13)  # a runtime loads older packages
-    assert _pairing("16.0.384591198", 13) == (13, 13)  # compiled with -m 13
+    assert pairing("16.0.384591198", None) == (None, 14)
+    assert pairing("16.0.384591198", 14) == (None, 14)
+    assert pairing("14.1.317412892", 14) == (None, 13)  # a runtime loads older packages
+    assert pairing("16.0.384591198", 13) == (13, 13)  # compiled with -m 13
 
 
 def _profile(tmp_path: Path, runtime: str | None = None, delegates='["xnnpack", "edgetpu"]') -> Path:

@@ -155,6 +155,16 @@ def test_profile_cpu_is_what_qemu_emulates():
     assert info.count("processor\t:") == 4 and "CPU part\t: 0xd08" in info and "asimddp" not in info
     with pytest.raises(UserError, match="no emulator"):
         emulator.emulator_for(dataclasses.replace(RPI4, arch="armv7l"))
+    a76 = emulator.cpuinfo(load_profile("rpi5"))  # the profile's own part and features
+    assert "CPU part\t: 0xd0b" in a76 and ("Features\t: fp asimd evtstrm aes pmull sha1 sha2 crc32 atomics fphp "
+                                          "asimdhp cpuid asimdrdm lrcpc dcpop asimddp\n") in a76
+
+
+def test_a_profile_without_its_cpus_part_and_features_cannot_be_emulated():
+    unknown = dataclasses.replace(RPI4, cpu_part=None, cpu_features=None, source="mine.toml")
+    with pytest.raises(UserError, match="device profile mine.toml does not give 'cpu_part' and 'cpu_features'") as err:
+        emulator.cpuinfo(unknown)
+    assert "--target" in err.value.hint
 
 
 CLIENT = '''

@@ -76,7 +76,7 @@ def test_every_target_installs_offline_on_its_board_and_matches_host(fleet, digi
     )
     proc, _ = emulator.run_on_device(profile, bundle, script, cwd=tmp_path, capture=True)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert f"CPU part\t: {emulator.CPU_INFO[profile.cpu][0]}" in proc.stdout
+    assert f"CPU part\t: {profile.cpu_part}" in proc.stdout
     assert f"python {profile.os['python'].replace('.', ' ')}" in proc.stdout
     assert "installed ai-edge-litert==2.3.0 numpy==" in proc.stdout
     bench = json.loads((tmp_path / "bench.json").read_text())

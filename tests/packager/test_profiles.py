@@ -1,3 +1,4 @@
+import dataclasses
 import json
 import tomllib
 
@@ -30,6 +31,15 @@ def rpi4_data():
         (lambda d: d["os"].pop("glibc"), "missing key 'os.glibc'"),
         (lambda d: d["os"].update(python="3"), "'os.python' must be MAJOR.MINOR"),
         (lambda d: d["runtime"].update(package="tensorflow"), "'runtime.package' must be one of"),
+        (lambda d: d.pop("cpu_features"), "'cpu_part' and 'cpu_features' go together, found only 'cpu_part'"),
+        (lambda d: d.update(cpu_part="d08"), "'cpu_part' must be the CPU's part number like \"0xd08\", found 'd08'"),
+        (lambda d: d.update(cpu_part=0xd08), "'cpu_part' must be a str"),
+        (lambda d: d.update(cpu_features="fp asimd"), "'cpu_features' must be a list"),
+        (lambda d: d.update(cpu_features=[]), "'cpu_features' must list the CPU's features like"),
+        (lambda d: d.update(cpu_features=[]), '"asimd"]: it is empty'),
+        (lambda d: d.update(cpu_features=["fp", "Neon!"]), "'Neon!' is no feature name"),
+        (lambda d: d.update(cpu_features=["fp", 1]), "1 is no feature name"),
+        (lambda d: d.update(cpu_features=["fp", "fp"]), "it repeats a name"),
     ],
 )
 def test_profile_validation(edit, expect):
@@ -37,6 +47,24 @@ def test_profile_validation(edit, expect):
     edit(data)
     with pytest.raises(UserError, match=expect.replace("(", r"\(").replace(")", r"\)")):
         parse_profile(data, "test.toml")
+
+
+def test_the_cpus_part_features_and_fp16_arithmetic_are_profile_facts(tmp_path):
+    rpi5, rpi4 = load_profile("rpi5"), load_profile("rpi4")
+    assert (rpi5.cpu_part, rpi5.fp16_arithmetic) == ("0xd0b", True)  # Cortex-A76: fphp asimdhp
+    assert [(p.cpu_part, p.fp16_arithmetic) for p in (rpi4, load_profile("zero2w"))] == [("0xd08", False),
+                                                                                         ("0xd03", False)]
+    assert rpi4.cpu_features == ("fp", "asimd", "evtstrm", "crc32", "cpuid")
+    # the manifest carries them, and `edgepack emulate` reads the profile back from it
+    data = {k: v for k, v in rpi5.to_dict().items() if k != "source"}
+    assert data["cpu_features"][-1] == "asimddp" and parse_profile(data, "manifest") == \
+        dataclasses.replace(rpi5, source="manifest")
+    # a user's profile may leave them out: then nothing is claimed
+    mine = rpi4_data()
+    del mine["cpu_part"], mine["cpu_features"]
+    profile = parse_profile(mine, "mine.toml")
+    assert (profile.cpu_part, profile.cpu_features, profile.fp16_arithmetic) == (None, None, None)
+    assert "cpu_part" not in profile.to_dict() and "cpu_features" not in profile.to_dict()
 
 
 def test_user_profile_file(tmp_path):
@@ -68,7 +96,7 @@ def test_every_shipped_profile_is_emulated_and_has_wheels_for_its_python():
     from packager.wheels import pip_platform_args
 
     for profile in all_profiles():
-        assert profile.cpu in emulator.CPU_INFO, profile.name
+        assert f"CPU part\t: {profile.cpu_part}\n" in emulator.cpuinfo(profile), profile.name
         assert emulator.emulator_for(profile)[0] == "qemu-aarch64-static"
         assert "--python-version" in pip_platform_args(profile)
 

@@ -9,7 +9,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from edge_runtime.errors import UserError
-from packager.prepare import recurrent
+from packager.convert import recurrent
 
 GATES = {"LSTM": 4, "GRU": 3, "RNN": 1}
 SEQ, BATCH, SIZE, HIDDEN = 5, 2, 3, 4
