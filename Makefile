@@ -24,7 +24,7 @@ EMULATOR_TOOLS := qemu-user-static proot mmdebstrap iproute2 gcc libc6-dev gcc-a
 TARGETS := rpi4 rpi5 zero2w arm64-trixie coral-usb
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install demo test test-fast bench corpus corpus-models fixtures wheels emulator-tools device promtool clean
+.PHONY: install demo test check test-fast bench corpus corpus-models fixtures wheels emulator-tools device promtool clean
 
 install: $(STAMP)
 
@@ -83,11 +83,20 @@ device: wheels emulator-tools
 demo: wheels
 	$(PY) examples/digits/demo.py
 
+# The gate CI runs: every capability, two workers (the emulated boards in one group on one of them), then the
+# timing-sensitive tests alone. Prints the slowest tests and writes JUnit XML under build/.
+TEST_ENV := EDGEPACK_PPOCR_CLS=$(PPOCR_CLS) EDGEPACK_CLIENTS_PYTHON=$(CLIENTS)/bin/python
 test: $(STAMP) $(PPOCR_CLS) $(CORPUS_MODELS) device $(CLIENTS_STAMP) promtool
-	EDGEPACK_PPOCR_CLS=$(PPOCR_CLS) EDGEPACK_CLIENTS_PYTHON=$(CLIENTS)/bin/python $(PY) -m pytest
+	@mkdir -p build
+	$(TEST_ENV) $(PY) -m pytest -m "not serial" -n 2 --dist loadgroup --durations=30 --junitxml=build/test-results.xml
+	$(TEST_ENV) $(PY) -m pytest -m serial --durations=10 --junitxml=build/test-results-serial.xml
 
-test-fast: $(STAMP)
-	$(PY) -m pytest -m "not slow and not emulated"
+# Unit tests: no converter, no emulated board (a few minutes).
+check: $(STAMP)
+	@mkdir -p build
+	$(PY) -m pytest -m "not slow and not emulated" -n 2 --durations=10 --junitxml=build/check-results.xml
+
+test-fast: check
 
 bench: $(STAMP) $(PPOCR_CLS) corpus
 	EDGEPACK_PPOCR_CLS=$(PPOCR_CLS) $(PY) benchmarks/bench.py

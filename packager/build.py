@@ -16,6 +16,7 @@ from typing import Callable
 from edge_runtime.errors import UserError
 
 from .accelerators import check_accelerators
+from .board_bench import RUNNER_ROOT, reach_board
 from .bundle import bundle_name, publish_all
 from .convert import DEFAULT_BUDGET
 from .fidelity import format_table
@@ -61,6 +62,7 @@ class BuildOptions:
     require_edgetpu: bool = False
     sign: str | None = None  # an OpenSSH private key: manifest.json.sig
     input_format: str = "tensor"  # or "image-uint8": camera frames in, normalisation folded into the model
+    bench_on: str | None = None  # USER@HOST[:PORT]: time the ladder's candidates on that board over SSH
 
 
 @dataclasses.dataclass
@@ -89,11 +91,21 @@ def build_all(opts: BuildOptions, say: Callable[[int, str], None] = _say) -> lis
         UserError: any bad input, or a target the model does not suit (its
             memory budget); nothing is left in ``out_dir`` then, for no target.
     """
-    from .workspace import workspace
-
-    plan = preflight(opts)  # seconds, before minutes of conversion; so are the next two
+    plan = preflight(opts)  # seconds, before minutes of conversion; so are the next three
     signer = check_key(opts.sign) if opts.sign else None
     check_accelerators(plan.profiles, opts)
+    board = reach_board(opts.bench_on, plan.profiles) if opts.bench_on else None
+    try:
+        return _run(opts, plan, signer, board, say)
+    finally:
+        if board is not None:
+            board.close()
+
+
+def _run(opts, plan, signer, board, say) -> list[BuildResult]:
+    """Stages 1–9, once the options, targets, key and board checked out."""
+    from .workspace import workspace
+
     say(1, f"loading {opts.model}")
     source = load_source(opts, plan.input_shapes)
     say(2, f"reading calibration data from {opts.calibration}")
@@ -103,11 +115,13 @@ def build_all(opts: BuildOptions, say: Callable[[int, str], None] = _say) -> lis
         # Wheels first: a device we cannot equip should fail before minutes of conversion.
         equipment = [device_wheels(opts.wheels, p, work / f"wheels-{p.name}", say, source.image is not None)
                      for p in plan.profiles]
+        if board is not None:
+            detail(f"--bench-on {board.name}: candidates timed with {board.prepare(RUNNER_ROOT, equipment[0][0])}")
         say(4, "preparing the graph (constants folded, pre-quantized ops back to float)")
         graph = prepare_graph(source, samples, opts.verbose)
         say(5, "converting to a float model and checking it against onnxruntime")
         conversion = convert_graph(source, graph, samples, opts, work)
-        shipped = _choose(opts, plan, source, samples, graph, conversion, work, say)
+        shipped = _choose(opts, plan, source, samples, graph, conversion, work, say, board)
         say(8, "op report; a run on each target's runtime (loads? peak memory?)")
         runs = check_runs(_chosen_file(shipped, work), plan.profiles)
         health_samples = as_frames(samples.holdout, source.image)
@@ -119,7 +133,7 @@ def build_all(opts: BuildOptions, say: Callable[[int, str], None] = _say) -> lis
     return [BuildResult(folder, archive, manifest, fingerprint) for folder, archive, manifest in published]
 
 
-def _choose(opts, plan, source, samples, graph, conversion, work: Path, say) -> Shipped:
+def _choose(opts, plan, source, samples, graph, conversion, work: Path, say, board) -> Shipped:
     """Stages 6–7: the ladder's choice, its fidelity table, and everything measured about it."""
     calibrated, held_out = samples.counts
     say(6, f"choosing the precision ({opts.precision}): full int8 first, calibrated on {calibrated} samples, "
@@ -128,6 +142,7 @@ def _choose(opts, plan, source, samples, graph, conversion, work: Path, say) -> 
     candidates = Candidates(conversion, samples.calib, plan.io_dtype, opts.per_tensor, opts.verbose, pinned,
                             same_strategy(source, graph, samples, opts, work, conversion), graph.proto)
     bench = make_bench(conversion, source, graph.fixed_entries, samples, opts.verbose)
+    bench.board = board
     outcome, ladder = choose_precision(opts, candidates, bench, plan.profiles)
     chosen, q = outcome.chosen, outcome.chosen.model
     if source.image:

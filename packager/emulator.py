@@ -209,7 +209,7 @@ def local_mirror(profile: Profile) -> str:
             raise UserError(f"dpkg-scanpackages could not index {debs}: {scanned.stderr.strip()[-200:]}",
                             "apt-get install dpkg-dev")
         index.write_text(scanned.stdout)
-    return f"deb [trusted=yes] file://{debs} ./"
+    return f"deb [trusted=yes] copy://{debs} ./"
 
 
 def ensure_rootfs(profile: Profile, log=_stderr_log) -> Path:
@@ -283,10 +283,10 @@ def run_on_device(profile: Profile, bundle: Path, script: str, cwd: Path | None 
 
     The script gets the bundle's in-device path as ``$BUNDLE``; the host's
     ``cwd`` is mounted at the same path and is the working directory, so
-    relative input/output paths work as on the host. With ``reuse_env`` the
-    bundle copy starts with the cached environment for its wheels on this
-    board, and an environment the run's install.sh made is cached
-    (packager.device_envs); install.sh still checks it before using it.
+    relative input/output paths work as on the host. An environment the
+    run's install.sh made in the bundle copy is cached for its wheels on this
+    board (packager.device_envs); with ``reuse_env`` the copy starts with the
+    cached one, which install.sh still checks before using it.
 
     Returns:
         (the finished process, the bundle's path inside the device).
@@ -294,7 +294,7 @@ def run_on_device(profile: Profile, bundle: Path, script: str, cwd: Path | None 
     qemu, _ = emulator_for(profile)
     info = cpuinfo(profile)  # before minutes of building a root filesystem
     root = ensure_rootfs(profile, log)
-    key = device_envs.env_key(root, bundle) if reuse_env else None
+    key = device_envs.env_key(root, bundle)
     cwd = (cwd or Path.cwd()).resolve()
     # Outside /tmp (rebound below) and mounted at the same path inside: proot
     # does not translate paths in the newest syscalls (statx, faccessat2), so
@@ -302,7 +302,8 @@ def run_on_device(profile: Profile, bundle: Path, script: str, cwd: Path | None 
     with tempfile.TemporaryDirectory(prefix="edgepack-device-", dir="/var/tmp") as tmp:
         copy = Path(tmp) / "bundle"
         shutil.copytree(bundle, copy, symlinks=True, ignore=shutil.ignore_patterns(".venv", "__pycache__"))
-        device_envs.seed(key, copy)
+        if reuse_env:
+            device_envs.seed(key, copy)
         # The device's writable places, fresh each run: the cached tree stays pristine.
         for d in ("tmp", "home"):
             (Path(tmp) / d).mkdir()

@@ -109,21 +109,26 @@ def stage_wheels(wheels: list[Path], stage: Path) -> dict[str, str]:
     these files: a wheel added to the folder is never picked up, and a
     changed one is refused by pip itself.
     """
-    from packaging.utils import InvalidWheelFilename, parse_wheel_filename
-
     folder = stage / "wheels"
     folder.mkdir()
-    sums, lines = {}, []
+    for wheel in wheels:
+        shutil.copy2(wheel, folder / wheel.name)
+    (folder / "requirements.txt").write_text(requirements_text(wheels), encoding="ascii")
+    return {wheel.name: sha256_file(wheel) for wheel in wheels}
+
+
+def requirements_text(wheels: list[Path]) -> str:
+    """pip's requirements file pinning every wheel by name, version and sha256 (for --require-hashes)."""
+    from packaging.utils import InvalidWheelFilename, parse_wheel_filename
+
+    lines = []
     for wheel in wheels:
         try:
             dist, version, _, _ = parse_wheel_filename(wheel.name)
         except InvalidWheelFilename as exc:
             raise UserError(f"{wheel} is not a wheel file name ({exc})", "clear the wheel cache and build again") from None
-        shutil.copy2(wheel, folder / wheel.name)
-        sums[wheel.name] = sha256_file(wheel)
-        lines.append(f"{dist}=={version} --hash=sha256:{sums[wheel.name]}\n")
-    (folder / "requirements.txt").write_text("".join(sorted(lines)), encoding="ascii")
-    return sums
+        lines.append(f"{dist}=={version} --hash=sha256:{sha256_file(wheel)}\n")
+    return "".join(sorted(lines))
 
 
 def device_wheels(wanted: bool, profile: Profile, work: Path, say, images: bool = False) -> tuple[list, list]:

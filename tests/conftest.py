@@ -10,6 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.helpers.shared import once
+
 ROOT = Path(__file__).resolve().parent.parent
 PPOCR_ENV = "EDGEPACK_PPOCR_CLS"
 PPOCR_DEFAULT = Path.home() / ".cache" / "edgepack" / "models" / "ch_ppocr_mobile_v2.0_cls_infer.onnx"
@@ -44,6 +46,10 @@ def run_cli(module: str, *args, check: bool = True) -> subprocess.CompletedProce
     return proc
 
 
+# Every shipped profile: the digits bundles for all of them come from one build (one conversion).
+TARGETS = ("rpi4", "rpi5", "zero2w", "arm64-trixie", "coral-usb")
+
+
 @pytest.fixture(scope="session")
 def digits(tmp_path_factory):
     """The example model, trained for real: folder with digits.onnx, calibration.npy, test_x/test_y."""
@@ -52,15 +58,26 @@ def digits(tmp_path_factory):
         import train
     finally:
         sys.path.pop(0)
-    return train.main(str(tmp_path_factory.mktemp("digits")))
+    return once(tmp_path_factory, "digits", train.main, ROOT / "examples" / "digits" / "train.py")
 
 
 @pytest.fixture(scope="session")
-def digits_bundle(digits, tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("dist")
-    run_cli("packager", "build", digits / "digits.onnx", "--target", "rpi4",
-            "--calibration", digits / "calibration.npy", "-o", out)
-    return out / "digits-rpi4"
+def digits_fleet(digits, tmp_path_factory):
+    """The digits model built once for every target: (out folder, the build's stdout, its stderr)."""
+    def make(out: Path) -> None:
+        proc = run_cli("packager", "build", digits / "digits.onnx", "--target", ",".join(TARGETS),
+                       "--calibration", digits / "calibration.npy", "-o", out / "dist")
+        (out / "stdout").write_text(proc.stdout)
+        (out / "stderr").write_text(proc.stderr)
+
+    out = once(tmp_path_factory, "digits-fleet", make, digits / "digits.onnx", *TARGETS)
+    return out / "dist", (out / "stdout").read_text(), (out / "stderr").read_text()
+
+
+@pytest.fixture(scope="session")
+def digits_bundle(digits_fleet) -> Path:
+    """The digits bundle for the Raspberry Pi 4 (from the one build for every target)."""
+    return digits_fleet[0] / "digits-rpi4"
 
 
 @pytest.fixture(scope="session")
@@ -71,5 +88,48 @@ def ppocr_model() -> Path:
     return path
 
 
+@pytest.fixture(scope="session")
+def ppocr_camera(ppocr_model, tmp_path_factory) -> Path:
+    """PP-OCR's classifier built once for camera frames (--input-format image-uint8, full int8, with its device
+    wheels, Pillow's among them): the folder holding dist/, calib/ (120 lines) and held_out/ (100 lines)."""
+    from tests.fixtures.text_lines import write_lines
+
+    def make(out: Path) -> None:
+        write_lines(out / "calib", 120, seed=5)
+        labels = write_lines(out / "held_out", 100, seed=6)
+        np.save(out / "labels.npy", np.array(labels))
+        proc = run_cli("packager", "build", ppocr_model, "--target", "rpi4", "--calibration", out / "calib",
+                       "--input-shape", "x=1,3,48,192", "--mean", "0.5", "--std", "0.5", "--input-format",
+                       "image-uint8", "--precision", "int8", "-o", out / "dist")
+        (out / "stderr").write_text(proc.stderr)
+
+    return once(tmp_path_factory, "ppocr-camera", make, ppocr_model)
+
+
+@pytest.fixture(scope="session")
+def copy_delegate(tmp_path_factory) -> str:
+    """The test delegate (tests.helpers.delegates) for this host."""
+    from tests.helpers.delegates import build_delegate
+
+    return build_delegate("gcc", "gcc libc6-dev", tmp_path_factory.mktemp("delegate"))
+
+
+@pytest.fixture(scope="session")
+def copy_delegate_aarch64(tmp_path_factory) -> str:
+    """The test delegate cross-compiled for the aarch64 boards, loadable with bookworm's glibc."""
+    from packager.profiles import load_profile
+    from tests.helpers.delegates import build_for_board
+
+    return build_for_board(tmp_path_factory.mktemp("delegate-aarch64"), load_profile("rpi4").os["glibc"])
+
+
 def accuracy(scores: np.ndarray, labels: np.ndarray) -> float:
     return float((scores.reshape(len(labels), -1).argmax(1) == labels).mean())
+
+
+def pytest_collection_modifyitems(items):
+    """The emulated boards take turns on one pytest-xdist worker (QEMU runs one core each; two boards at once
+    would only slow both and the other worker's converters)."""
+    for item in items:
+        if item.get_closest_marker("emulated") is not None:
+            item.add_marker(pytest.mark.xdist_group("board"))

@@ -45,6 +45,12 @@ class OutputKind:
     alphabet: tuple[str, ...] | None = None  # ctc: the symbols of classes 1.. (when the model carries them)
     layout: str | None = None  # detections: "rows" ([1, N, 4+C]) or "columns" ([1, 4+C, N])
 
+    @classmethod
+    def from_dict(cls, entry: dict) -> "OutputKind":
+        """The kind a manifest output carries (``to_dict``'s form; the alphabet itself is not kept)."""
+        fields = {f.name for f in dataclasses.fields(cls)} - {"alphabet"}
+        return cls(**{k: v for k, v in entry.items() if k in fields})
+
     def to_dict(self) -> dict:
         out = {k: v for k, v in dataclasses.asdict(self).items() if v is not None and k != "alphabet"}
         if self.alphabet is not None:

@@ -1,18 +1,17 @@
 """External delegates and the Edge TPU model choice, with a real delegate.
 
 No NPU exists here, so tests/fixtures/delegate/copy_delegate.c is compiled
-into a genuine TFLite external delegate: it claims RESHAPE (SQUEEZE,
-EXPAND_DIMS) nodes and runs them itself by copying bytes. Everything the
-runner does with a vendor's delegate (loading it with options, counting the
-nodes it took, falling back to the CPU with a reason) is tested on it.
+into a genuine TFLite external delegate (tests.helpers.delegates; the
+fixtures copy_delegate and copy_delegate_aarch64 are in tests/conftest.py).
+Everything the runner does with a vendor's delegate (loading it with
+options, counting the nodes it took, falling back to the CPU with a reason)
+is tested on it.
 Tests marked slow need the built digits bundle (one RESHAPE among 8 nodes).
 """
 
 import json
-import re
 import shutil
 import signal
-import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -24,51 +23,14 @@ from edge_runtime.delegates import choose, elf_machine, parse_options
 from edge_runtime.errors import UserError
 from edge_runtime.interpreter import make_engine
 from edge_runtime.manifest import validate
-from packager import emulator
 from packager.profiles import load_profile
 from tests.conftest import reseal, run_cli
 from tests.edge_runtime.test_server import Server
-from tests.packager.test_emulated import assert_within_one_step
+from tests.helpers.board import Board, within_one_step
+from tests.helpers.delegates import AARCH64_GCC, build_delegate
 
-SOURCE = Path(__file__).resolve().parent.parent / "fixtures" / "delegate"
 LIBC = "/lib/x86_64-linux-gnu/libc.so.6"
-AARCH64_GCC = "aarch64-linux-gnu-gcc"
 RPI4 = load_profile("rpi4")
-
-
-def build_delegate(compiler: str, package: str, out_dir: Path, path: str | None = None) -> str:
-    """copy_delegate.c built with ``compiler`` (the host gcc, or a cross gcc) against the ABI declared beside it.
-
-    Fails the test (never skips it) when the compiler is missing: make emulator-tools installs both.
-    """
-    gcc = shutil.which(compiler, path=path)
-    if not gcc:
-        pytest.fail(f"no {compiler} on this machine to build the test delegate: make emulator-tools installs it "
-                    f"(apt-get install {package})")
-    out = out_dir / "libcopy_delegate.so"
-    proc = subprocess.run([gcc, "-shared", "-fPIC", "-O2", "-Wall", "-Wextra", "-Werror", "-I", str(SOURCE),
-                           "-o", str(out), str(SOURCE / "copy_delegate.c")], capture_output=True, text=True)
-    assert proc.returncode == 0, f"{compiler} could not build copy_delegate.c:\n{proc.stderr[-3000:]}"
-    return str(out)
-
-
-@pytest.fixture(scope="session")
-def copy_delegate(tmp_path_factory) -> str:
-    """The delegate for this host."""
-    return build_delegate("gcc", "gcc libc6-dev", tmp_path_factory.mktemp("delegate"))
-
-
-@pytest.fixture(scope="session")
-def copy_delegate_aarch64(tmp_path_factory) -> str:
-    """The delegate cross-compiled for the Raspberry Pi 4 with Debian's aarch64 gcc, its glibc needs checked
-    against the board's (bookworm's 2.36): a library needing a newer glibc would not load there."""
-    library = build_delegate(AARCH64_GCC, "gcc-aarch64-linux-gnu", tmp_path_factory.mktemp("delegate-aarch64"))
-    symbols = subprocess.run([AARCH64_GCC.replace("-gcc", "-objdump"), "-T", library], capture_output=True,
-                             text=True, check=True).stdout
-    needed = {tuple(map(int, v.split("."))) for v in re.findall(r"\(GLIBC_([0-9.]+)\)", symbols)}
-    assert needed and max(needed) <= tuple(map(int, RPI4.os["glibc"].split("."))), (needed, RPI4.os["glibc"])
-    assert elf_machine(library) == "aarch64, 64-bit"
-    return library
 
 
 def test_a_missing_compiler_fails_the_fixture_never_skips_it(tmp_path):
@@ -417,7 +379,7 @@ def test_cross_compiled_delegate_on_the_emulated_rpi4(copy_delegate, copy_delega
         f'bench --delegate {vx} >vx.json 2>vx.err; '
         'bench --delegate "$PWD/libcopy_delegate_x86_64.so" >x86_64.json 2>x86_64.err; uname -m'
     )
-    proc, _ = emulator.run_on_device(RPI4, digits_bundle, script, cwd=tmp_path, capture=True)
+    proc = Board("rpi4").run(digits_bundle, script, tmp_path).proc
     errs = {p.stem: p.read_text() for p in tmp_path.glob("*.err")}
     assert proc.returncode == 0, proc.stderr[-3000:] + json.dumps(errs)[-3000:]
     assert proc.stdout.strip().splitlines()[-1] == "aarch64"
@@ -438,7 +400,7 @@ def test_cross_compiled_delegate_on_the_emulated_rpi4(copy_delegate, copy_delega
     import edge_runtime
 
     host = edge_runtime.load(digits_bundle).predict({"image": np.load(tmp_path / "x.npy")})
-    assert_within_one_step(device, host, json.loads((digits_bundle / "manifest.json").read_text()))
+    within_one_step(device, host, json.loads((digits_bundle / "manifest.json").read_text()))
 
     x86 = str(tmp_path / "libcopy_delegate_x86_64.so")
     for name, path, reason in (("vx", vx, f"no file at {vx}"),

@@ -24,7 +24,6 @@ from edge_runtime.bundle import MANIFEST, sha256_file
 from packager import emulator
 from packager.profiles import load_profile
 from tests.conftest import reseal
-from tests.edge_runtime.test_delegates import copy_delegate_aarch64  # noqa: F401 (a fixture)
 
 pytestmark = [pytest.mark.emulated, pytest.mark.slow]
 RPI4 = load_profile("rpi4")

@@ -1,13 +1,21 @@
-"""The real-model corpus: each model builds, its float conversion reproduces
-onnxruntime, the precision ladder ships a model that holds the fidelity bar
-(never a collapsed int8), and the bundle holds it again through `edge-run run`
-on samples the build never saw. Figures are recorded (`-rA` shows them).
+"""The corpus: each model builds, its float conversion reproduces onnxruntime,
+the precision ladder ships a model that holds the fidelity bar (never a
+collapsed int8), and the bundle holds it again through `edge-run run` on
+samples the build never saw. Figures are recorded (`-rA` shows them).
+
+`make test` builds the entries of tier "test" (the fixtures of each failure
+class, and the real models nothing else covers); `make corpus` builds all of
+them and prints the table (benchmarks/corpus.py). EDGEPACK_CORPUS=all makes
+this test take every entry.
 """
+
+import os
 
 import numpy as np
 import pytest
 
-from packager.fidelity import Bar, compare, shortfalls, state_outputs
+from packager.fidelity import Bar, compare, shortfalls
+from packager.kinds import OutputKind
 
 from tests.conftest import ROOT
 from tests.fixtures.corpus import CORPUS, HELD_OUT, build_and_compare
@@ -15,7 +23,10 @@ from tests.fixtures.corpus import CORPUS, HELD_OUT, build_and_compare
 pytestmark = pytest.mark.slow
 
 
-@pytest.mark.parametrize("entry", CORPUS, ids=[e.name for e in CORPUS])
+ENTRIES = [e for e in CORPUS if e.tier == "test" or os.environ.get("EDGEPACK_CORPUS") == "all"]
+
+
+@pytest.mark.parametrize("entry", ENTRIES, ids=[e.name for e in ENTRIES])
 def test_corpus_model_builds_and_runs(entry, tmp_path, record_property):
     result = build_and_compare(entry, tmp_path, ROOT)
     manifest = result.manifest
@@ -33,12 +44,11 @@ def test_corpus_model_builds_and_runs(entry, tmp_path, record_property):
     steps = precision["steps"]
     chosen = next(i for i, s in enumerate(steps) if s["step"] == precision["step"])
     assert chosen == len(steps) - 1 and steps[chosen]["meets_bar"]  # the ladder stops at the first that holds
-    assert all(not s["meets_bar"] or "slower than float32" in s["note"] for s in steps[:chosen])
+    assert all(not s["meets_bar"] or s["passed_over"] for s in steps[:chosen])
     # New samples (another seed): the shipped model holds the bar there too, within sampling slack.
-    states = state_outputs([(i["name"], i["shape"]) for i in manifest["inputs"]],
-                           [(o["name"], o["shape"]) for o in manifest["outputs"]])
-    fresh = compare(result.reference, {n: result.int8[n] for n in result.reference}, HELD_OUT, states)
-    slack = Bar(min_cosine=0.98, min_top1=0.95, min_f1=0.9, min_channel_cosine=0.85)
+    kinds = {o["name"]: OutputKind.from_dict(o["kind"]) for o in manifest["outputs"]}
+    fresh = compare(result.reference, {n: result.int8[n] for n in result.reference}, HELD_OUT, kinds)
+    slack = Bar(min_cosine=0.98, min_top1=0.95, min_f1=0.9, min_detection_f1=0.95, min_exact_match=0.95)
     assert shortfalls(fresh, slack) == []
     worst = result.worst_cosine()
     record_property("precision", precision["chosen"])

@@ -3,6 +3,7 @@ and give the host's outputs, under QEMU with the Pi's CPU model."""
 
 import dataclasses
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -13,23 +14,11 @@ import pytest
 from edge_runtime.errors import UserError
 from packager import emulator
 from packager.profiles import DEVICES_DIR, load_profile
-from tests.conftest import run_cli
-from tests.fixtures.text_lines import write_lines
+from tests.conftest import ROOT, run_cli
+from tests.helpers.board import Board, within_one_step
 
 pytestmark = [pytest.mark.emulated, pytest.mark.slow]
 RPI4 = load_profile("rpi4")
-
-
-def assert_within_one_step(device: dict, host: dict, manifest: dict):
-    """Within one quantization step of the output; a float output (the ladder chose float16 or float32, or
-    int8 with float I/O) within float rounding of the host: 1e-5 of its largest value."""
-    for spec in manifest["outputs"]:
-        name, step = spec["name"], spec["scale"]
-        if not step:
-            step = 1e-5 * max(float(np.abs(host[name]).max()), 1e-3)
-        assert device[name].shape == host[name].shape
-        diff = np.abs(device[name] - host[name]).max()
-        assert diff <= step * 1.0001, f"{name}: device differs from host by {diff}, one step is {step}"
 
 
 def test_digits_installs_offline_runs_and_matches_host(digits, digits_bundle, tmp_path):
@@ -45,9 +34,7 @@ def test_digits_installs_offline_runs_and_matches_host(digits, digits_bundle, tm
         'EDGE_RUN_UNIT_DIR="$PWD/units" "$BUNDLE/install.sh" --service 2>service.err || echo SERVICE-REFUSED; '
         '"$BUNDLE/edge-run" bench "$BUNDLE" --runs 5 --warmup 1 --json > bench.json; uname -m'
     )
-    proc, _ = emulator.run_on_device(RPI4, digits_bundle, script, cwd=tmp_path, capture=True)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    out = proc.stdout
+    out = Board("rpi4").run(digits_bundle, script, tmp_path, fresh_env=True).check().stdout
     assert not list(tmp_path.rglob("PWNED"))
     assert "SERVICE-REFUSED" in out and "--service needs the bundle and venv at plain paths" in (
         tmp_path / "service.err").read_text()
@@ -65,32 +52,29 @@ def test_digits_installs_offline_runs_and_matches_host(digits, digits_bundle, tm
     import edge_runtime
 
     host = edge_runtime.load(digits_bundle).predict({"image": x})
-    assert_within_one_step(device, host, manifest)
+    within_one_step(device, host, manifest)
 
 
-def test_ppocr_camera_frames_through_edgepack_emulate_match_host(ppocr_model, tmp_path):
+def test_ppocr_camera_frames_through_edgepack_emulate_match_host(ppocr_camera, tmp_path):
     """The real classifier built for camera frames (--input-format image-uint8): on the emulated Pi it installs
-    Pillow from its own wheels, reads a PNG line as it is and answers as the host does."""
-    write_lines(tmp_path / "calib", 120, seed=3)
-    write_lines(tmp_path / "held_out", 2, seed=4)
-    run_cli("packager", "build", ppocr_model, "--target", "rpi4", "--calibration", tmp_path / "calib",
-            "--input-shape", "x=1,3,48,192", "--mean", "0.5", "--std", "0.5", "--input-format", "image-uint8",
-            "-o", tmp_path / "dist")
-    archive = tmp_path / "dist" / "ch_ppocr_mobile_v2.0_cls_infer-rpi4.tar.gz"
-    manifest = json.loads((tmp_path / "dist" / "ch_ppocr_mobile_v2.0_cls_infer-rpi4" / "manifest.json").read_text())
-    assert list((tmp_path / "dist" / "ch_ppocr_mobile_v2.0_cls_infer-rpi4" / "wheels").glob("pillow-*.whl"))
-    shutil.copy(tmp_path / "held_out" / "line_0001.png", tmp_path / "line.png")
+    Pillow from its own wheels (--fresh-env: a real pip install), reads a PNG line as it is and answers as the
+    host does."""
+    dist = ppocr_camera / "dist"
+    archive = dist / "ch_ppocr_mobile_v2.0_cls_infer-rpi4.tar.gz"
+    manifest = json.loads((dist / "ch_ppocr_mobile_v2.0_cls_infer-rpi4" / "manifest.json").read_text())
+    assert list((dist / "ch_ppocr_mobile_v2.0_cls_infer-rpi4" / "wheels").glob("pillow-*.whl"))
+    shutil.copy(ppocr_camera / "held_out" / "line_0001.png", tmp_path / "line.png")
     proc = subprocess.run(
-        [sys.executable, "-m", "packager", "emulate", archive, "--", "run", "--input", "line.png",
+        [sys.executable, "-m", "packager", "emulate", archive, "--fresh-env", "--", "run", "--input", "line.png",
          "--output", "y_device.npz"],
-        cwd=tmp_path, capture_output=True, text=True,
+        cwd=tmp_path, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)},
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "timings are not device timings" in proc.stderr
     run_cli("edge_runtime", "run", archive, "--input", tmp_path / "line.png", "--output", tmp_path / "y_host.npz")
     with np.load(tmp_path / "y_device.npz") as d, np.load(tmp_path / "y_host.npz") as h:
         device, host = {k: d[k] for k in d.files}, {k: h[k] for k in h.files}
-    assert_within_one_step(device, host, manifest)
+    within_one_step(device, host, manifest)
 
 
 def test_install_refuses_other_python(digits, tmp_path):
@@ -98,8 +82,7 @@ def test_install_refuses_other_python(digits, tmp_path):
     (tmp_path / "rpi4-py312.toml").write_text(profile.replace('name = "rpi4"', 'name = "py312"'))
     run_cli("packager", "build", digits / "digits.onnx", "--target", tmp_path / "rpi4-py312.toml",
             "--calibration", digits / "calibration.npy", "--no-wheels", "-o", tmp_path / "dist")
-    proc, _ = emulator.run_on_device(RPI4, tmp_path / "dist" / "digits-py312", '"$BUNDLE/install.sh"',
-                                     cwd=tmp_path, capture=True)
+    proc = Board("rpi4").run(tmp_path / "dist" / "digits-py312", '"$BUNDLE/install.sh"', tmp_path, fresh_env=True).proc
     assert proc.returncode == 1
     assert "wheels are for Python 3.12" in proc.stderr and "is Python 3.11" in proc.stderr
 
@@ -109,7 +92,7 @@ def test_install_refuses_bundle_missing_a_wheel(digits_bundle, tmp_path):
     shutil.copytree(digits_bundle, broken)
     (numpy_wheel,) = broken.glob("wheels/numpy-*.whl")
     numpy_wheel.unlink()
-    proc, _ = emulator.run_on_device(RPI4, broken, '"$BUNDLE/install.sh"', cwd=tmp_path, capture=True)
+    proc = Board("rpi4").run(broken, '"$BUNDLE/install.sh"', tmp_path, fresh_env=True).proc
     assert proc.returncode == 1
     assert f"file(s) missing: wheels/{numpy_wheel.name}" in proc.stderr
 
@@ -134,19 +117,26 @@ def test_emulate_target_without_emulator(digits_bundle, tmp_path, capsys):
     assert "no emulator for target 'rpi4' (arch armv7l)" in err and "aarch64" in err
 
 
-def test_corrupt_cached_rootfs_is_rebuilt(tmp_path, monkeypatch):
+def test_corrupt_cached_rootfs_is_rebuilt_offline(tmp_path):
+    """A truncated interpreter in a copy of the cached tree is found and the tree rebuilt, with no network at all:
+    mmdebstrap takes the packages the tree was first built from, kept beside it (emulator.local_mirror)."""
     good = emulator.rootfs_dir(RPI4)
     assert emulator.check_rootfs(good, emulator._spec(RPI4)) is None
-    monkeypatch.setenv("EDGEPACK_CACHE", str(tmp_path / "cache"))
-    copy = emulator.rootfs_dir(RPI4)
+    cache = tmp_path / "cache"
+    copy = cache / good.relative_to(emulator.cache_root())
     copy.parent.mkdir(parents=True)
     shutil.copytree(good, copy, symlinks=True)
     python = copy / "root" / "usr" / "bin" / "python3.11"
     python.write_bytes(python.read_bytes()[:1000])  # a truncated interpreter
-    messages = []
-    root = emulator.ensure_rootfs(RPI4, log=messages.append)
-    assert any("(usr/bin/python3.11 was modified); rebuilding" in m for m in messages), messages
-    assert len((root / "usr" / "bin" / "python3.11").read_bytes()) > 1_000_000
+    env = {**os.environ, "EDGEPACK_CACHE": str(cache), "EDGEPACK_DEBIAN_MIRROR": emulator.local_mirror(RPI4),
+           "PYTHONPATH": str(ROOT)}
+    offline = ["unshare", "--net", "--map-root-user"] if os.getuid() else ["unshare", "--net"]
+    proc = subprocess.run([*offline, sys.executable, "-m", "packager.emulator", "rpi4"], env=env, cwd=ROOT,
+                          capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "(usr/bin/python3.11 was modified); rebuilding" in proc.stderr
+    assert "built bookworm/arm64 root filesystem" in proc.stderr
+    assert len((copy / "root" / "usr" / "bin" / "python3.11").read_bytes()) > 1_000_000
     assert emulator.check_rootfs(copy, emulator._spec(RPI4)) is None
 
 
@@ -196,7 +186,8 @@ def test_serve_on_the_emulated_device(digits, digits_bundle, tmp_path):
         '"$BUNDLE/edge-run" serve "$BUNDLE" --port 8099 2>serve.log & pid=$!; '
         '"$BUNDLE/.venv/bin/python" client.py; kill -TERM $pid; code=0; wait $pid || code=$?; echo "serve-exit=$code"'
     )
-    proc, guest_bundle = emulator.run_on_device(RPI4, digits_bundle, script, cwd=tmp_path, capture=True)
+    run = Board("rpi4").run(digits_bundle, script, tmp_path)
+    proc, guest_bundle = run.proc, run.bundle
     log = tmp_path / "serve.log"
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:] + (log.read_text() if log.exists() else "")
     assert "serve-exit=0" in proc.stdout
@@ -206,7 +197,7 @@ def test_serve_on_the_emulated_device(digits, digits_bundle, tmp_path):
 
     host = edge_runtime.load(digits_bundle).predict({"image": x})
     manifest = json.loads((digits_bundle / "manifest.json").read_text())
-    assert_within_one_step({"scores": device}, host, manifest)
+    within_one_step({"scores": device}, host, manifest)
     assert 'edge_run_requests_total{code="200",endpoint="infer"} 1' in result["metrics"]
 
     # The unit install.sh wrote is valid for systemd (paths moved to the host copy to check it).

@@ -10,46 +10,37 @@ import sys
 import numpy as np
 import pytest
 
-from packager import emulator
 from packager.profiles import DEVICES_DIR, load_profile
-from tests.conftest import ROOT, run_cli
+from tests.conftest import ROOT, TARGETS, run_cli
+from tests.helpers.board import Board, within_one_step
 
 pytestmark = pytest.mark.slow
-FLEET = ("rpi5", "zero2w", "arm64-trixie", "coral-usb")  # rpi4: tests/packager/test_emulated.py
-
-
-@pytest.fixture(scope="session")
-def fleet(digits, tmp_path_factory):
-    """The digits model built once for four targets: (out folder, the build's stdout, its stderr)."""
-    out = tmp_path_factory.mktemp("fleet")
-    proc = run_cli("packager", "build", digits / "digits.onnx", "--target", ",".join(FLEET),
-                   "--calibration", digits / "calibration.npy", "-o", out)
-    return out, proc.stdout, proc.stderr
+OTHERS = tuple(t for t in TARGETS if t != "rpi4")  # rpi4's first install: tests/packager/test_emulated.py
 
 
 def _manifest(folder):
     return json.loads((folder / "manifest.json").read_text())
 
 
-def test_one_conversion_serves_every_target(fleet):
-    out, stdout, stderr = fleet
-    manifests = {t: _manifest(out / f"digits-{t}") for t in FLEET}
+def test_one_conversion_serves_every_target(digits_fleet):
+    out, stdout, stderr = digits_fleet
+    manifests = {t: _manifest(out / f"digits-{t}") for t in TARGETS}
     # converted, quantized and judged once; then one bundle per target
     assert stderr.count("converting to a float model") == 1 and stderr.count("choosing the precision") == 1
     assert len({m["files"]["model.tflite"] for m in manifests.values()}) == 1
-    assert {m["target"]["name"] for m in manifests.values()} == set(FLEET)
-    assert sorted(p.name for p in out.iterdir()) == sorted([f"digits-{t}" for t in FLEET] +
-                                                           [f"digits-{t}.tar.gz" for t in FLEET])
+    assert {m["target"]["name"] for m in manifests.values()} == set(TARGETS)
+    assert sorted(p.name for p in out.iterdir()) == sorted([f"digits-{t}" for t in TARGETS] +
+                                                           [f"digits-{t}.tar.gz" for t in TARGETS])
     # only the wheels differ: trixie's Python 3.13 takes cp313 ones
     trixie = [w for w in manifests["arm64-trixie"]["files"] if w.startswith("wheels/ai_edge_litert")]
     pi = [w for w in manifests["rpi5"]["files"] if w.startswith("wheels/ai_edge_litert")]
     assert trixie == ["wheels/ai_edge_litert-2.3.0-cp313-cp313-manylinux_2_27_aarch64.whl"]
     assert pi == ["wheels/ai_edge_litert-2.3.0-cp311-cp311-manylinux_2_27_aarch64.whl"]
     # the summary table: a row per target with its CPU, Python, precision and memory against its budget
-    rows = {line.split()[0]: line for line in stdout.splitlines() if line.split() and line.split()[0] in FLEET}
-    assert set(rows) == set(FLEET)
+    rows = {line.split()[0]: line for line in stdout.splitlines() if line.split() and line.split()[0] in TARGETS}
+    assert set(rows) == set(TARGETS)
     assert "cortex-a53" in rows["zero2w"] and "/ 256 MB" in rows["zero2w"] and "3.13" in rows["arm64-trixie"]
-    assert "8/8 ops" in rows["coral-usb"] and "shared by 4 bundles" in stdout
+    assert "8/8 ops" in rows["coral-usb"] and f"shared by {len(TARGETS)} bundles" in stdout
     # memory: measured once, checked against each target's own budget
     memory = manifests["zero2w"]["memory"]
     assert 20 < memory["peak_rss_mb"] < memory["budget_mb"] == 256 and memory["memory_mb"] == 512
@@ -61,9 +52,11 @@ def test_one_conversion_serves_every_target(fleet):
 
 
 @pytest.mark.emulated
-@pytest.mark.parametrize("target", FLEET)
-def test_every_target_installs_offline_on_its_board_and_matches_host(fleet, digits, target, tmp_path):
-    out, _, _ = fleet
+@pytest.mark.parametrize("target", OTHERS)
+def test_every_target_installs_offline_on_its_board_and_matches_host(digits_fleet, digits, target, tmp_path):
+    """Each board installs its own bundle: a fresh pip install for trixie's Python 3.13 (the only board with
+    other wheels); the bookworm boards reuse the environment of those wheels, checked by install.sh."""
+    out, _, _ = digits_fleet
     bundle = out / f"digits-{target}"
     profile = load_profile(target)
     x = np.load(digits / "test_x.npy")[:40]
@@ -74,11 +67,13 @@ def test_every_target_installs_offline_on_its_board_and_matches_host(fleet, digi
         '"$BUNDLE/edge-run" run "$BUNDLE" --input x.npy --output y.npz; '
         '"$BUNDLE/edge-run" bench "$BUNDLE" --runs 3 --warmup 1 --json > bench.json'
     )
-    proc, _ = emulator.run_on_device(profile, bundle, script, cwd=tmp_path, capture=True)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert f"CPU part\t: {profile.cpu_part}" in proc.stdout
-    assert f"python {profile.os['python'].replace('.', ' ')}" in proc.stdout
-    assert "installed ai-edge-litert==2.3.0 numpy==" in proc.stdout
+    run = Board(profile).run(bundle, script, tmp_path, fresh_env=target == "arm64-trixie").check()
+    assert f"CPU part\t: {profile.cpu_part}" in run.stdout
+    assert f"python {profile.os['python'].replace('.', ' ')}" in run.stdout
+    if target == "arm64-trixie":
+        assert "installed ai-edge-litert==2.3.0 numpy==" in run.stdout
+    else:
+        assert "already installed" in run.stdout  # the board's environment for these wheels, checked and reused
     bench = json.loads((tmp_path / "bench.json").read_text())
     assert bench["runtime"] == "ai_edge_litert 2.3.0" and bench["model_file"] == "model.tflite"
     if "edgetpu" in profile.delegates:
@@ -89,11 +84,10 @@ def test_every_target_installs_offline_on_its_board_and_matches_host(fleet, digi
         assert bench["delegate"] == "xnnpack" and bench["fallback"] is None
 
     import edge_runtime
-    from tests.packager.test_emulated import assert_within_one_step
 
     with np.load(tmp_path / "y.npz") as y:
         device = {k: y[k] for k in y.files}
-    assert_within_one_step(device, edge_runtime.load(bundle).predict({"image": x}), _manifest(bundle))
+    within_one_step(device, edge_runtime.load(bundle).predict({"image": x}), _manifest(bundle))
 
 
 def _profile(tmp_path, name: str, budget: int):
@@ -110,8 +104,8 @@ def _needs(pattern: str, stderr: str) -> float:
     return float(found.group(1))
 
 
-def test_memory_budget_refuses_the_whole_build_and_warns_near_it(digits, fleet, tmp_path):
-    peak = _manifest(fleet[0] / "digits-zero2w")["memory"]["peak_rss_mb"]
+def test_memory_budget_refuses_the_whole_build_and_warns_near_it(digits, digits_fleet, tmp_path):
+    peak = _manifest(digits_fleet[0] / "digits-zero2w")["memory"]["peak_rss_mb"]
     tight, near = _profile(tmp_path, "tight", int(peak) - 10), _profile(tmp_path, "near", int(peak / 0.9))
     args = ["build", digits / "digits.onnx", "--calibration", digits / "calibration.npy", "--no-wheels"]
     refused = run_cli("packager", *args, "--target", f"rpi4,{tight}", "-o", tmp_path / "out", check=False)
