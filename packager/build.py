@@ -24,7 +24,8 @@ from .graph import convert_graph, prepare_graph, same_strategy
 from .input_stats import input_statistics
 from .manifest import Shipped, input_entries
 from .ops import op_report
-from .precision import Candidates, bar_of, choose_precision, make_bench, precision_entry
+from .ladder.apart import Job, choose_apart
+from .precision import Candidates, bar_of, make_bench, precision_entry
 from .preflight import preflight
 from .report import block, detail, float_ops_warning, frame_path, split_warning, warn
 from .report import say as _say
@@ -140,10 +141,9 @@ def _choose(opts, plan, source, samples, graph, conversion, work: Path, say, boa
            f"judged on {held_out} held-out samples")
     pinned = {source.image.name: (0.0, 255.0)} if source.image else None
     candidates = Candidates(conversion, samples.calib, plan.io_dtype, opts.per_tensor, opts.verbose, pinned,
-                            same_strategy(source, graph, samples, opts, work, conversion), graph.proto)
+                            same_strategy(source, graph, samples, opts, work, conversion).reconvert, graph.proto)
     bench = make_bench(conversion, source, graph.fixed_entries, samples, opts.verbose)
-    bench.board = board
-    outcome, ladder = choose_precision(opts, candidates, bench, plan.profiles)
+    outcome, split = choose_apart(Job(opts, candidates, bench, board, tuple(plan.profiles), str(work / "ladder")))
     chosen, q = outcome.chosen, outcome.chosen.model
     if source.image:
         key = next(m.key for m in conversion.in_maps if m.spec.name == source.image.name)
@@ -158,7 +158,7 @@ def _choose(opts, plan, source, samples, graph, conversion, work: Path, say, boa
     if ops["float_ops"] and q.precision in ("int8", "int8+float"):
         warn(float_ops_warning(ops))
     if chosen.partitions > 1:
-        warn(split_warning(chosen.partitions, ladder.bench.split_by(q)))
+        warn(split_warning(chosen.partitions, split))
     statistics = input_statistics(as_frames(samples.data, source.image),
                                   input_entries(q, conversion, source.image))
     return Shipped(opts, source.model, plan.io_dtype, q, samples.counts, graph.preparation, conversion, source.image,

@@ -247,10 +247,17 @@ def emulate(bundle, target, fresh_env, edge_run_args):
 
 
 def main(argv: list[str] | None = None) -> int:
+    from .stopping import Stopped, stop_on_signals
+
     argv = list(sys.argv[1:] if argv is None else argv)
     verbose = "-v" in argv or "--verbose" in argv
     try:
-        cli.main(args=argv, prog_name="edgepack", standalone_mode=False)
+        with stop_on_signals():
+            cli.main(args=argv, prog_name="edgepack", standalone_mode=False)
+    except Stopped as stop:
+        click.echo(f"error: stopped by {stop.name}: every worker was ended and the temp folders and partial "
+                   "output removed; nothing was written", err=True)
+        return 128 + stop.signum
     except UserError as exc:
         if verbose:
             raise
@@ -261,9 +268,10 @@ def main(argv: list[str] | None = None) -> int:
     except click.ClickException as exc:
         exc.show()
         return exc.exit_code
-    except click.Abort:
-        click.echo("aborted", err=True)
-        return 1
+    except click.Abort:  # Ctrl-C (click turns KeyboardInterrupt into Abort)
+        click.echo("error: interrupted (SIGINT): every worker was ended and the temp folders and partial output "
+                   "removed; nothing was written", err=True)
+        return 130
     return 0
 
 

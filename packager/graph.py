@@ -48,20 +48,51 @@ def prepare_graph(source: Source, samples: Samples, verbose: bool) -> Graph:
     return Graph(proto, preparation, frozen, [s for s in inputs if s.name not in frozen], entries)
 
 
-def converter(source: Source, graph: Graph, samples: Samples, opts):
-    """(proto, work folder) -> Conversion: the strategies tried on ``proto``, each checked against onnxruntime."""
+@dataclasses.dataclass
+class Converter:
+    """The strategies tried on a graph, each float model checked against onnxruntime on the user's samples.
 
-    def check(saved_model):
-        with captured_output(show=opts.verbose):
-            return map_tensors(saved_model, graph.live_inputs, source.model.outputs, source.shapes, samples.calib,
-                               source.reference)
+    Picklable (the precision ladder, in a process of its own, converts a repaired graph with it): the
+    onnxruntime session is made again where it is first needed.
+    """
 
-    def run(proto, work: Path, strategies=None, say=detail):
-        extra = {"strategies": strategies} if strategies is not None else {}
-        return convert(proto, work, samples.calib, check, budget=opts.strategy_timeout, verbose=opts.verbose,
-                       say=say, **extra)
+    model: object  # the user's OnnxModel: its proto is the reference, its outputs the contract
+    live_inputs: list  # the TensorSpecs still fed at run time
+    shapes: dict
+    calib: dict
+    budget: float | None
+    verbose: bool
+    strategies: tuple[str, ...] | None = None  # by name; None: every strategy, in order
+    work: Path | None = None  # where reconvert's attempts go
+    reference: object = dataclasses.field(default=None, repr=False)
 
-    return run
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "reference": None}
+
+    def check(self, saved_model):
+        from .reference import Reference
+
+        if self.reference is None:
+            self.reference = Reference(self.model.proto)
+        with captured_output(show=self.verbose):
+            return map_tensors(saved_model, self.live_inputs, self.model.outputs, self.shapes, self.calib,
+                               self.reference)
+
+    def __call__(self, proto, work: Path, say=detail):
+        from .convert.strategies import STRATEGIES
+
+        chosen = {"strategies": tuple(s for s in STRATEGIES if s.name in self.strategies)} if self.strategies else {}
+        return convert(proto, work, self.calib, self.check, budget=self.budget, verbose=self.verbose, say=say,
+                       **chosen)
+
+    def reconvert(self, proto, name: str):
+        """(another graph, a folder name) -> Conversion by these strategies, quietly (the ladder's repairs)."""
+        return self(proto, self.work / name, say=lambda text: None)
+
+
+def converter(source: Source, graph: Graph, samples: Samples, opts) -> Converter:
+    return Converter(source.model, graph.live_inputs, source.shapes, samples.calib, opts.strategy_timeout,
+                     opts.verbose, reference=source.reference)
 
 
 def convert_graph(source: Source, graph: Graph, samples: Samples, opts, work: Path):
@@ -72,10 +103,6 @@ def convert_graph(source: Source, graph: Graph, samples: Samples, opts, work: Pa
     return conversion
 
 
-def same_strategy(source: Source, graph: Graph, samples: Samples, opts, work: Path, conversion):
-    """(proto, name) -> Conversion: another graph (a repaired one) converted by the strategy that won."""
-    from .convert.strategies import STRATEGIES
-
-    run = converter(source, graph, samples, opts)
-    chosen = tuple(s for s in STRATEGIES if s.name == conversion.strategy)
-    return lambda proto, name: run(proto, work / name, strategies=chosen, say=lambda text: None)
+def same_strategy(source: Source, graph: Graph, samples: Samples, opts, work: Path, conversion) -> Converter:
+    """A converter for another graph (a repaired one) by the strategy that won, working in ``work``."""
+    return dataclasses.replace(converter(source, graph, samples, opts), strategies=(conversion.strategy,), work=work)

@@ -117,14 +117,17 @@ def _threshold_text(kind) -> str:
     return f" above {kind.threshold}" if kind.threshold is not None else ""
 
 
-def choose_precision(opts, candidates: Candidates, bench: Bench, profiles=()) -> tuple[Outcome, Ladder]:
+def choose_precision(opts, candidates: Candidates, bench: Bench, profiles=(), observer=None, resume=None,
+                     rungs=None) -> tuple[Outcome, Ladder]:
     """The ladder on this model for these target profiles; raises UserError when nothing may ship (without
-    --accept-low-fidelity)."""
+    --accept-low-fidelity). ``observer``, ``resume``: see packager.ladder.Ladder; ``rungs``: another table."""
     bar = bar_of(opts)
     fp16 = [p.fp16_arithmetic for p in profiles]
+    extra = {"rungs": rungs} if rungs is not None else {}
     # strict is auto's ladder; it differs in what it accepts as calibration data (packager.calibration)
     ladder = Ladder(bench, bar, "auto" if opts.precision == "strict" else opts.precision,
-                    fp16_arithmetic=None if not fp16 or None in fp16 else all(fp16))
+                    fp16_arithmetic=None if not fp16 or None in fp16 else all(fp16), observer=observer,
+                    resume=resume, **extra)
     if candidates.io_dtype == "uint8":
         # LiteRT Quantizer writes int8 I/O only; the Edge TPU convention stays on the converter.
         outcome = ladder.only("int8 (converter, uint8 I/O)", candidates.converter_int8("uint8"))

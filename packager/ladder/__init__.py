@@ -35,10 +35,13 @@ def _say(text: str) -> None:
 
 class Ladder:
     def __init__(self, bench: Bench, bar: Bar, precision: str = "auto", say: Callable[[str], None] = _say,
-                 rungs: tuple[Rung, ...] = RUNGS, fp16_arithmetic: bool | None = None):
-        """``fp16_arithmetic``: whether every target CPU computes in float16 (None: unknown)."""
+                 rungs: tuple[Rung, ...] = RUNGS, fp16_arithmetic: bool | None = None, observer=None,
+                 resume: dict[str, Step] | None = None):
+        """``fp16_arithmetic``: whether every target CPU computes in float16 (None: unknown). ``observer``
+        hears ``start(rung name)`` and ``step(rung name, Step)``; ``resume`` holds steps already measured (by
+        rung name) that are taken as they are, a climb that went on after a crash (packager.ladder.apart)."""
         self.bench, self.bar, self.precision, self.say, self.rungs = bench, bar, precision, say, rungs
-        self.fp16_arithmetic = fp16_arithmetic
+        self.fp16_arithmetic, self.observer, self.resume = fp16_arithmetic, observer, resume or {}
         self.steps: list[Step] = []
         self.float32: SimpleNamespace | None = None  # float32's latency_ms, partitions, board_ms
 
@@ -55,17 +58,36 @@ class Ladder:
                 break
             if not rung.applies(climb):
                 continue
-            started = time.perf_counter()
-            try:
-                made = rung.make(climb)
-            except QuantizerFailed as exc:
-                self.say(f"{rung.name} skipped: {exc.message}")
+            step = self._resumed(rung) or self._make(rung, climb)
+            if step is None:
                 continue
-            step = self._step(made.name or rung.name, made.model, started, made.note)
             climb.note(step, rung.family)
             if self._wins(step):
                 return self._done(step)
         return self._done(None)
+
+    def _make(self, rung: Rung, climb: Climb) -> Step | None:
+        """The rung's model made and measured (None when its maker cannot take the graph)."""
+        if self.observer is not None:
+            self.observer.start(rung.name)
+        started = time.perf_counter()
+        try:
+            made = rung.make(climb)
+        except QuantizerFailed as exc:
+            self.say(f"{rung.name} skipped: {exc.message}")
+            return None
+        step = self._step(made.name or rung.name, made.model, started, made.note)
+        if self.observer is not None:
+            self.observer.step(rung.name, step)
+        return step
+
+    def _resumed(self, rung: Rung) -> Step | None:
+        """A step measured before a crash (or the crash itself), taken as it was."""
+        step = self.resume.get(rung.name)
+        if step is not None:
+            self.steps.append(step)
+            self.say(line(step, self.steps[0].latency_ms) + " (measured before the restart)")
+        return step
 
     def only(self, name: str, q: Quantized) -> Outcome:
         """A one-step ladder: this model holds the bar or nothing does."""

@@ -31,8 +31,16 @@ class Bench:
         self.kinds = kinds or infer_kinds(None, [(m.spec.name, m.shape) for m in in_maps],
                                           [(m.spec.name, m.shape) for m in out_maps], holdout_refs)
         self.board = None  # packager.board_bench.BoardBench with --bench-on
-        self._dir = tempfile.TemporaryDirectory(prefix="edgepack-ladder-")
+        self._dir: tempfile.TemporaryDirectory | None = None  # made on first use, where the models are run
         self._last: tuple[Quantized, object] | None = None
+
+    def __getstate__(self) -> dict:
+        """Pickled without its interpreters and folder (the ladder's own process makes its own)."""
+        return {k: v for k, v in self.__dict__.items() if k not in ("_dir", "_last")}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._dir, self._last = None, None
 
     def model(self, q: Quantized):
         """The candidate loaded as the device loads it; the last one is kept (a step measures fidelity, then speed)."""
@@ -41,6 +49,8 @@ class Bench:
         from edge_runtime.interpreter import make_engine
         from edge_runtime.model import Model
 
+        if self._dir is None:
+            self._dir = tempfile.TemporaryDirectory(prefix="edgepack-ladder-")
         path = Path(self._dir.name) / "candidate.tflite"
         path.write_bytes(q.tflite)
         manifest = {"name": "candidate", "inputs": [io_entry(m, q.io) for m in self.in_maps],
