@@ -47,6 +47,9 @@ class InputWatch:
             self.axis = stats["channel_axis"]
             if self.axis is not None and spec.get("format") == "image-uint8":
                 self.axis = -1  # camera frames come as (H, W, C) or (N, H, W, C): channels are last either way
+            # One sample, N along the batch axis or N stacked in front (edge_runtime.tensors): as samples
+            # of shape[1:], the channel axis is where the statistics found it, whatever the form.
+            self.tail = tuple(spec["shape"][1:]) if self.axis is not None and self.axis >= 0 else None
             self.calib_mean = np.asarray(stats["mean"], np.float64)
             std = np.asarray(stats["std"], np.float64)
             # A channel constant in calibration (std 0) would make any change infinite drift: measure it against
@@ -62,6 +65,8 @@ class InputWatch:
         if x.size == 0:  # nothing to average; an empty mean would poison the moving average with NaN
             return
         if self.stats is not None:
+            if self.tail is not None:
+                x = x.reshape(-1, *self.tail)
             if self.axis is None:
                 mean = np.array([x.mean(dtype=np.float64)])
             else:

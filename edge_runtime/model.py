@@ -12,7 +12,8 @@ from .delegates import choose
 from .errors import UserError
 from .interpreter import Engine, make_engine
 from .manifest import MAX_FIXED_VALUES, Malformed, check_fixed_inputs, check_precision
-from .tensors import IMAGE_FORMAT, InputWriter, OutputReader, batched_samples, check_dtype, frames, raw_to_tflite
+from .tensors import (BATCH_AXIS, IMAGE_FORMAT, ONE, InputWriter, OutputReader, check_dtype, frames, input_samples,
+                      raw_to_tflite)
 
 
 def fixed_inputs(manifest: dict) -> dict[str, np.ndarray]:
@@ -105,37 +106,36 @@ class Model:
         return [interp.get_tensor(spec["tflite_index"]) for spec in self.outputs]
 
     def predict(self, feeds: dict[str, np.ndarray], raw: bool = False) -> dict[str, np.ndarray]:
-        """Run the model on ONNX-contract inputs.
+        """Run the model on ONNX-contract inputs: what onnxruntime takes, onnxruntime's shapes back.
 
         Args:
-            feeds: {ONNX input name: array}. Each array is one sample in the
-                ONNX shape, or (for batch-1 models) N samples along the batch
-                axis, or N samples stacked in front.
+            feeds: {ONNX input name: array}. Each array is one sample in
+                exactly the ONNX shape (outputs then in exactly their ONNX
+                shapes), or N samples stacked in front ``(N, *shape)``, or,
+                for an input whose first dimension is a batch of 1, N
+                samples along that axis; every input in the same form
+                (the rule: :mod:`edge_runtime.tensors`).
             raw: feed and return the TFLite tensors as they are (quantized,
                 TFLite layout), one sample.
 
         Returns:
-            {ONNX output name: float array in the ONNX layout}; for N
-            samples, outputs are joined the same way the inputs were.
+            {ONNX output name: float array in the ONNX layout}: for one
+            sample, the ONNX output shape; for N stacked samples,
+            ``(N, *shape)``; for N samples along the batch axis, joined
+            along the output's own batch axis of 1 (stacked in front when it
+            has none).
+
+        Raises:
+            UserError: a missing or unknown name, a shape that is none of
+                the forms, inputs in different forms or sample counts.
         """
         feeds = self._drop_fixed(feeds)
         self._check_names(feeds)
         if raw:
             tensors = [raw_to_tflite(np.asarray(feeds[s["name"]]), s) for s in self.inputs]
             return {s["name"]: out for s, out in zip(self.outputs, self.invoke(tensors))}
-        batches, stacked = [], []
-        for spec in self.inputs:
-            array = np.asarray(feeds[spec["name"]])
-            if spec.get("format") == IMAGE_FORMAT:
-                batches.append(frames(array, spec, "input"))
-                stacked.append(False)
-                continue
-            check_dtype(array, spec, "input")
-            samples = batched_samples(array, spec["shape"], spec["name"], "input")
-            if np.dtype(spec["dtype"]).kind == "f" and not _finite(samples):
-                raise UserError(f"input '{spec['name']}' holds NaN or Inf values", "clean the input")
-            batches.append(samples)
-            stacked.append(array.ndim == len(spec["shape"]) + 1)
+        given = [self._samples(spec, np.asarray(feeds[spec["name"]])) for spec in self.inputs]
+        batches, form = [b for b, _ in given], _one_form(self.inputs, [f for _, f in given])
         counts = {len(b) for b in batches}
         if counts == {0}:
             raise UserError("the input holds no samples", "give at least one sample")
@@ -144,16 +144,29 @@ class Model:
                 f"inputs hold different numbers of samples: {[len(b) for b in batches]}",
                 "give every input the same number of samples",
             )
-        return self._run(batches, counts.pop(), all(stacked))
+        return self._run(batches, counts.pop(), form)
 
-    def _run(self, batches: list[np.ndarray], count: int, stacked: bool) -> dict[str, np.ndarray]:
+    @staticmethod
+    def _samples(spec: dict, array: np.ndarray) -> tuple[np.ndarray, str]:
+        """One input's array -> ((N, *shape) samples, their form), checked for dtype and finite values."""
+        if spec.get("format") == IMAGE_FORMAT:  # camera frames: one (H, W, C) or (1, H, W, C), or N along the batch
+            samples = frames(array, spec, "input")
+            return samples, ONE if len(samples) == 1 else BATCH_AXIS
+        check_dtype(array, spec, "input")
+        samples, form = input_samples(array, spec, "input")
+        if np.dtype(spec["dtype"]).kind == "f" and not _finite(samples):
+            raise UserError(f"input '{spec['name']}' holds NaN or Inf values", "clean the input")
+        return samples, form
+
+    def _run(self, batches: list[np.ndarray], count: int, form: str) -> dict[str, np.ndarray]:
         """Invoke once per sample, writing into the interpreter's buffers and one result array per output.
 
         The results are allocated once, after the first invoke shows the
         output shapes, and each sample's outputs land in their slot: no
-        per-sample arrays to stack. ``stacked``: the inputs came as (N,
-        *shape), so the outputs go back as (N, *shape); otherwise samples
-        were along the batch axis and are joined along it.
+        per-sample arrays to stack. Then shaped by the inputs' ``form``:
+        one sample gives exactly the output's shape, stacked samples
+        ``(N, *shape)``, samples along the batch axis are joined along the
+        output's batch axis of 1 (stacked when it has none).
         """
         interp = self.engine.interpreter
         results: list[np.ndarray] = []
@@ -165,9 +178,21 @@ class Model:
                 results = [np.empty((count, *r.shape(interp)), r.dtype) for r in self._readers]
             for reader, result in zip(self._readers, results):
                 reader.read(interp, result[i])
-        if not stacked:
-            results = [r.reshape(-1, *r.shape[2:]) for r in results]
+        if form == ONE:
+            results = [r[0] for r in results]
+        elif form == BATCH_AXIS:
+            results = [r.reshape(count, *r.shape[2:]) if r.shape[1:2] == (1,) else r for r in results]
         return {s["name"]: r for s, r in zip(self.outputs, results)}
+
+
+def _one_form(inputs: list[dict], forms: list[str]) -> str:
+    """The form every input shares (one sample, stacked, along the batch axis); mixed forms are refused."""
+    if len(set(forms)) <= 1:
+        return forms[0] if forms else ONE
+    given = ", ".join(f"'{spec['name']}' {form}" for spec, form in zip(inputs, forms))
+    raise UserError(f"the inputs come in different forms: {given}",
+                    "give every input as one sample in its ONNX shape (what onnxruntime takes), or every input as "
+                    "N samples, stacked in front (N, *shape) or along its batch axis of 1")
 
 
 def _finite(x: np.ndarray) -> bool:

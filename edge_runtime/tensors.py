@@ -5,6 +5,28 @@ original model. The TFLite model may differ in layout (the converter moves
 channels last) and in dtype (int8/uint8 quantized). The manifest records,
 per tensor, the ``permutation`` (tflite = onnx.transpose(permutation)) and
 the ``scale``/``zero_point``; this module applies them both ways.
+
+What an array given for an input holds (``predict()``, ``edge-run run``,
+``edge-run serve``), by its shape against the input's ONNX shape S (the
+manifest's ``shape``, rank r; a symbolic dimension is the value the build
+fixed), decided by :func:`input_samples`:
+
+- exactly S: ONE sample, whatever S's first dimension means (a batch of 1,
+  a sequence, channels). This is the array onnxruntime takes, and every
+  output comes back in exactly its ONNX shape.
+- rank r + 1 and ``(N, *S)``: N samples STACKED in front; each output comes
+  back as ``(N, *its ONNX shape)``. onnxruntime takes no array of rank
+  r + 1, so this cannot be read as one sample.
+- only when S[0] == 1 (a batch of 1): rank r and ``(N, *S[1:])`` with
+  N != 1: N samples along the BATCH AXIS, as onnxruntime takes them when
+  the model declares that dimension symbolic; an output whose ONNX shape
+  starts with 1 comes back joined along it, ``(N, *shape[1:])``, any other
+  output stacked, ``(N, *shape)``. (N == 1 is exactly S: one sample.)
+
+All the inputs of one call take the same form (each one sample, each
+stacked, or each along its batch axis); anything else is refused with the
+ONNX shape in the message. The build's calibration arrays are another
+format (always N samples: packager.calibration's ``batched_samples``).
 """
 
 from __future__ import annotations
@@ -23,26 +45,34 @@ MIN_SAMPLES = 4
 MAX_DECODED_BYTES = 64 * 1024 * 1024
 
 
-def batched_samples(array: np.ndarray, shape: list[int], name: str, source: str) -> np.ndarray:
-    """View an array as samples of one input: returns (N, *shape).
+ONE, STACKED, BATCH_AXIS = "one sample", "stacked", "along the batch axis"
 
-    Accepted: ``(N, *shape)``, and when the input's first dimension is a
-    batch of 1, ``(N, *shape[1:])`` (samples along the batch axis; a single
-    sample of exactly ``shape`` is that with N=1).
+
+def input_samples(array: np.ndarray, spec: dict, source: str) -> tuple[np.ndarray, str]:
+    """An array given for one input, by the runner's rule (module doc): returns ((N, *shape), its form).
+
+    Raises:
+        UserError: the array is none of the forms; the message leads with the ONNX shape.
     """
-    shape = list(shape)
-    got = list(array.shape)
+    shape, got = tuple(spec["shape"]), array.shape
+    if got == shape:
+        return array[np.newaxis], ONE
     if len(got) == len(shape) + 1 and got[1:] == shape:
-        return array
+        return array, STACKED
     if shape and shape[0] == 1 and len(got) == len(shape) and got[1:] == shape[1:]:
-        return array.reshape(got[0], *shape)
-    accepted = f"(N, {', '.join(map(str, shape))})"
-    if shape and shape[0] == 1:
-        accepted += f" or (N, {', '.join(map(str, shape[1:]))})"
-    raise UserError(
-        f"{source}: input '{name}' must have shape {accepted}, found {tuple(got)}",
-        "give samples in the ONNX model's own layout (the one onnxruntime takes), one per row",
-    )
+        return array.reshape(got[0], *shape), BATCH_AXIS
+    forms = [f"N samples as {_dims('N', *shape)}"] + ([_dims("N", *shape[1:])] if shape and shape[0] == 1 else [])
+    declared = spec.get("declared_shape") or shape
+    fixed = "" if all(isinstance(d, int) for d in declared) else f" (declared {_dims(*declared)}, fixed by the build)"
+    raise UserError(f"{source}: input '{spec['name']}' takes shape {_dims(*shape)}{fixed} (one sample, as onnxruntime "
+                    f"takes it) or {' or '.join(forms)}; found {_dims(*got)}",
+                    "give the array you would give onnxruntime, in the model's own layout (edge-run info shows "
+                    "each input's shape)" + ("; for another size, build with --input-shape" if fixed else ""))
+
+
+def _dims(*dims) -> str:
+    """A shape as numpy prints one: (8, 16), (7,), ()."""
+    return f"({', '.join(map(str, dims))}{',' if len(dims) == 1 else ''})"
 
 
 def frame_shape(spec: dict) -> str:

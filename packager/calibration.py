@@ -22,7 +22,6 @@ import numpy as np
 
 from edge_runtime.errors import UserError
 from edge_runtime.images import open_image
-from edge_runtime.tensors import batched_samples
 
 from .inputs.config import is_config_input
 from .inputs.image import image_layout, normalisation
@@ -33,6 +32,28 @@ MIN_SAMPLES = 10
 UNIFORM_AXIS = 4  # axes longer than this (not colour channels) must vary within a sample
 
 Calibration = dict[str, np.ndarray]
+
+
+def batched_samples(array: np.ndarray, shape: list[int], name: str, source: str) -> np.ndarray:
+    """View an array as samples of one input, the build's calibration format: returns (N, *shape).
+
+    Accepted: ``(N, *shape)``, and when the input's first dimension is a
+    batch of 1, ``(N, *shape[1:])`` (samples along the batch axis; a single
+    sample of exactly ``shape`` is that with N=1).
+    """
+    shape = list(shape)
+    got = list(array.shape)
+    if len(got) == len(shape) + 1 and got[1:] == shape:
+        return array
+    if shape and shape[0] == 1 and len(got) == len(shape) and got[1:] == shape[1:]:
+        return array.reshape(got[0], *shape)
+    accepted = f"(N, {', '.join(map(str, shape))})"
+    if shape and shape[0] == 1:
+        accepted += f" or (N, {', '.join(map(str, shape[1:]))})"
+    raise UserError(
+        f"{source}: input '{name}' must have shape {accepted}, found {tuple(got)}",
+        "give samples in the ONNX model's own layout (the one onnxruntime takes), one per row",
+    )
 
 
 def _read_image(file: Path, channels: int, height: int, width: int) -> np.ndarray:

@@ -63,7 +63,7 @@ def test_wrong_input_name(capsys, digits_bundle, tmp_path):
 def test_wrong_input_shape(capsys, digits_bundle, tmp_path):
     np.save(tmp_path / "in.npy", np.zeros((1, 8, 8, 1), np.float32))
     err = edge_run_error(capsys, "run", digits_bundle, "--input", tmp_path / "in.npy")
-    assert "input 'image' must have shape" in err and "found (1, 8, 8, 1)" in err
+    assert "input 'image' takes shape (1, 1, 8, 8)" in err and "found (1, 8, 8, 1)" in err
 
 
 @pytest.mark.slow

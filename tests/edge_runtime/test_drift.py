@@ -69,6 +69,18 @@ def test_drift_score_low_in_distribution_and_up_for_shifted_inputs():
     assert score_after(drift, images(100)) < 0.1
 
 
+def test_drift_reads_samples_in_every_form_the_model_takes():
+    """N along the batch axis (N, 3, 32, 32) or stacked in front (N, 1, 3, 32, 32): the same channels."""
+    manifest = manifest_with_stats()
+    cast = images(20)
+    cast[:, :, 2] += 3 * STD[2]  # one channel off by 3 std: a score of 1 when channels are told apart
+    along, stacked = Drift(manifest), Drift(manifest)
+    along.observe({"x": cast[:, 0]})
+    stacked.observe({"x": cast})
+    assert 0.9 < along.inputs["x"].score() < 1.1
+    assert stacked.inputs["x"].score() == pytest.approx(along.inputs["x"].score())
+
+
 def test_saturation_counts_values_outside_the_int8_input_range():
     manifest = manifest_with_stats()
     spec = manifest["inputs"][0]  # int8, scale 0.0078, zero point 0

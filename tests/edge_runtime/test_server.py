@@ -4,7 +4,6 @@ metrics checked by promtool, limits, bad input, and a clean SIGTERM.
 Tests marked slow need the built digits bundle.
 """
 
-import http.client
 import json
 import os
 import re
@@ -22,51 +21,7 @@ import pytest
 from edge_runtime.metrics import Metrics, model_fidelity
 from tests.conftest import ROOT, run_cli
 from tests.edge_runtime.test_cli import hand_manifest, reseal_below_the_bar
-
-MAX_BODY = 65536
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Server:
-    def __init__(self, bundle, *extra):
-        self.port = free_port()
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "edge_runtime", "serve", str(bundle), "--port", str(self.port),
-             "--workers", "1", "--queue", "1", "--timeout", "2", "--max-body", str(MAX_BODY), *extra],
-            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-        )
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                if self.request("GET", "/v2/health/ready")[0] == 200:
-                    return
-            except OSError:
-                pass
-            time.sleep(0.1)
-        self.proc.kill()
-        raise AssertionError("server never became ready: " + self.proc.communicate()[1])
-
-    def request(self, method, path, body=None, headers=None):
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
-        try:
-            conn.request(method, path, body=body, headers=headers or {})
-            resp = conn.getresponse()
-            return resp.status, resp.read(), dict(resp.getheaders())
-        finally:
-            conn.close()
-
-    def metrics(self) -> str:
-        return self.request("GET", "/metrics")[1].decode()
-
-    def stop(self) -> int:
-        self.proc.send_signal(signal.SIGTERM)
-        self.proc.communicate(timeout=30)
-        return self.proc.returncode
+from tests.helpers.serve import MAX_BODY, Server, free_port  # noqa: F401 (free_port: other modules import it here)
 
 
 @pytest.fixture(scope="module")
@@ -236,7 +191,8 @@ X = np.zeros((1, 1, 8, 8), np.float32)
         ("/v2/models/nope/infer", infer_body(X), 404, "unknown model 'nope'"),
         ("/v2/models/digits-rpi4/infer", infer_body(X, name="pixels"), 400, "unknown input 'pixels'"),
         ("/v2/models/digits-rpi4/infer", infer_body(X, datatype="INT64"), 400, "datatype INT64"),
-        ("/v2/models/digits-rpi4/infer", infer_body(np.zeros((1, 8, 8, 1), np.float32)), 400, "must have shape"),
+        ("/v2/models/digits-rpi4/infer", infer_body(np.zeros((1, 8, 8, 1), np.float32)), 400,
+         "takes shape (1, 1, 8, 8)"),
         ("/v2/models/digits-rpi4/infer", infer_body(X, data=[0.0] * 10), 400, "has 10 elements"),
         ("/v2/models/digits-rpi4/infer", infer_body(X, data=[float("nan")] * 64), 400, "NaN or Inf"),
         ("/v2/models/digits-rpi4/infer", infer_body(X, data=[float("inf")] * 64), 400, "NaN or Inf"),

@@ -1,0 +1,55 @@
+"""`edge-run serve` as a subprocess on a loopback port, for the tests that talk to it over HTTP."""
+
+import http.client
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+from tests.conftest import ROOT
+
+MAX_BODY = 65536
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    def __init__(self, bundle, *extra):
+        self.port = free_port()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "edge_runtime", "serve", str(bundle), "--port", str(self.port),
+             "--workers", "1", "--queue", "1", "--timeout", "2", "--max-body", str(MAX_BODY), *extra],
+            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        )
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                if self.request("GET", "/v2/health/ready")[0] == 200:
+                    return
+            except OSError:
+                pass
+            time.sleep(0.1)
+        self.proc.kill()
+        raise AssertionError("server never became ready: " + self.proc.communicate()[1])
+
+    def request(self, method, path, body=None, headers=None):
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+        try:
+            conn.request(method, path, body=body, headers=headers or {})
+            resp = conn.getresponse()
+            return resp.status, resp.read(), dict(resp.getheaders())
+        finally:
+            conn.close()
+
+    def metrics(self) -> str:
+        return self.request("GET", "/metrics")[1].decode()
+
+    def stop(self) -> int:
+        self.proc.send_signal(signal.SIGTERM)
+        self.proc.communicate(timeout=30)
+        return self.proc.returncode
