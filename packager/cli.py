@@ -199,16 +199,19 @@ def inspect(bundle, as_json):
 @cli.command()
 @click.argument("bundle", type=click.Path())
 @click.option("--data", required=True,
-              help="Labelled samples: image folder (flat, or one sub-folder per class), .npy or .npz.")
-@click.option("--labels", default=None, help="Class ids, one per sample (.npy); not with class sub-folders.")
+              help="Samples: image folder (flat, or one sub-folder per class: labelled), .npy or .npz.")
+@click.option("--labels", default=None, help="Class ids, one per sample (.npy); not with class sub-folders. "
+                                             "Without labels: the bundle against the float model, per output kind.")
 @click.option("--model", default=None,
               help="The float .onnx the bundle was built from (default: its file name next to the bundle or here).")
-@click.option("--output", default=None, help="Output to score (default: the first vector of class scores).")
+@click.option("--output", default=None,
+              help="Output to score (default: the first classes output; without labels, every output).")
 @click.option("--mean", callback=_floats, help="Image folders: per-channel mean, as given to the build.")
 @click.option("--std", callback=_floats, help="Image folders: per-channel std, as given to the build.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def evaluate(bundle, data, labels, model, output, mean, std, as_json):
-    """Accuracy and per-class precision/recall/F1: float ONNX model vs BUNDLE."""
+    """Float ONNX model vs BUNDLE on your data: accuracy and per-class figures with labels, else each output
+    judged by what it means (top-1, strings, detections, score maps, cosine)."""
     from .evaluate import evaluate as run_evaluate
     from .evaluate import format_report
 

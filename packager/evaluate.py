@@ -255,58 +255,86 @@ def _float_scores(proto, inputs: dict[str, np.ndarray], manifest: dict, count: i
 
 def evaluate(bundle: str, data: str, labels: str | None = None, model: str | None = None,
              output: str | None = None, mean=None, std=None) -> dict:
-    """Score the float ONNX model and the bundle on labelled data.
+    """Score the float ONNX model and the bundle on the user's data.
+
+    With labels (``labels``, or an image folder with one sub-folder per
+    class): accuracy and per-class figures of a classes output, each side
+    against the labels. Without: the bundle against the float model, each
+    output judged by what it means (packager.agreement).
 
     Args:
         bundle: the bundle folder or its .tar.gz.
         data: image folder (flat, or a sub-folder per class), .npy or .npz.
         labels: .npy of class ids, one per sample (not with class folders).
         model: the float .onnx the bundle was built from (default: found by name).
-        output: the output to score (default: the first vector of class scores).
+        output: the output to score (default: the first classes output; without labels, every output).
         mean, std: image normalisation, for image folders, as given to the build.
 
     Returns:
-        {"name" (the bundle's), "model", "data", "output", "samples", "classes",
-        "agreement", "float": metrics, "bundle": metrics}; see class_metrics. Per-class
-        rows also carry the class "name" (its folder, or the class id).
+        with labels: {"name" (the bundle's), "model", "data", "output", "samples", "classes", "agreement",
+        "float": metrics, "bundle": metrics} (see class_metrics; per-class rows also carry the class "name");
+        without: packager.agreement's report.
 
     Raises:
         UserError: wrong model file, data or labels that do not fit the bundle.
     """
-    import edge_runtime
+    side = _Sides(bundle, data, model, mean, std)
+    path = Path(data)
+    if labels is None and not (path.is_dir() and class_folders(path)):
+        from .agreement import agreement
 
-    from .onnx_model import load_onnx
+        return agreement(side, output)
+    return _labelled(side, labels, output)
 
-    runtime = edge_runtime.load(bundle)
-    manifest = runtime.manifest
-    model_path = find_model(Path(bundle), manifest, model)
-    chosen = score_output(runtime.outputs, output)
+
+class _Sides:
+    """The bundle and the float model it was built from, and what the data must hold to feed both."""
+
+    def __init__(self, bundle: str, data: str, model: str | None, mean, std):
+        import edge_runtime
+
+        from .onnx_model import load_onnx
+
+        self.runtime = edge_runtime.load(bundle)
+        self.manifest = self.runtime.manifest
+        self.model_path = find_model(Path(bundle), self.manifest, model)
+        self.image, self.onnx_model = _camera_input(self.manifest, load_onnx(self.model_path), mean, std)
+        self.inputs, self.shapes = _data_inputs(self.onnx_model.inputs, self.manifest, Path(data))
+        if self.image is not None:  # the data is read as the user's model's pixels, [N, C, H, W]
+            n, h, w, c = self.shapes[self.image.name]
+            self.shapes[self.image.name] = [n, c, h, w]
+        self.data, self.mean, self.std = data, mean, std
+
+    def run(self, samples: dict) -> tuple[dict, dict]:
+        """(the float model's outputs, the bundle's), stacked over the samples."""
+        count = len(next(iter(samples.values())))
+        image = self.image
+        frames = {k: image.frames(v) if image is not None and k == image.name else v for k, v in samples.items()}
+        return _float_scores(self.onnx_model.proto, samples, self.manifest, count), self.runtime.predict(frames)
+
+
+def _labelled(side: _Sides, labels: str | None, output: str | None) -> dict:
+    chosen = score_output(side.runtime.outputs, output)
     classes = chosen["shape"][-1]
-    image, onnx_model = _camera_input(manifest, load_onnx(model_path), mean, std)
-    inputs, shapes = _data_inputs(onnx_model.inputs, manifest, Path(data))
-    if image is not None:  # the data is read as the user's model's pixels, [N, C, H, W]
-        n, h, w, c = shapes[image.name]
-        shapes[image.name] = [n, c, h, w]
-    samples, ids, names = _read_data(data, labels, inputs, shapes, mean, std, image)
+    samples, ids, names = _read_data(side.data, labels, side.inputs, side.shapes, side.mean, side.std, side.image)
     count = len(next(iter(samples.values())))
     check_labels(ids, count, classes, "the class folders" if names else f"--labels {labels}")
     if names and len(names) > classes:
-        raise UserError(f"{data} has {len(names)} class folders, the model scores {classes} classes",
+        raise UserError(f"{side.data} has {len(names)} class folders, the model scores {classes} classes",
                         "keep one sub-folder per class the model knows, named so they sort in its class order")
-
-    frames = {k: image.frames(v) if image is not None and k == image.name else v for k, v in samples.items()}
-    bundle_pred = runtime.predict(frames)[chosen["name"]].reshape(count, -1).argmax(1)
-    float_pred = _float_scores(onnx_model.proto, samples, manifest, count)[chosen["name"]].reshape(count, -1).argmax(1)
+    floats, bundled = side.run(samples)
+    bundle_pred = bundled[chosen["name"]].reshape(count, -1).argmax(1)
+    float_pred = floats[chosen["name"]].reshape(count, -1).argmax(1)
     names = names or [str(c) for c in range(classes)]
     shown = np.unique(np.concatenate([ids, float_pred, bundle_pred]))
-    sides = {side: class_metrics(ids, pred, classes, shown) for side, pred in (("float", float_pred),
-                                                                              ("bundle", bundle_pred))}
-    for row in (r for side in sides.values() for r in side["per_class"]):
+    sides = {side_name: class_metrics(ids, pred, classes, shown) for side_name, pred in (("float", float_pred),
+                                                                                        ("bundle", bundle_pred))}
+    for row in (r for metrics in sides.values() for r in metrics["per_class"]):
         row["name"] = names[row["class"]] if row["class"] < len(names) else str(row["class"])
     return {
-        "name": manifest["name"],
-        "model": str(model_path),
-        "data": str(data),
+        "name": side.manifest["name"],
+        "model": str(side.model_path),
+        "data": str(side.data),
         "output": chosen["name"],
         "samples": count,
         "classes": classes,
@@ -316,7 +344,12 @@ def evaluate(bundle: str, data: str, labels: str | None = None, model: str | Non
 
 
 def format_report(report: dict) -> str:
-    """The report as a table: float ONNX and bundle side by side, one row per class."""
+    """The report as a table: float ONNX and bundle side by side, one row per class (or, without labels,
+    one row per output: packager.agreement)."""
+    if "fidelity" in report:
+        from .agreement import format_agreement
+
+        return format_agreement(report)
     flt, bnd = report["float"], report["bundle"]
     lines = [
         f"evaluate   {report['name']} on {Path(report['data']).name}: {report['samples']} samples, "

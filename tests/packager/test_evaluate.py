@@ -217,13 +217,26 @@ def test_bad_labels_and_data_refused(digits, digits_bundle, tmp_path):
         (("--data", digits / "test_x.npy", "--labels", tmp_path / "float.npy"), "integer class id"),
         (("--data", digits / "test_x.npy", "--labels", tmp_path / "range.npy"), "0..10, the model scores 10"),
         (("--data", tmp_path / "rgb.npy", "--labels", digits / "test_y.npy"), "must have shape"),
-        (("--data", digits / "test_x.npy"), "--labels"),
+        (("--data", digits / "test_x.npy", "--output", "logits"), "--output"),  # without labels too
         (("--data", digits / "test_x.npy", "--labels", digits / "test_y.npy", "--output", "logits"), "--output"),
     ]
     for args, fragment in cases:
         proc = _evaluate(digits_bundle, *args, *model, check=False)
         assert proc.returncode == 2, (args, proc.stderr)
         assert proc.stderr.count("error:") == 1 and fragment in proc.stderr and "Traceback" not in proc.stderr
+
+
+@pytest.mark.slow
+def test_without_labels_the_bundle_is_judged_against_float_by_output_kind(digits, digits_bundle):
+    proc = _evaluate(digits_bundle, "--data", digits / "test_x.npy", "--model", digits / "digits.onnx", "--json")
+    report = json.loads(proc.stdout)
+    assert report["labels"] is None and report["samples"] == len(np.load(digits / "test_x.npy"))
+    scores = report["fidelity"]["outputs"]["scores"]
+    assert scores["kind"] == "classes" and scores["top1_agreement"] >= 0.98  # the same class as float, per sample
+    assert report["shortfalls"] == []
+    text = _evaluate(digits_bundle, "--data", digits / "test_x.npy", "--model", digits / "digits.onnx").stdout
+    assert "no labels: the bundle against the float model" in text and "classes" in text
+    assert text.rstrip().endswith("verdict    holds the build's bar on this data")
 
 
 @pytest.mark.slow
