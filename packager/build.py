@@ -59,6 +59,7 @@ class BuildOptions:
     accept_low_fidelity: bool = False
     wheels: bool = True
     strategy_timeout: float | None = DEFAULT_BUDGET  # seconds per conversion attempt
+    max_memory: int | None = None  # MB a conversion may take (unrolling is refused above it); None: 80% of RAM
     verbose: bool = False
     require_edgetpu: bool = False
     sign: str | None = None  # an OpenSSH private key: manifest.json.sig

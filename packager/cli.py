@@ -75,6 +75,9 @@ def cli():
 @click.option("--no-wheels", is_flag=True, help="Leave the device wheels out of the bundle.")
 @click.option("--strategy-timeout", type=float, default=None, metavar="SECONDS",
               help="Time budget of each conversion attempt before the next strategy is tried (default 600).")
+@click.option("--max-memory", type=int, default=None, metavar="MB",
+              help="Memory a conversion may take; unrolling recurrent layers is refused when its estimate is over "
+                   "it, before it starts (default: 80% of this machine's memory).")
 @click.option("--require-edgetpu", is_flag=True,
               help="Edge TPU targets: fail (before converting) unless edgetpu_compiler is on PATH to compile "
                    "model_edgetpu.tflite; without it the CPU model ships with the compatibility report.")
@@ -87,7 +90,8 @@ def cli():
 @click.option("-v", "--verbose", is_flag=True, help="Show the converters' logs and tracebacks.")
 def build(model, target, calibration, out_dir, input_shapes, mean, std, input_format, io_dtype, per_tensor, precision,
           output_kinds, min_top1, min_exact_match, min_f1, min_detection_f1, min_cosine, min_channel_cosine,
-          accept_low_fidelity, no_wheels, strategy_timeout, require_edgetpu, sign_key, bench_on, verbose):
+          accept_low_fidelity, no_wheels, strategy_timeout, max_memory, require_edgetpu, sign_key, bench_on,
+          verbose):
     """Build MODEL.onnx into a bundle for --target."""
     from .build import BuildOptions, build_all
 
@@ -95,7 +99,7 @@ def build(model, target, calibration, out_dir, input_shapes, mean, std, input_fo
         model=model, target=target, calibration=calibration, out_dir=out_dir, input_shapes=input_shapes,
         mean=mean, std=std, io_dtype=io_dtype, per_tensor=per_tensor, precision=precision, min_cosine=min_cosine,
         min_top1=min_top1, min_f1=min_f1, min_channel_cosine=min_channel_cosine, min_detection_f1=min_detection_f1,
-        min_exact_match=min_exact_match, output_kinds=output_kinds, bench_on=bench_on,
+        min_exact_match=min_exact_match, output_kinds=output_kinds, bench_on=bench_on, max_memory=max_memory,
         accept_low_fidelity=accept_low_fidelity, wheels=not no_wheels, verbose=verbose,
         require_edgetpu=require_edgetpu, sign=sign_key, input_format=input_format,
     )

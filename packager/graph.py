@@ -64,6 +64,7 @@ class Converter:
     verbose: bool
     strategies: tuple[str, ...] | None = None  # by name; None: every strategy, in order
     work: Path | None = None  # where reconvert's attempts go
+    max_memory: int | None = None  # MB (None: this machine's default, packager.convert.default_limits)
     reference: object = dataclasses.field(default=None, repr=False)
 
     def __getstate__(self) -> dict:
@@ -81,9 +82,12 @@ class Converter:
     def __call__(self, proto, work: Path, say=detail):
         from .convert.strategies import STRATEGIES
 
+        from .convert.strategies import Limits
+
         chosen = {"strategies": tuple(s for s in STRATEGIES if s.name in self.strategies)} if self.strategies else {}
+        limits = Limits(self.max_memory) if self.max_memory else None
         return convert(proto, work, self.calib, self.check, budget=self.budget, verbose=self.verbose, say=say,
-                       **chosen)
+                       limits=limits, **chosen)
 
     def reconvert(self, proto, name: str):
         """(another graph, a folder name) -> Conversion by these strategies, quietly (the ladder's repairs)."""
@@ -92,7 +96,7 @@ class Converter:
 
 def converter(source: Source, graph: Graph, samples: Samples, opts) -> Converter:
     return Converter(source.model, graph.live_inputs, source.shapes, samples.calib, opts.strategy_timeout,
-                     opts.verbose, reference=source.reference)
+                     opts.verbose, max_memory=opts.max_memory, reference=source.reference)
 
 
 def convert_graph(source: Source, graph: Graph, samples: Samples, opts, work: Path):

@@ -116,5 +116,7 @@ def check_options(opts, io_dtype: str) -> None:
                         ("--min-detection-f1", opts.min_detection_f1), ("--min-exact-match", opts.min_exact_match)):
         if value is not None and not 0 <= value <= 1:
             raise UserError(f"{flag} must be in [0, 1], found {value}", "0 switches the criterion off")
+    if opts.max_memory is not None and opts.max_memory < 256:
+        raise UserError(f"--max-memory is in MB and at least 256, found {opts.max_memory}", "e.g. --max-memory 8000")
     if opts.strategy_timeout is not None and opts.strategy_timeout <= 0:
         raise UserError(f"--strategy-timeout must be a positive number of seconds, found {opts.strategy_timeout}")

@@ -20,6 +20,7 @@ import re
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -85,13 +86,28 @@ def _failure(log: Path, proto, returncode: int) -> tuple[str, list[str]]:
     return reason[:300], list(dict.fromkeys(ops))
 
 
+def _wait(proc: subprocess.Popen, budget: float | None, progress, every: float = 60.0) -> int:
+    """The worker's exit code; raises TimeoutExpired past ``budget``; ``progress(seconds)`` every minute."""
+    start = time.monotonic()
+    while True:
+        left = None if budget is None else budget - (time.monotonic() - start)
+        if left is not None and left <= 0:
+            raise subprocess.TimeoutExpired(proc.args, budget)
+        try:
+            return proc.wait(timeout=every if left is None else min(every, left))
+        except subprocess.TimeoutExpired:
+            if progress is not None and (budget is None or time.monotonic() - start < budget):
+                progress(time.monotonic() - start)
+
+
 def convert(onnx_path: Path, workdir: Path, samples: dict[str, np.ndarray], verbose: bool,
-            options: dict | None = None, budget: float | None = None) -> Path:
+            options: dict | None = None, budget: float | None = None, progress=None) -> Path:
     """onnx2tf: shape-fixed ONNX -> float SavedModel folder.
 
     Args:
         options: extra ``onnx2tf.convert`` keyword arguments (the strategy's).
         budget: seconds before the attempt is killed (None: no limit).
+        progress: called with the seconds elapsed, once a minute while onnx2tf works.
 
     Raises:
         ConversionFailed: onnx2tf raised, or ran past its budget.
@@ -124,7 +140,7 @@ def convert(onnx_path: Path, workdir: Path, samples: dict[str, np.ndarray], verb
             start_new_session=True,
         )
         try:
-            returncode = proc.wait(timeout=budget)
+            returncode = _wait(proc, budget, progress)
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()

@@ -16,9 +16,43 @@ needs one MatMul for the recurrent term and one Split for the gates.
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 
 from .recurrent_layers import RECURRENT, Layer, graph_constants, read_layer, static_shapes
+
+
+# Nodes one step writes (packager.convert.recurrent's _lstm_step / _gru_step / the RNN step), without peepholes,
+# and per layer the projection, the split into steps and the outputs' concat and reshape.
+STEP_NODES = {"LSTM": 12, "GRU": 14, "RNN": 3}
+LAYER_NODES = 6
+
+
+@dataclasses.dataclass
+class Estimate:
+    """What unrolling would make, known before it starts: nodes, and the memory the conversion then takes."""
+
+    nodes: int
+    megabytes: int
+    layers: list[str]  # "LSTM 'name': 2 directions x 500 steps"
+
+
+def estimate(proto, mb_per_node: float, base_mb: int) -> Estimate:
+    """The unrolled graph's size from each recurrent layer's steps, directions and kind (no unrolling done).
+
+    ``mb_per_node``, ``base_mb``: what the converter takes per node and in all (measured: packager.convert).
+    """
+    graph = proto.graph
+    constants, shapes = graph_constants(graph), static_shapes(proto)
+    nodes, layers = len(graph.node), []
+    for node in graph.node:
+        layer = read_layer(node, constants, shapes) if node.op_type in RECURRENT else None
+        if isinstance(layer, Layer):
+            count = len(layer.directions)
+            nodes += count * layer.seq * STEP_NODES[layer.kind] + LAYER_NODES - 1
+            layers.append(f"{layer.kind} '{node.name}': {count} direction(s) x {layer.seq} steps")
+    return Estimate(nodes, int(base_mb + nodes * mb_per_node), layers)
 
 
 class _Builder:

@@ -42,7 +42,7 @@ class Strategy:
     name: str
     what: str  # one line for the user
     applies: Callable  # (onnx.ModelProto) -> bool
-    lower: Callable | None  # (onnx.ModelProto) -> list[str], edits a copy in place
+    lower: Callable | None  # (onnx.ModelProto, Limits) -> list[str], edits a copy in place
     options: Callable  # (onnx.ModelProto) -> dict of onnx2tf.convert keyword arguments
 
 
@@ -59,10 +59,33 @@ def _input_names(proto) -> list[str]:
     return [i.name for i in proto.graph.input if i.name not in initializers]
 
 
-def _unroll(proto) -> list[str]:
+@dataclasses.dataclass(frozen=True)
+class Limits:
+    """What an attempt may take: memory for the converter (--max-memory, in MB)."""
+
+    max_memory_mb: int
+
+
+# What onnx2tf takes to convert an unrolled graph, per node and in all (peak RSS of its worker; measured on the
+# CRNN fixture's two BiLSTMs unrolled over 48 and 192 steps, see the README's Budgets section).
+MB_PER_NODE = 0.35
+BASE_MB = 900
+
+
+def _unroll(proto, limits: Limits) -> list[str]:
+    """Recurrent layers unrolled, after the estimate of what it makes fits the memory budget."""
+    from edge_runtime.errors import UserError
+
     from . import recurrent
 
-    return recurrent.run(proto)
+    size = recurrent.estimate(proto, MB_PER_NODE, BASE_MB)
+    if size.megabytes > limits.max_memory_mb:
+        raise UserError(f"unrolling {'; '.join(size.layers)} makes about {size.nodes:,} nodes, an estimated "
+                        f"{size.megabytes:,} MB to convert, over the budget of {limits.max_memory_mb:,} MB",
+                        "raise --max-memory on a machine that has it, or export the model with fewer steps "
+                        "(a shorter fixed sequence: --input-shape)")
+    notes = recurrent.run(proto)
+    return notes + [f"unrolled graph: {size.nodes:,} nodes, about {size.megabytes:,} MB to convert (estimated)"]
 
 
 INTEGER_TYPES = (2, 3, 4, 5, 6, 7, 12, 13)  # onnx.TensorProto uint8..int64

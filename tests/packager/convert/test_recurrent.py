@@ -1,6 +1,5 @@
 """The recurrent pass: LSTM/GRU/RNN unrolled into primitive ops, same results in onnxruntime."""
 
-import zlib
 
 import numpy as np
 import onnx
@@ -10,56 +9,8 @@ from onnx import TensorProto, helper, numpy_helper
 
 from edge_runtime.errors import UserError
 from packager.convert import recurrent
-
-GATES = {"LSTM": 4, "GRU": 3, "RNN": 1}
-SEQ, BATCH, SIZE, HIDDEN = 5, 2, 3, 4
-
-
-def _model(kind, direction="forward", layout=0, bias=True, peepholes=False, states="input", outputs=(0, 1, 2),
-           opset=17, seq_lens=None, **attrs):
-    """A one-node model; ``states``: 'input' (graph inputs), 'const' (non-zero initializers), 'zero', None."""
-    rng = np.random.default_rng(zlib.crc32(repr((kind, direction, layout, bias, peepholes, states)).encode()))
-    count, gates = (2 if direction == "bidirectional" else 1), GATES[kind]
-    x_shape = [SEQ, BATCH, SIZE] if layout == 0 else [BATCH, SEQ, SIZE]
-    s_shape = [count, BATCH, HIDDEN] if layout == 0 else [BATCH, count, HIDDEN]
-    inits = {"W": rng.normal(0, 0.6, (count, gates * HIDDEN, SIZE)), "R": rng.normal(0, 0.6, (count, gates * HIDDEN, HIDDEN))}
-    if bias:
-        inits["B"] = rng.normal(0, 0.5, (count, 2 * gates * HIDDEN))
-    graph_inputs = [helper.make_tensor_value_info("X", TensorProto.FLOAT, x_shape)]
-    names = {}
-    if seq_lens is not None:
-        if seq_lens == "input":
-            graph_inputs.append(helper.make_tensor_value_info("L", TensorProto.INT32, [BATCH]))
-        else:
-            inits["L"] = np.array(seq_lens, np.int32)
-        names["L"] = "L"
-    for state in ("H0", "C0") if kind == "LSTM" else ("H0",):
-        if states == "input":
-            graph_inputs.append(helper.make_tensor_value_info(state, TensorProto.FLOAT, s_shape))
-        elif states in ("const", "zero"):
-            inits[state] = rng.normal(0, 1, s_shape) * (states == "const")
-        if states:
-            names[state] = state
-    if peepholes:
-        inits["P"] = rng.normal(0, 0.5, (count, 3 * HIDDEN))
-    node_inputs = ["X", "W", "R", "B" if bias else "", names.get("L", ""), names.get("H0", ""), names.get("C0", "")]
-    if peepholes:
-        node_inputs.append("P")
-    node_inputs = node_inputs[:8 if kind == "LSTM" else 6]
-    while not node_inputs[-1]:
-        node_inputs.pop()
-    all_outputs = ["Y", "Y_h", "Y_c"][:3 if kind == "LSTM" else 2]
-    node_outputs = [o if k in outputs else "" for k, o in enumerate(all_outputs)]
-    if layout:
-        attrs["layout"] = layout
-    node = helper.make_node(kind, node_inputs, node_outputs, name="rec", hidden_size=HIDDEN, direction=direction, **attrs)
-    shapes = {"Y": [SEQ, count, BATCH, HIDDEN] if layout == 0 else [BATCH, SEQ, count, HIDDEN], "Y_h": s_shape, "Y_c": s_shape}
-    graph = helper.make_graph(
-        [node], "g", graph_inputs,
-        [helper.make_tensor_value_info(o, TensorProto.FLOAT, shapes[o]) for o in node_outputs if o],
-        [numpy_helper.from_array(np.asarray(v, np.int32 if k == "L" else np.float32), k) for k, v in inits.items()])
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], ir_version=9)
-
+from tests.fixtures.recurrent_models import BATCH, GATES, HIDDEN, SEQ, SIZE
+from tests.fixtures.recurrent_models import one_layer as _model
 
 def _run(proto, feeds):
     options = ort.SessionOptions()
