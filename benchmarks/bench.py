@@ -169,55 +169,63 @@ def overhead_only(bundle: str, inputs: str, label: str = "predict/invoke") -> in
     return 0
 
 
-def main() -> int:
-    from tests.fixtures.corpus import MODELS_DIR, write_scenes
-    from tests.fixtures.text_lines import to_input, write_lines
-
+def _digits(tmp: Path) -> tuple[tuple, dict, dict]:
+    """The digits example: its side-by-side row, a serve load test and a soak."""
     sys.path.insert(0, str(ROOT / "examples" / "digits"))
     import train
 
-    rows = []
+    data = train.main(str(tmp / "digits"))
+    bundle = build(data / "digits.onnx", data / "calibration.npy", tmp / "dist")
+    row = ("digits CNN", side_by_side(bundle, data / "digits.onnx", {"image": np.load(data / "test_x.npy")[:1]}))
+    return row, load_test(bundle, clients=8, seconds=30), soak(bundle, seconds=120)
+
+
+def _ppocr(tmp: Path) -> tuple[list, list]:
+    """PP-OCR's classifier: its side-by-side row and keep-alive serve figures (none when not fetched)."""
+    from tests.fixtures.text_lines import to_input, write_lines
+
+    ppocr = Path(os.environ.get("EDGEPACK_PPOCR_CLS", ""))
+    if not ppocr.is_file():
+        print("PP-OCR classifier not fetched (make fixtures); its row is left out", file=sys.stderr)
+        return [], []
+    write_lines(tmp / "lines", 200, seed=1)
+    bundle = build(ppocr, tmp / "lines", tmp / "dist", "--input-shape", "x=1,3,48,192", "--mean", "0.5", "--std", "0.5")
+    x = to_input(tmp / "lines")[:1]
+    return ([("PP-OCR cls (MobileNetV3)", side_by_side(bundle, ppocr, {"x": x}))],
+            [keepalive_vs_predict(bundle, binary=binary) for binary in (True, False)])
+
+
+def _detector_overheads(tmp: Path) -> list:
+    """The runner's overhead on the PP-OCRv4 detector, float path and camera path (none when not fetched)."""
+    from PIL import Image
+
+    from tests.fixtures.corpus import MODELS_DIR, write_scenes
+
+    det = MODELS_DIR / "ch_PP-OCRv4_det_infer.onnx"
+    if not det.is_file():
+        print("PP-OCRv4 detector not fetched (make corpus-models); the runner overhead is left out", file=sys.stderr)
+        return []
+    write_scenes(tmp / "scenes", 64, 320, seed=1)
+    mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+    options = ("--input-shape", "x=1,3,320,320", "--precision", "int8", "--mean", ",".join(map(str, mean)),
+               "--std", ",".join(map(str, std)), "--accept-low-fidelity", "--no-wheels")
+    bundle = build(det, tmp / "scenes", tmp / "dist", *options)
+    # one scene, as the camera gives it (uint8 320x320x3) and as the float path takes it (1, 3, 320, 320)
+    frame = np.asarray(Image.open(sorted((tmp / "scenes").glob("*.png"))[0]).convert("RGB"))
+    x = ((frame / 255.0 - np.array(mean)) / np.array(std)).astype(np.float32).transpose(2, 0, 1)[None]
+    overheads = [runner_overhead(bundle, {"x": x}, "predict/invoke (float path)", old_path=True)]
+    bundle = build(det, tmp / "scenes", tmp / "camera", *options, "--input-format", "image-uint8")
+    overheads.append(runner_overhead(bundle, {"x": frame}, "predict/invoke (camera path, image-uint8)"))
+    return overheads
+
+
+def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        data = train.main(str(tmp / "digits"))
-        bundle = build(data / "digits.onnx", data / "calibration.npy", tmp / "dist")
-        x = np.load(data / "test_x.npy")[:1]
-        rows.append(("digits CNN", side_by_side(bundle, data / "digits.onnx", {"image": x})))
-        load = load_test(bundle, clients=8, seconds=30)
-        soaked = soak(bundle, seconds=120)
-        keepalive = []
-
-        ppocr = Path(os.environ.get("EDGEPACK_PPOCR_CLS", ""))
-        if ppocr.is_file():
-            write_lines(tmp / "lines", 200, seed=1)
-            bundle = build(ppocr, tmp / "lines", tmp / "dist", "--input-shape", "x=1,3,48,192",
-                           "--mean", "0.5", "--std", "0.5")
-            x = to_input(tmp / "lines")[:1]
-            rows.append(("PP-OCR cls (MobileNetV3)", side_by_side(bundle, ppocr, {"x": x})))
-            keepalive = [keepalive_vs_predict(bundle, binary=binary) for binary in (True, False)]
-        else:
-            print("PP-OCR classifier not fetched (make fixtures); its row is left out", file=sys.stderr)
-
-        overheads = []  # one runner_overhead() per input path of the detector
-        det = MODELS_DIR / "ch_PP-OCRv4_det_infer.onnx"
-        if det.is_file():
-            from PIL import Image
-
-            write_scenes(tmp / "scenes", 64, 320, seed=1)
-            mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
-            options = ("--input-shape", "x=1,3,320,320", "--precision", "int8", "--mean", ",".join(map(str, mean)),
-                       "--std", ",".join(map(str, std)), "--accept-low-fidelity", "--no-wheels")
-            bundle = build(det, tmp / "scenes", tmp / "dist", *options)
-            # one scene, as the camera gives it (uint8 320x320x3) and as the float path takes it (1, 3, 320, 320)
-            frame = np.asarray(Image.open(sorted((tmp / "scenes").glob("*.png"))[0]).convert("RGB"))
-            x = ((frame / 255.0 - np.array(mean)) / np.array(std)).astype(np.float32).transpose(2, 0, 1)[None]
-            overheads.append(runner_overhead(bundle, {"x": x}, "predict/invoke (float path)", old_path=True))
-            bundle = build(det, tmp / "scenes", tmp / "camera", *options, "--input-format", "image-uint8")
-            overheads.append(runner_overhead(bundle, {"x": frame}, "predict/invoke (camera path, image-uint8)"))
-        else:
-            print("PP-OCRv4 detector not fetched (make corpus-models); the runner overhead is left out",
-                  file=sys.stderr)
-
+        digits_row, load, soaked = _digits(tmp)
+        ppocr_rows, keepalive = _ppocr(tmp)
+        overheads = _detector_overheads(tmp)
+    rows = [digits_row, *ppocr_rows]
     print(f"\nhost, {THREADS} threads, median of {ROUNDS} interleaved rounds of {PER_ROUND} "
           "(ratios are the figures to compare; absolute times are this machine's)")
     print(f"{'model':<26}{'bundle':>8}{'float ORT ms':>13}{'bundle ms':>10}{'speed-up':>10}{'size ratio':>12}")

@@ -20,7 +20,6 @@ import collections
 import http.client
 import io
 import json
-import os
 import random
 import socket
 import subprocess
@@ -152,10 +151,8 @@ def _npz_bomb() -> bytes:
     return out.getvalue()
 
 
-def soak(bundle: Path, seconds: float, clients: int = 4) -> dict:
-    """A long mixed good/bad load; status counts and the server's RSS growth after warm-up."""
-    path, body, _ = infer_request(bundle)
-    name = json.loads(body)["inputs"][0]["name"]
+def _hostile(body: bytes, name: str) -> tuple[list, list]:
+    """(bad bodies with their content types, raw attacks written on a socket) the soak mixes in."""
     bad_bodies = [
         (b"{not json", "application/json"), (b"[" * 50000, "application/json"),
         (json.dumps({"inputs": [{"name": name, "datatype": "FP32", "shape": [1 << 40], "data": [0]}]}).encode(),
@@ -170,66 +167,84 @@ def soak(bundle: Path, seconds: float, clients: int = 4) -> dict:
         b"GET /v2/health/live HTTP/1.1\r\nHost: attacker.example\r\n\r\n",
         b"GARBAGE\r\n\r\n",
     ]
+    return bad_bodies, raw_attacks
+
+
+def _post(port: int, path: str, payloads: list) -> None:
+    """Each (body, content type) once, a connection each: every kind of request before the first reading."""
+    for payload, ctype in payloads:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        conn.request("POST", path, payload, {"Content-Type": ctype})
+        conn.getresponse().read()
+        conn.close()
+
+
+def _raw(port: int, path: str, attack: bytes) -> str:
+    """One raw attack on its own socket: the status the server answered, or what happened instead."""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        s.sendall(attack.replace(b"%s", path.encode()))
+        reply = s.recv(65536) if b"5000" not in attack else b"abandoned"
+    if reply.startswith(b"HTTP/1.1"):
+        return reply.split(b" ")[1].decode()
+    return "abandoned" if reply == b"abandoned" else "closed"
+
+
+def _soak_client(seed: int, port: int, path: str, body: bytes, hostile: tuple, stop_at: float, counts, lock) -> None:
+    """Half good requests, a third bad bodies, the rest raw attacks, on one keep-alive connection."""
+    bad_bodies, raw_attacks = hostile
+    rng = random.Random(seed)
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    while time.monotonic() < stop_at:
+        pick = rng.random()
+        try:
+            if pick >= 0.85:
+                status = _raw(port, path, rng.choice(raw_attacks))
+            else:
+                payload, ctype = (body, "application/json") if pick < 0.5 else rng.choice(bad_bodies)
+                conn.request("POST", path, payload, {"Content-Type": ctype})
+                resp = conn.getresponse()
+                resp.read()
+                status = str(resp.status)
+                if resp.getheader("Connection") == "close":
+                    conn.close()
+        except OSError as exc:
+            status = type(exc).__name__
+            conn.close()
+        with lock:
+            counts[status] += 1
+    conn.close()
+
+
+def _sample_rss(pid: int, stop_at: float, seconds: float, samples: list) -> None:
+    """(seconds in, RSS MB) until the end: a leak keeps climbing, allocator warm-up levels off."""
+    start = time.monotonic()
+    while time.monotonic() < stop_at:
+        samples.append((time.monotonic() - start, rss_mb(pid)))
+        time.sleep(min(5.0, seconds / 20))
+
+
+def _run_threads(threads: list[threading.Thread]) -> None:
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+
+def soak(bundle: Path, seconds: float, clients: int = 4) -> dict:
+    """A long mixed good/bad load; status counts and the server's RSS growth after warm-up."""
+    path, body, _ = infer_request(bundle)
+    hostile = _hostile(body, json.loads(body)["inputs"][0]["name"])
     server, port = start_server(bundle, "--workers", "1", "--queue", str(clients), "--timeout", "2")
     counts: collections.Counter = collections.Counter()
-    lock = threading.Lock()
+    lock, samples = threading.Lock(), []
     try:
         for _ in range(3):  # every kind of request once before the first reading: the allocator's pools fill
-            for payload, ctype in [(body, "application/json")] * 20 + bad_bodies:
-                warm = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-                warm.request("POST", path, payload, {"Content-Type": ctype})
-                warm.getresponse().read()
-                warm.close()
+            _post(port, path, [(body, "application/json")] * 20 + hostile[0])
         rss_start = rss_mb(server.pid)
         stop_at = time.monotonic() + seconds
-
-        def client(seed: int) -> None:
-            rng = random.Random(seed)
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-            while time.monotonic() < stop_at:
-                pick = rng.random()
-                try:
-                    if pick < 0.5:
-                        conn.request("POST", path, body, {"Content-Type": "application/json"})
-                    elif pick < 0.85:
-                        bad, ctype = rng.choice(bad_bodies)
-                        conn.request("POST", path, bad, {"Content-Type": ctype})
-                    else:
-                        with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
-                            attack = rng.choice(raw_attacks)
-                            s.sendall(attack.replace(b"%s", path.encode()))
-                            reply = s.recv(65536) if b"5000" not in attack else b"abandoned"
-                        key = reply.split(b" ")[1].decode() if reply.startswith(b"HTTP/1.1") else (
-                            "abandoned" if reply == b"abandoned" else "closed")
-                        with lock:
-                            counts[key] += 1
-                        continue
-                    resp = conn.getresponse()
-                    resp.read()
-                    status = str(resp.status)
-                    if resp.getheader("Connection") == "close":
-                        conn.close()
-                except OSError as exc:
-                    status = type(exc).__name__
-                    conn.close()
-                with lock:
-                    counts[status] += 1
-            conn.close()
-
-        samples = []  # (seconds in, RSS MB): a leak keeps climbing, allocator warm-up levels off
-
-        def sampler() -> None:
-            start = time.monotonic()
-            while time.monotonic() < stop_at:
-                samples.append((time.monotonic() - start, rss_mb(server.pid)))
-                time.sleep(min(5.0, seconds / 20))
-
-        threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
-        threads.append(threading.Thread(target=sampler))
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+        _run_threads([threading.Thread(target=_soak_client, args=(i, port, path, body, hostile, stop_at, counts,
+                                                                  lock)) for i in range(clients)]
+                     + [threading.Thread(target=_sample_rss, args=(server.pid, stop_at, seconds, samples))])
         time.sleep(2.5)  # abandoned bodies reach their deadline
         rss_end = rss_mb(server.pid)
         # Steady state: from a tenth of the way in. The first seconds of concurrent load fill one malloc
@@ -256,68 +271,43 @@ def soak_report(r: dict) -> str:
             f"< 10%: {verdict}; {r['rss_growth_pct']:+.1f}% from before the load), SIGTERM exit {r['exit_code']}")
 
 
-def load_test(bundle: Path, clients: int, seconds: float) -> dict:
-    manifest = json.loads((bundle / "manifest.json").read_text())
-    spec = manifest["inputs"][0]
-    x = np.random.default_rng(0).random(spec["shape"], dtype=np.float32)
-    body = json.dumps({"inputs": [{"name": spec["name"], "shape": spec["shape"], "datatype": "FP32",
-                                   "data": x.ravel().tolist()}]}).encode()
-    path = f"/v2/models/{manifest['name']}/infer"
-    port = free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "edge_runtime", "serve", str(bundle), "--port", str(port),
-         "--workers", "1", "--queue", str(clients)],
-        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    try:
-        for _ in range(300):
-            try:
-                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
-                conn.request("GET", "/v2/health/ready")
-                if conn.getresponse().status == 200:
-                    break
-            except OSError:
-                time.sleep(0.1)
-        # Warm the server up a little before the first RSS reading.
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-        for _ in range(50):
+def _load_client(port: int, path: str, body: bytes, stop_at: float, latencies: list, failures: list) -> None:
+    """Good requests back to back on one keep-alive connection (a new one after a failure)."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    while time.monotonic() < stop_at:
+        start = time.perf_counter()
+        try:
             conn.request("POST", path, body, {"Content-Type": "application/json"})
-            conn.getresponse().read()
-        conn.close()
+            resp = conn.getresponse()
+            resp.read()
+            ok = resp.status == 200
+        except OSError:
+            ok = False
+            conn.close()
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        latencies.append(time.perf_counter() - start)
+        failures.append(0 if ok else 1)
+    conn.close()
+
+
+def load_test(bundle: Path, clients: int, seconds: float) -> dict:
+    path, body, _ = infer_request(bundle)
+    server, port = start_server(bundle, "--workers", "1", "--queue", str(clients))
+    try:
+        _post(port, path, [(body, "application/json")] * 50)  # warm up a little before the first RSS reading
         rss_start = rss_mb(server.pid)
         latencies: list[list[float]] = [[] for _ in range(clients)]
-        failures = [0] * clients
+        failures: list[list[int]] = [[] for _ in range(clients)]
         stop_at = time.monotonic() + seconds
-
-        def client(i: int) -> None:
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-            while time.monotonic() < stop_at:
-                start = time.perf_counter()
-                try:
-                    conn.request("POST", path, body, {"Content-Type": "application/json"})
-                    resp = conn.getresponse()
-                    resp.read()
-                    ok = resp.status == 200
-                except OSError:
-                    ok = False
-                    conn.close()
-                    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-                latencies[i].append(time.perf_counter() - start)
-                failures[i] += 0 if ok else 1
-            conn.close()
-
-        threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+        _run_threads([threading.Thread(target=_load_client, args=(port, path, body, stop_at, latencies[i],
+                                                                  failures[i])) for i in range(clients)])
         rss_end = rss_mb(server.pid)
     finally:
         server.terminate()
         server.wait(timeout=30)
     all_lat = np.array([v for lat in latencies for v in lat]) * 1000
     return {
-        "clients": clients, "seconds": seconds, "requests": int(all_lat.size), "failed": int(sum(failures)),
+        "clients": clients, "seconds": seconds, "requests": int(all_lat.size), "failed": int(sum(map(sum, failures))),
         "p50_ms": float(np.percentile(all_lat, 50)), "p99_ms": float(np.percentile(all_lat, 99)),
         "rss_start_mb": rss_start, "rss_end_mb": rss_end,
         "rss_growth_pct": (rss_end - rss_start) / rss_start * 100, "exit_code": server.returncode,
