@@ -230,14 +230,10 @@ def emulate(bundle, target, fresh_env, edge_run_args):
     from edge_runtime.bundle import open_bundle
 
     from .emulator import emulate as run_emulated
-    from .profiles import load_profile, parse_profile
+    from .profiles import bundle_profile, load_profile
 
     folder, manifest = open_bundle(bundle)
-    if target:
-        profile = load_profile(target)
-    else:
-        data = {k: v for k, v in manifest["target"].items() if k != "source"}
-        profile = parse_profile(data, f"{bundle} manifest")
+    profile = load_profile(target) if target else bundle_profile(manifest, bundle)
     code = run_emulated(profile, folder, list(edge_run_args), fresh_env=fresh_env)
     if code:
         raise click.exceptions.Exit(code)
