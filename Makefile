@@ -20,11 +20,13 @@ export EDGEPACK_MODELS := $(MODELS)
 # The emulated device's host tools (Debian packages); gcc builds the tests' external delegate for this
 # host, gcc-aarch64-linux-gnu for the emulated boards.
 EMULATOR_TOOLS := qemu-user-static proot mmdebstrap iproute2 gcc libc6-dev gcc-aarch64-linux-gnu
+# `edgepack oci` builds images with umoci and skopeo (Debian's packages; no container daemon).
+OCI_TOOLS := umoci skopeo
 # Every shipped profile is installed and run on its emulated board in the tests.
 TARGETS := rpi4 rpi5 zero2w arm64-trixie coral-usb
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install demo test test-fast bench corpus corpus-models fixtures wheels emulator-tools device promtool clean
+.PHONY: install demo test test-fast bench corpus corpus-models fixtures wheels emulator-tools oci-tools device promtool clean
 
 install: $(STAMP)
 
@@ -71,14 +73,20 @@ emulator-tools:
 	  && command -v aarch64-linux-gnu-gcc >/dev/null \
 	  || { $(SUDO) apt-get update -qq && $(SUDO) DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(EMULATOR_TOOLS); }
 
+oci-tools:
+	@command -v umoci >/dev/null && command -v skopeo >/dev/null \
+	  || { $(SUDO) apt-get update -qq && $(SUDO) DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(OCI_TOOLS); }
+
 # Set-up for the emulated tests: every target's root filesystem and device wheels,
 # both cached under $(CACHE); network is used here, never in the tests.
 wheels: $(STAMP)
 	$(PY) -m packager.wheels $(TARGETS)
 	$(PY) -m packager.runtimes $(TARGETS) tests/fixtures/profiles/rpi4-tflite-runtime.toml
 
-device: wheels emulator-tools
+# The emulated boards' trees, and the OCI image's base tree (bookworm arm64: the tests' rpi4 image).
+device: wheels emulator-tools oci-tools
 	$(PY) -m packager.emulator $(TARGETS)
+	$(PY) -m packager.oci.base rpi4
 
 demo: wheels
 	$(PY) examples/digits/demo.py

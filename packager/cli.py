@@ -239,6 +239,24 @@ def emulate(bundle, target, fresh_env, edge_run_args):
         raise click.exceptions.Exit(code)
 
 
+@cli.command()
+@click.argument("bundle", type=click.Path())
+@click.option("-o", "--out-dir", default="dist", show_default=True,
+              help="Where the image layout folder (<name>-oci/) and its archive (<name>-oci.tar) go.")
+def oci(bundle, out_dir):
+    """Write BUNDLE as an OCI image running edge-run serve, for its target's architecture.
+
+    \b
+    The image holds Debian's python3 (no shell), the bundle's environment
+    installed from its own wheels on the emulated board, and the bundle;
+    it is checked there (edge-run health, as its unprivileged user) before
+    anything is written. Needs umoci and skopeo (make oci-tools).
+    """
+    from .oci.image import build_image
+
+    click.echo(build_image(bundle, out_dir).summary())
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     verbose = "-v" in argv or "--verbose" in argv

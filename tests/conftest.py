@@ -44,6 +44,18 @@ def run_cli(module: str, *args, check: bool = True) -> subprocess.CompletedProce
     return proc
 
 
+def assert_within_one_step(device: dict, host: dict, manifest: dict):
+    """Within one quantization step of the output; a float output (the ladder chose float16 or float32, or
+    int8 with float I/O) within float rounding of the host: 1e-5 of its largest value."""
+    for spec in manifest["outputs"]:
+        name, step = spec["name"], spec["scale"]
+        if not step:
+            step = 1e-5 * max(float(np.abs(host[name]).max()), 1e-3)
+        assert device[name].shape == host[name].shape
+        diff = np.abs(device[name] - host[name]).max()
+        assert diff <= step * 1.0001, f"{name}: device differs from host by {diff}, one step is {step}"
+
+
 @pytest.fixture(scope="session")
 def digits(tmp_path_factory):
     """The example model, trained for real: folder with digits.onnx, calibration.npy, test_x/test_y."""

@@ -13,23 +13,11 @@ import pytest
 from edge_runtime.errors import UserError
 from packager import emulator
 from packager.profiles import DEVICES_DIR, load_profile
-from tests.conftest import run_cli
+from tests.conftest import assert_within_one_step, run_cli
 from tests.fixtures.text_lines import write_lines
 
 pytestmark = [pytest.mark.emulated, pytest.mark.slow]
 RPI4 = load_profile("rpi4")
-
-
-def assert_within_one_step(device: dict, host: dict, manifest: dict):
-    """Within one quantization step of the output; a float output (the ladder chose float16 or float32, or
-    int8 with float I/O) within float rounding of the host: 1e-5 of its largest value."""
-    for spec in manifest["outputs"]:
-        name, step = spec["name"], spec["scale"]
-        if not step:
-            step = 1e-5 * max(float(np.abs(host[name]).max()), 1e-3)
-        assert device[name].shape == host[name].shape
-        diff = np.abs(device[name] - host[name]).max()
-        assert diff <= step * 1.0001, f"{name}: device differs from host by {diff}, one step is {step}"
 
 
 def test_digits_installs_offline_runs_and_matches_host(digits, digits_bundle, tmp_path):
