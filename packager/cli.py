@@ -240,17 +240,31 @@ def emulate(bundle, target, fresh_env, edge_run_args):
     from edge_runtime.bundle import open_bundle
 
     from .emulator import emulate as run_emulated
-    from .profiles import load_profile, parse_profile
+    from .profiles import bundle_profile, load_profile
 
     folder, manifest = open_bundle(bundle)
-    if target:
-        profile = load_profile(target)
-    else:
-        data = {k: v for k, v in manifest["target"].items() if k != "source"}
-        profile = parse_profile(data, f"{bundle} manifest")
+    profile = load_profile(target) if target else bundle_profile(manifest, bundle)
     code = run_emulated(profile, folder, list(edge_run_args), fresh_env=fresh_env)
     if code:
         raise click.exceptions.Exit(code)
+
+
+@cli.command()
+@click.argument("bundle", type=click.Path())
+@click.option("-o", "--out-dir", default="dist", show_default=True,
+              help="Where the image layout folder (<name>-oci/) and its archive (<name>-oci.tar) go.")
+def oci(bundle, out_dir):
+    """Write BUNDLE as an OCI image running edge-run serve, for its target's architecture.
+
+    \b
+    The image holds Debian's python3 (no shell), the bundle's environment
+    installed from its own wheels on the emulated board, and the bundle;
+    it is checked there (edge-run health, as its unprivileged user) before
+    anything is written. Needs umoci and skopeo (make oci-tools).
+    """
+    from .oci.image import build_image
+
+    click.echo(build_image(bundle, out_dir).summary())
 
 
 def main(argv: list[str] | None = None) -> int:

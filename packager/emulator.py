@@ -16,6 +16,7 @@ architecture, run under QEMU user-mode emulation with the profile's CPU.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import hashlib
 import json
@@ -43,13 +44,23 @@ EMULATORS = {
 # openssh-client: ssh-keygen, which checks a signed bundle against the pinned key.
 ROOTFS_PACKAGES = ("python3", "python3-venv", "libstdc++6", "libgcc-s1", "coreutils", "dash", "sed", "grep",
                    "findutils", "ca-certificates", "openssh-client")
+# What /proc/cpuinfo says on the real board, per profile cpu: (part, features).
+# The host's x86 cpuinfo would crash TFLite's CPU probe (and lie to it).
+CPU_INFO = {
+    "cortex-a53": ("0xd03", "fp asimd evtstrm crc32 cpuid"),
+    "cortex-a72": ("0xd08", "fp asimd evtstrm crc32 cpuid"),
+    "cortex-a76": ("0xd0b", "fp asimd evtstrm aes pmull sha1 sha2 crc32 atomics fphp asimdhp cpuid "
+                            "asimdrdm lrcpc dcpop asimddp"),
+}
 HOST_TOOLS = ("proot", "mmdebstrap", "unshare")
+# The guest's whole environment; proot itself finds QEMU on the same PATH.
+GUEST_ENV = {"HOME": "/root", "PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8"}
 DEBIAN_MIRROR = "http://deb.debian.org/debian"
 CHECKSUMS = "rootfs.sha256.json"
 DEBS = "debs"  # the Debian packages a tree was built from, kept beside it
 
 
-def _stderr_log(text: str) -> None:
+def stderr_log(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
 
 
@@ -90,7 +101,7 @@ def _tree_checksums(root: Path) -> dict[str, str]:
 def _spec(profile: Profile) -> dict:
     qemu, debian_arch = emulator_for(profile)
     return {"suite": profile.os["debian_suite"], "arch": debian_arch, "qemu": qemu,
-            "python": profile.os["python"], "packages": list(ROOTFS_PACKAGES), "layout": 5}
+            "python": profile.os["python"], "packages": list(ROOTFS_PACKAGES), "layout": 6}
 
 
 def rootfs_dir(profile: Profile) -> Path:
@@ -129,54 +140,72 @@ def check_rootfs(cache: Path, spec: dict) -> str | None:
     return None
 
 
-def build_rootfs(cache: Path, spec: dict, log=_stderr_log) -> None:
-    """Unpack a fresh tree with mmdebstrap, then swap it in atomically."""
+def _device_files(root: Path) -> None:
+    """What the skipped maintainer scripts would have given the emulated board's tree."""
+    (root / "etc" / "hostname").write_text("edgepack-emulated\n")
+    # base-passwd's job: ssh-keygen refuses to run for a uid with no passwd entry.
+    (root / "etc" / "passwd").write_text("root:x:0:0:root:/root:/bin/sh\n")
+    (root / "etc" / "group").write_text("root:x:0:\n")
+    # update-ca-certificates' job: Debian's pip (trixie's 25.1) loads the system CA bundle at import,
+    # even with --no-index, and fails without it.
+    certs = sorted((root / "usr" / "share" / "ca-certificates").rglob("*.crt"))
+    (root / "etc" / "ssl" / "certs").mkdir(parents=True, exist_ok=True)
+    (root / "etc" / "ssl" / "certs" / "ca-certificates.crt").write_bytes(b"".join(c.read_bytes() for c in certs))
+
+
+def _unpack(spec: dict, root: Path) -> None:
+    """mmdebstrap --variant=extract: the packages and their dependencies, no maintainer script run; dpkg's
+    path-exclude (spec["exclude"]) leaves files out as they are unpacked. The packages it fetched are kept
+    beside the tree (``DEBS``): the tree can be rebuilt from them offline (local_mirror)."""
     mirror = os.environ.get("EDGEPACK_DEBIAN_MIRROR", DEBIAN_MIRROR)
+    (root.parent / DEBS).mkdir(exist_ok=True)
+    cmd = ["mmdebstrap", "--variant=extract", f"--arch={spec['arch']}", f"--include={','.join(spec['packages'])}",
+           *(f"--dpkgopt=path-exclude={pattern}" for pattern in spec.get("exclude", ())),
+           f"--extract-hook=sync-out /var/cache/apt/archives {root.parent / DEBS}",
+           spec["suite"], str(root), mirror]
+    proc = subprocess.run(cmd, capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    if proc.returncode != 0:
+        tail = " ".join(proc.stderr.strip().splitlines()[-3:])
+        raise UserError(f"mmdebstrap could not build the {spec['suite']}/{spec['arch']} tree: {tail}",
+                        "check that Debian's package mirror is reachable")
+
+
+def _finish_tree(spec: dict, root: Path) -> None:
+    """What every tree needs after unpacking, whatever its packages: merged /usr, an empty /dev, the usual
+    folders, and the standard library byte-compiled (py3compile's job) so runs never write into the tree."""
+    # Merged /usr: from trixie on, base-files' maintainer scripts make these links (bookworm's packages
+    # ship them); without them no binary finds /lib/ld-linux-aarch64.so.1.
+    for top in ("bin", "sbin", "lib"):
+        if not os.path.lexists(root / top) and (root / "usr" / top).is_dir():
+            (root / top).symlink_to(f"usr/{top}")
+    # /dev comes from the host at run time; device nodes in a cached tree
+    # would only be a hazard to anyone copying it (/dev/zero never ends).
+    shutil.rmtree(root / "dev")
+    (root / "dev").mkdir()
+    for d in ("proc", "sys", "tmp", "root"):
+        (root / d).mkdir(parents=True, exist_ok=True)
+    (root / "tmp").chmod(0o1777)
+    # Straight to the interpreter, no shell: a tree may have none (the OCI image's base has none).
+    python = f"/usr/lib/python{spec['python']}"
+    compiled = subprocess.run(
+        proot_command(spec["qemu"], "max", root, [], "/", ["/usr/bin/python3", "-m", "compileall", "-q", "-j2", python]),
+        stdin=subprocess.DEVNULL, capture_output=True, text=True, env=GUEST_ENV)
+    if compiled.returncode != 0:  # a tree whose Python cannot even run would fail every test later, obscurely
+        tail = " ".join((compiled.stderr or compiled.stdout).strip().splitlines()[-3:])
+        raise UserError(f"the {spec['suite']}/{spec['arch']} tree's python3 does not run under emulation: {tail}",
+                        "report this bug with the Debian suite")
+
+
+def build_rootfs(cache: Path, spec: dict, log=stderr_log, customize=_device_files) -> None:
+    """Unpack a fresh tree with mmdebstrap, give it what ``customize`` writes, then swap it in atomically."""
     cache.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{cache.name}.", dir=cache.parent))
     try:
         root = work / "root"
-        # The packages it fetched are kept beside the tree: the tree can be rebuilt from them offline (local_mirror).
-        cmd = ["mmdebstrap", "--variant=extract", f"--arch={spec['arch']}",
-               f"--include={','.join(spec['packages'])}",
-               f"--extract-hook=sync-out /var/cache/apt/archives {work / DEBS}", spec["suite"], str(root), mirror]
-        (work / DEBS).mkdir()
         start = time.monotonic()
-        proc = subprocess.run(cmd, capture_output=True, text=True, stdin=subprocess.DEVNULL)
-        if proc.returncode != 0:
-            tail = " ".join(proc.stderr.strip().splitlines()[-3:])
-            raise UserError(f"mmdebstrap could not build the {spec['suite']}/{spec['arch']} tree: {tail}",
-                            "check that Debian's package mirror is reachable")
-        # No maintainer scripts ran: give the tree what they would have,
-        # including the byte-compiled standard library (py3compile's job), so
-        # runs never write into the cached tree.
-        (root / "etc" / "hostname").write_text("edgepack-emulated\n")
-        # base-passwd's job: ssh-keygen refuses to run for a uid with no passwd entry.
-        (root / "etc" / "passwd").write_text("root:x:0:0:root:/root:/bin/sh\n")
-        (root / "etc" / "group").write_text("root:x:0:\n")
-        # Merged /usr: from trixie on, base-files' maintainer scripts make these links (bookworm's packages
-        # ship them); without them no binary finds /lib/ld-linux-aarch64.so.1.
-        for top in ("bin", "sbin", "lib"):
-            if not os.path.lexists(root / top) and (root / "usr" / top).is_dir():
-                (root / top).symlink_to(f"usr/{top}")
-        # update-ca-certificates' job: Debian's pip (trixie's 25.1) loads the system CA bundle at import,
-        # even with --no-index, and fails without it.
-        certs = sorted((root / "usr" / "share" / "ca-certificates").rglob("*.crt"))
-        (root / "etc" / "ssl" / "certs").mkdir(parents=True, exist_ok=True)
-        (root / "etc" / "ssl" / "certs" / "ca-certificates.crt").write_bytes(b"".join(c.read_bytes() for c in certs))
-        # /dev comes from the host at run time; device nodes in a cached tree
-        # would only be a hazard to anyone copying it (/dev/zero never ends).
-        shutil.rmtree(root / "dev")
-        (root / "dev").mkdir()
-        for d in ("proc", "sys", "tmp", "root"):
-            (root / d).mkdir(parents=True, exist_ok=True)
-        python = f"/usr/lib/python{spec['python']}"
-        compiled = subprocess.run(_proot(spec["qemu"], "max", root, [], "/", f"python3 -m compileall -q -j2 {python}"),
-                                  stdin=subprocess.DEVNULL, capture_output=True, text=True)
-        if compiled.returncode != 0:  # a tree whose Python cannot even run would fail every test later, obscurely
-            tail = " ".join((compiled.stderr or compiled.stdout).strip().splitlines()[-3:])
-            raise UserError(f"the {spec['suite']}/{spec['arch']} tree's python3 does not run under emulation: {tail}",
-                            "report this bug with the Debian suite")
+        _unpack(spec, root)
+        customize(root)
+        _finish_tree(spec, root)
         record = {"spec": spec, "files": _tree_checksums(root), "build_seconds": round(time.monotonic() - start, 1)}
         (work / CHECKSUMS).write_text(json.dumps(record))
         old = cache.parent / f".{cache.name}.old"
@@ -192,7 +221,7 @@ def build_rootfs(cache: Path, spec: dict, log=_stderr_log) -> None:
 def local_mirror(profile: Profile) -> str:
     """A mirror line for ``EDGEPACK_DEBIAN_MIRROR`` that serves the packages the profile's cached tree was
     built from, from this disk: the tree can then be rebuilt with no network (a flat repository indexed by
-    dpkg-scanpackages, trusted as apt's own cache was).
+    dpkg-scanpackages, trusted as apt's own cache was; copy:// so mmdebstrap needs no bind mount for it).
 
     Raises:
         UserError: no tree was built yet with its packages kept (``make device`` builds one).
@@ -212,30 +241,31 @@ def local_mirror(profile: Profile) -> str:
     return f"deb [trusted=yes] copy://{debs} ./"
 
 
-def ensure_rootfs(profile: Profile, log=_stderr_log) -> Path:
+def ensure_rootfs(profile: Profile, log=stderr_log) -> Path:
     """The verified cached tree for a profile, rebuilt if absent or corrupt."""
-    cache = rootfs_dir(profile)
-    spec = _spec(profile)
+    return ensure_tree(rootfs_dir(profile), _spec(profile), log)
+
+
+def ensure_tree(cache: Path, spec: dict, log=stderr_log, customize=_device_files) -> Path:
+    """The verified tree of ``spec`` cached at ``cache`` (its ``root``), built (mmdebstrap, then ``customize``)
+    when absent, rebuilt when corrupt."""
     cache.parent.mkdir(parents=True, exist_ok=True)
     # One checker/builder at a time per tree (tests and builds may run side by side).
     with open(cache.parent / f".{cache.name}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        return _ensure_locked(cache, spec, log)
-
-
-def _ensure_locked(cache: Path, spec: dict, log) -> Path:
-    problem = check_rootfs(cache, spec)
-    if problem:
-        if problem != "not built yet":
-            log(f"emulated device: cached root filesystem {cache} is unusable ({problem}); rebuilding")
-        build_rootfs(cache, spec, log)
         problem = check_rootfs(cache, spec)
         if problem:
-            raise UserError(f"the freshly built root filesystem fails its own check ({problem})", "report this bug")
-    return cache / "root"
+            if problem != "not built yet":
+                log(f"emulated device: cached root filesystem {cache} is unusable ({problem}); rebuilding")
+            build_rootfs(cache, spec, log, customize)
+            problem = check_rootfs(cache, spec)
+            if problem:
+                raise UserError(f"the freshly built root filesystem fails its own check ({problem})",
+                                "report this bug")
+        return cache / "root"
 
 
-def _network_isolation() -> list[str]:
+def network_isolation() -> list[str]:
     """A prefix that runs a command with no network but its own loopback."""
     loopback_up = ["sh", "-c", 'ip link set lo up 2>/dev/null || true; exec "$@"', "sh"]
     for prefix in (["unshare", "--net"], ["unshare", "--net", "--map-root-user"]):
@@ -246,39 +276,47 @@ def _network_isolation() -> list[str]:
 
 
 def cpuinfo(profile: Profile) -> str:
-    """The /proc/cpuinfo the emulated board shows: ARM's format, the profile's cores, CPU part and features.
-
-    The host's x86 cpuinfo would crash TFLite's CPU probe (and lie to it).
-
-    Raises:
-        UserError: the profile does not give its CPU's part and features.
-    """
-    if profile.cpu_part is None:
-        raise UserError(f"device profile {profile.source} does not give 'cpu_part' and 'cpu_features', which the "
-                        "emulated board shows as its /proc/cpuinfo",
-                        "add them as the device's /proc/cpuinfo says them (devices/rpi4.toml has a Cortex-A72's), "
-                        "or emulate a shipped profile with --target")
-    features = " ".join(profile.cpu_features)
+    """The /proc/cpuinfo the emulated board shows (ARM's format, the profile's cores)."""
+    part, features = CPU_INFO.get(profile.cpu, ("0xd08", "fp asimd evtstrm crc32 cpuid"))
     block = (f"BogoMIPS\t: 108.00\nFeatures\t: {features}\nCPU implementer\t: 0x41\n"
-             f"CPU architecture: 8\nCPU variant\t: 0x0\nCPU part\t: {profile.cpu_part}\nCPU revision\t: 3\n")
+             f"CPU architecture: 8\nCPU variant\t: 0x0\nCPU part\t: {part}\nCPU revision\t: 3\n")
     cpus = "\n".join(f"processor\t: {i}\n{block}" for i in range(profile.cores))
     return f"{cpus}\nModel\t\t: {profile.human_name}\n"
 
 
-def _proot(qemu: str, cpu: str, root: Path, binds: list[tuple[str, str]], workdir: str, script: str) -> list[str]:
+def proot_command(qemu: str, cpu: str, root: Path, binds: list[tuple[str, str]], workdir: str, argv: list[str],
+                  user: str | None = None) -> list[str]:
+    """``argv`` run in ``root`` under proot + QEMU with ``cpu``; no shell needed inside. The guest inherits the
+    caller's environment (pass ``env=GUEST_ENV`` or the image's own); ``user`` (``UID:GID``) is what the guest
+    sees as its ids (proot -i: the files stay the caller's)."""
     cmd = ["proot", "-q", f"{qemu} -cpu {cpu}", "-r", str(root), "-b", "/proc", "-b", "/sys", "-b", "/dev"]
+    if user:
+        cmd += ["-i", user]
     for host, guest in binds:
         cmd += ["-b", f"{host}:{guest}"]
-    return cmd + [
-        "-w", workdir,
-        "/usr/bin/env", "-i", "HOME=/root", "PATH=/usr/local/bin:/usr/bin:/bin", "LANG=C.UTF-8",
-        "/bin/sh", "-c", script,
-    ]
+    return cmd + ["-w", workdir, *argv]
+
+
+@contextlib.contextmanager
+def board(profile: Profile, root: Path, binds: list[tuple[str, str]] = (), user: str | None = None,
+          workdir: str = "/"):
+    """Run programs in ``root`` as the profile's board: yields ``argv -> command`` (proot + QEMU with the
+    profile's CPU and its /proc/cpuinfo, a fresh /tmp and home; no shell needed inside). Wrap the command in
+    :func:`network_isolation` for a board with loopback only."""
+    qemu, _ = emulator_for(profile)
+    with tempfile.TemporaryDirectory(prefix="edgepack-board-", dir="/var/tmp") as tmp:
+        # The board's writable places, fresh each run: the cached tree stays pristine.
+        for d in ("tmp", "home"):
+            (Path(tmp) / d).mkdir()
+        (Path(tmp) / "tmp").chmod(0o1777)
+        (Path(tmp) / "cpuinfo").write_text(cpuinfo(profile))
+        mounts = [(f"{tmp}/tmp", "/tmp"), (f"{tmp}/home", "/root"), (f"{tmp}/cpuinfo", "/proc/cpuinfo"), *binds]
+        yield lambda argv: proot_command(qemu, profile.cpu, root, mounts, workdir, argv, user)
 
 
 def run_on_device(profile: Profile, bundle: Path, script: str, cwd: Path | None = None,
-                  log=_stderr_log, capture: bool = False,
-                  reuse_env: bool = False) -> tuple[subprocess.CompletedProcess, str]:
+                  log=stderr_log, capture: bool = False, reuse_env: bool = False,
+                  collect=None) -> tuple[subprocess.CompletedProcess, str]:
     """Copy a bundle into the emulated device and run a shell script there.
 
     The script gets the bundle's in-device path as ``$BUNDLE``; the host's
@@ -287,16 +325,16 @@ def run_on_device(profile: Profile, bundle: Path, script: str, cwd: Path | None 
     run's install.sh made in the bundle copy is cached for its wheels on this
     board (packager.device_envs); with ``reuse_env`` the copy starts with the
     cached one, which install.sh still checks before using it.
+    ``collect``, when given, is called with the bundle copy (host path) once
+    the script has run, before the copy goes.
 
     Returns:
         (the finished process, the bundle's path inside the device).
     """
-    qemu, _ = emulator_for(profile)
-    info = cpuinfo(profile)  # before minutes of building a root filesystem
     root = ensure_rootfs(profile, log)
     key = device_envs.env_key(root, bundle)
     cwd = (cwd or Path.cwd()).resolve()
-    # Outside /tmp (rebound below) and mounted at the same path inside: proot
+    # Outside /tmp (rebound by board()) and mounted at the same path inside: proot
     # does not translate paths in the newest syscalls (statx, faccessat2), so
     # identical paths keep `ls` and `test -x` truthful on the bundle.
     with tempfile.TemporaryDirectory(prefix="edgepack-device-", dir="/var/tmp") as tmp:
@@ -304,20 +342,18 @@ def run_on_device(profile: Profile, bundle: Path, script: str, cwd: Path | None 
         shutil.copytree(bundle, copy, symlinks=True, ignore=shutil.ignore_patterns(".venv", "__pycache__"))
         if reuse_env:
             device_envs.seed(key, copy)
-        # The device's writable places, fresh each run: the cached tree stays pristine.
-        for d in ("tmp", "home"):
-            (Path(tmp) / d).mkdir()
-        (Path(tmp) / "cpuinfo").write_text(info)
-        binds = [(str(copy), str(copy)), (f"{tmp}/tmp", "/tmp"), (f"{tmp}/home", "/root"),
-                 (f"{tmp}/cpuinfo", "/proc/cpuinfo"), (str(cwd), str(cwd))]
-        cmd = [*_network_isolation(), *_proot(qemu, profile.cpu, root, binds, str(cwd),
-                                              f"BUNDLE={shlex.quote(str(copy))}; export BUNDLE; {script}")]
-        proc = subprocess.run(cmd, stdin=subprocess.DEVNULL, text=True, capture_output=capture)
+        shell = ["/usr/bin/env", "-i", *(f"{k}={v}" for k, v in GUEST_ENV.items()), "/bin/sh", "-c",
+                 f"BUNDLE={shlex.quote(str(copy))}; export BUNDLE; {script}"]
+        with board(profile, root, [(str(copy), str(copy)), (str(cwd), str(cwd))], workdir=str(cwd)) as command:
+            proc = subprocess.run([*network_isolation(), *command(shell)], stdin=subprocess.DEVNULL, text=True,
+                                  capture_output=capture)
         device_envs.keep(key, copy)
+        if collect is not None:
+            collect(copy)
         return proc, str(copy)
 
 
-def emulate(profile: Profile, bundle: Path, edge_run_args: list[str], log=_stderr_log, fresh_env: bool = False) -> int:
+def emulate(profile: Profile, bundle: Path, edge_run_args: list[str], log=stderr_log, fresh_env: bool = False) -> int:
     """`edgepack emulate`: install the bundle on the emulated device, run edge-run there.
 
     The board's environment for the bundle's wheels is reused from earlier runs unless ``fresh_env``
@@ -336,16 +372,14 @@ def emulate(profile: Profile, bundle: Path, edge_run_args: list[str], log=_stder
     return proc.returncode
 
 
-
-
-def main(argv: list[str]) -> int:
+def main(argv: list[str], ensure=ensure_rootfs, what: str = "emulated device") -> int:
     """`python -m packager.emulator TARGET...`: build or verify the cached trees (set-up step)."""
     from .profiles import load_profile
 
     for target in argv or ["rpi4"]:
         start = time.monotonic()
-        root = ensure_rootfs(load_profile(target))
-        print(f"emulated device for {target}: {root} ready ({time.monotonic() - start:.1f} s)")
+        root = ensure(load_profile(target))
+        print(f"{what} for {target}: {root} ready ({time.monotonic() - start:.1f} s)")
     return 0
 
 

@@ -118,44 +118,19 @@ def map_tensors(saved_model_dir, inputs, outputs, shapes, samples, reference: Re
 
     fn = tf.saved_model.load(str(saved_model_dir)).signatures["serving_default"]
     sig_in = fn.structured_input_signature[1]
-    sig_out = fn.structured_outputs
     in_keys = _match_names([s.name for s in inputs], list(sig_in), "inputs")
-    out_keys = _output_keys(sig_out)
+    out_keys = _output_keys(fn.structured_outputs)
     if len(out_keys) != len(outputs):
         _match_names([s.name for s in outputs], out_keys, "outputs")
-
-    in_cands = []
-    for spec, key in zip(inputs, in_keys):
-        dst = [int(d) for d in sig_in[key].shape]
-        cands = _candidate_perms(shapes[spec.name], dst)
-        if not cands:
-            raise UserError(
-                f"input '{spec.name}' {shapes[spec.name]} became {dst} in the converted model; no transpose maps one to the other",
-                "run with -v to see the converter's log",
-            )
-        in_cands.append(cands)
-
     count = min(2, len(next(iter(samples.values()))))
     refs = [reference.run(samples, i) for i in range(count)]
     best = None
-    for combo in itertools.islice(itertools.product(*in_cands), MAX_COMBINATIONS):
-        got = []
-        for i in range(count):
-            feed = {
-                key: tf.constant(np.transpose(samples[spec.name][i], perm).astype(sig_in[key].dtype.as_numpy_dtype))
-                for spec, key, perm in zip(inputs, in_keys, combo)
-            }
-            got.append({k: v.numpy() for k, v in fn(**feed).items()})
-        out_maps, scores = [], {}
-        for spec, key in zip(outputs, out_keys):
-            ref0 = refs[0][spec.name]
-            best_perm, best_cos = None, -2.0
-            for perm in _candidate_perms(list(ref0.shape), list(got[0][key].shape)):
-                c = min(cosine(np.transpose(r[spec.name], perm), g[key]) for r, g in zip(refs, got))
-                if c > best_cos:
-                    best_perm, best_cos = perm, c
-            scores[spec.name] = best_cos
-            out_maps.append(TensorMap(spec, list(ref0.shape), key, best_perm or list(range(ref0.ndim))))
+    for combo in itertools.islice(itertools.product(*_input_candidates(inputs, in_keys, sig_in, shapes)),
+                                  MAX_COMBINATIONS):
+        feeds = [{key: tf.constant(np.transpose(samples[spec.name][i], perm).astype(sig_in[key].dtype.as_numpy_dtype))
+                  for spec, key, perm in zip(inputs, in_keys, combo)} for i in range(count)]
+        got = [{k: v.numpy() for k, v in fn(**feed).items()} for feed in feeds]
+        out_maps, scores = _output_maps(outputs, out_keys, refs, got)
         worst = min(scores.values())
         if best is None or worst > best[0]:
             in_maps = [TensorMap(s, shapes[s.name], k, list(p)) for s, k, p in zip(inputs, in_keys, combo)]
@@ -171,3 +146,34 @@ def map_tensors(saved_model_dir, inputs, outputs, shapes, samples, reference: Re
             "run with -v to see onnx2tf's per-op check; simplify or re-export the model",
         )
     return in_maps, out_maps, scores
+
+
+def _input_candidates(inputs, in_keys, sig_in, shapes) -> list[list[list[int]]]:
+    """Per input, the transposes that turn its ONNX shape into the converted one."""
+    out = []
+    for spec, key in zip(inputs, in_keys):
+        dst = [int(d) for d in sig_in[key].shape]
+        cands = _candidate_perms(shapes[spec.name], dst)
+        if not cands:
+            raise UserError(
+                f"input '{spec.name}' {shapes[spec.name]} became {dst} in the converted model; no transpose maps one "
+                "to the other",
+                "run with -v to see the converter's log",
+            )
+        out.append(cands)
+    return out
+
+
+def _output_maps(outputs, out_keys, refs: list[dict], got: list[dict]) -> tuple[list, dict]:
+    """Each output's best transpose back to its ONNX shape, and its cosine against onnxruntime (worst sample)."""
+    out_maps, scores = [], {}
+    for spec, key in zip(outputs, out_keys):
+        ref0 = refs[0][spec.name]
+        best_perm, best_cos = None, -2.0
+        for perm in _candidate_perms(list(ref0.shape), list(got[0][key].shape)):
+            c = min(cosine(np.transpose(r[spec.name], perm), g[key]) for r, g in zip(refs, got))
+            if c > best_cos:
+                best_perm, best_cos = perm, c
+        scores[spec.name] = best_cos
+        out_maps.append(TensorMap(spec, list(ref0.shape), key, best_perm or list(range(ref0.ndim))))
+    return out_maps, scores

@@ -231,6 +231,11 @@ def load_profile(target: str) -> Profile:
     return parse_profile(data, str(path))
 
 
+def bundle_profile(manifest: dict, where: str) -> Profile:
+    """The profile a bundle was built for, as its manifest records it (validated again)."""
+    return parse_profile({k: v for k, v in manifest["target"].items() if k != "source"}, f"{where} manifest")
+
+
 def all_profiles() -> list[Profile]:
     """Every profile in devices/, validated."""
     return [load_profile(name) for name in profile_names()]
