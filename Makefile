@@ -22,7 +22,7 @@ export EDGEPACK_MODELS := $(MODELS)
 
 # The emulated device's host tools (Debian packages); gcc builds the tests' external delegate for this
 # host, gcc-aarch64-linux-gnu for the emulated boards.
-EMULATOR_TOOLS := qemu-user-static proot mmdebstrap iproute2 gcc libc6-dev gcc-aarch64-linux-gnu
+EMULATOR_TOOLS := qemu-user-static proot mmdebstrap iproute2 gcc libc6-dev gcc-aarch64-linux-gnu dpkg-dev
 # `edgepack oci` builds images with umoci and skopeo (Debian's packages; no container daemon).
 OCI_TOOLS := umoci skopeo
 # Every shipped profile is installed and run on its emulated board in the tests.
@@ -80,7 +80,7 @@ $(PPOCR_CLS): | $(STAMP)
 emulator-tools:
 	@command -v qemu-aarch64-static >/dev/null && command -v proot >/dev/null && command -v mmdebstrap >/dev/null \
 	  && command -v ip >/dev/null && command -v gcc >/dev/null && test -f /usr/include/stdio.h \
-	  && command -v aarch64-linux-gnu-gcc >/dev/null \
+	  && command -v aarch64-linux-gnu-gcc >/dev/null && command -v dpkg-scanpackages >/dev/null \
 	  || { $(SUDO) apt-get update -qq && $(SUDO) DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(EMULATOR_TOOLS); }
 
 oci-tools:
