@@ -29,7 +29,7 @@ from edge_runtime.interpreter import Engine
 from edge_runtime.metrics import Metrics
 from edge_runtime.model import Model
 from edge_runtime.protocol import HttpError, parse_json_request
-from edge_runtime.server import Access, Limits, Service, listen, make_server
+from edge_runtime.server import Access, Limits, Request, Service, handle, listen, make_server
 
 NAME = "digits-rpi4"
 INFER = f"/v2/models/{NAME}/infer"
@@ -408,6 +408,29 @@ def test_wrong_methods_and_paths_get_4xx_json(live):
         status, payload, _ = live.request(method, path)
         assert status == code and payload["error"], (method, path)
     assert_still_serving(live)
+
+
+def test_handlers_answer_without_a_socket():
+    """The protocol is plain functions: a Request in, a Reply out, no server, no event loop."""
+    limits = Limits(max_body=65536, workers=1, queue=1, timeout=2.0)
+    service = Service(lambda: stand_in_models(1, 0.0), limits, NAME, Metrics({"model": NAME}))
+    service.warm_up()
+    access = Access(token="s3cret-token-0123456789")
+    host = {"host": ["localhost"]}
+
+    def ask(method, path, body=b"", **headers):
+        return handle(service, access, Request(method, path, {**host, **headers}, body))
+
+    assert ask("GET", "/v2/health/live").body == b'{"live": true}'
+    assert ask("GET", "/v2/health/live", host=["evil.example"]).code == 421
+    assert ask("POST", INFER, infer_body(X).encode()).code == 401
+    auth = {"authorization": ["Bearer s3cret-token-0123456789"]}
+    reply = ask("POST", INFER, infer_body(np.full((1, 1, 8, 8), 0.5, np.float32)).encode(), **auth)
+    assert reply.code == 200 and reply.headers["Content-Type"] == "application/json"
+    np.testing.assert_allclose(json.loads(reply.body)["outputs"][0]["data"], [12.7] * 10, rtol=1e-6)
+    bad = ask("POST", INFER, b"{not json", **auth)
+    assert bad.code == 400 and "not valid JSON" in json.loads(bad.body)["error"]
+    assert ask("DELETE", f"/v2/models/{NAME}", **auth).headers["Allow"] == "GET, HEAD"
 
 
 def test_binary_tensor_request_and_reply(live):
