@@ -33,7 +33,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from edge_runtime.arrays import MAX_MEMBERS, load_arrays
-from edge_runtime.cli import describe
+from edge_runtime.describe import describe
 from edge_runtime.errors import UserError
 from edge_runtime.manifest import validate
 from edge_runtime.metrics import model_fidelity
@@ -284,14 +284,14 @@ def test_image_files_from_anyone_give_a_frame_or_a_one_line_refusal(tmp_path_fac
     exception; a size other than the frame's is refused from the header, a format outside the five unread."""
     from types import SimpleNamespace
 
-    from edge_runtime.cli import _read_image
+    from edge_runtime.files import read_image
 
     path = tmp_path_factory.mktemp("image") / "frame.png"
     path.write_bytes(data)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # Pillow warns of odd metadata; what counts is the outcome
-            frame = _read_image(path, SimpleNamespace(name="cam", inputs=[FRAME]))["x"]
+            frame = read_image(path, SimpleNamespace(name="cam", inputs=[FRAME]))["x"]
     except UserError as exc:
         event("refused")
         assert exc.message and "\n" not in str(exc)
