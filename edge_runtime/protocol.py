@@ -12,7 +12,7 @@ import math
 
 import numpy as np
 
-from .manifest import is_int
+from .fields import is_int
 DATATYPES = {
     "BOOL": "bool", "UINT8": "uint8", "UINT16": "uint16", "UINT32": "uint32", "UINT64": "uint64",
     "INT8": "int8", "INT16": "int16", "INT32": "int32", "INT64": "int64",
