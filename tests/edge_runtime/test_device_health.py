@@ -6,33 +6,11 @@ tests give every host a board to read: a sysfs tree in a temp folder and a
 stand-in vcgencmd that prints what the real one prints on a Pi.
 """
 
-import stat
-
 import pytest
 
-from edge_runtime.metrics import DeviceSources, Metrics, device_health
+from edge_runtime.metrics import Metrics, device_health
 from tests.conftest import run_cli
-
-# What `vcgencmd get_throttled` prints on a Raspberry Pi that is under-voltage and throttled now (bits 0
-# and 2), both having also happened since boot (bits 16 and 18). The firmware tool's output format.
-PI_UNDER_VOLTAGE = "throttled=0x50005"
-
-
-def write_vcgencmd(path, stdout: str, code: int = 0):
-    """An executable standing in for the board's vcgencmd: answers `get_throttled` with stdout and code."""
-    path.write_text("#!/bin/sh\n"
-                    '[ "$1" = get_throttled ] || { echo "usage: vcgencmd get_throttled" >&2; exit 2; }\n'
-                    f"printf '%s\\n' '{stdout}'\nexit {code}\n")
-    path.chmod(path.stat().st_mode | stat.S_IXUSR)
-    return path
-
-
-def fake_board(folder, temp: str = "47250", throttled: str = PI_UNDER_VOLTAGE) -> DeviceSources:
-    """A sysfs tree with one thermal zone (millidegrees, as the kernel writes them) and a vcgencmd."""
-    zone = folder / "sys" / "class" / "thermal" / "thermal_zone0"
-    zone.mkdir(parents=True)
-    (zone / "temp").write_text(temp + "\n")
-    return DeviceSources(sysfs=str(folder / "sys"), vcgencmd=str(write_vcgencmd(folder / "vcgencmd", throttled)))
+from tests.helpers.board import PI_UNDER_VOLTAGE, fake_board, write_vcgencmd
 
 
 def samples(families) -> dict:

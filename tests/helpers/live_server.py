@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from edge_runtime.interpreter import Engine
-from edge_runtime.metrics import Metrics
+from edge_runtime.metrics import DeviceSources, Metrics
 from edge_runtime.model import Model
 from edge_runtime.server import Access, Limits, Service, listen, make_server
 
@@ -61,10 +61,11 @@ def stand_in_models(workers: int, delay: float) -> list[Model]:
 class LiveServer:
     """The server's HTTP stack on an ephemeral loopback port, run on a thread of this process."""
 
-    def __init__(self, limits: Limits | None = None, access: Access | None = None, delay: float = 0.0):
+    def __init__(self, limits: Limits | None = None, access: Access | None = None, delay: float = 0.0,
+                 device: DeviceSources | None = None):
         self.limits = limits or Limits(max_body=65536, workers=1, queue=1, timeout=2.0, connections=32)
         self.service = Service(lambda: stand_in_models(self.limits.workers, delay), self.limits, NAME,
-                               Metrics({"model": NAME}))
+                               Metrics({"model": NAME}, device=device))
         self.service.warm_up()
         sock = listen("127.0.0.1", 0)
         self.port = sock.getsockname()[1]
@@ -95,6 +96,10 @@ class LiveServer:
     def infer(self, x=None, **headers):
         x = np.zeros((1, 1, 8, 8), np.float32) if x is None else x
         return self.request("POST", INFER, infer_body(x), {"Content-Type": "application/json", **headers})
+
+    def open_connections(self) -> int:
+        """Connections the server holds now (uvicorn's own count)."""
+        return len(self.server.server_state.connections)
 
     def stop(self):
         self.server.should_exit = True
