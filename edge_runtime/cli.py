@@ -23,6 +23,7 @@ from .describe import describe, engine_lines, engine_report
 from .errors import UserError
 from .files import check_output, read_input, write_npz
 from .health import check_sample
+from .signals import exit_cleanly
 
 
 MAX_THREADS = 256
@@ -254,7 +255,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return args.func(args)
+        with exit_cleanly():  # before any bundle is unpacked: a signal never leaves its temp folder behind
+            return args.func(args)
     except UserError as exc:
         if args.verbose:
             raise

@@ -14,6 +14,7 @@ import threading
 from ..drift import Drift
 from ..errors import UserError
 from ..metrics import DeviceSources, Metrics, model_fidelity
+from ..signals import STOP
 from .access import Access
 from .app import App
 from .connection import make_protocol
@@ -37,7 +38,7 @@ def listen(host: str, port: int) -> socket.socket:
 
 
 def make_server(service: Service, access: Access, on_exit=None, verbose: bool = False):
-    """A uvicorn Server running our App over h11; SIGTERM/SIGINT drain and return (no re-raised signal)."""
+    """A uvicorn Server running our App over h11; SIGTERM/SIGINT/SIGHUP drain and return (no re-raised signal)."""
     import uvicorn
 
     from ..openapi import openapi_document
@@ -61,7 +62,7 @@ def make_server(service: Service, access: Access, on_exit=None, verbose: bool = 
             if threading.current_thread() is not threading.main_thread():
                 yield
                 return
-            original = {sig: signal.signal(sig, self.handle_exit) for sig in (signal.SIGTERM, signal.SIGINT)}
+            original = {sig: signal.signal(sig, self.handle_exit) for sig in STOP}  # SIGHUP too: drain, exit 0
             try:
                 yield
             finally:
@@ -80,7 +81,7 @@ def make_server(service: Service, access: Access, on_exit=None, verbose: bool = 
 def serve(bundle: str, host: str, port: int, limits: Limits, threads: int | None = None,
           delegate: str | None = None, verbose: bool = False, access: Access | None = None,
           delegate_options: list[str] | None = None, device: DeviceSources | None = None) -> int:
-    """Serve a bundle until SIGTERM/SIGINT; returns the exit code (0).
+    """Serve a bundle until SIGTERM, SIGINT or SIGHUP; returns the exit code (0).
 
     device: where /metrics reads device health (default: /sys, vcgencmd on PATH).
     """
