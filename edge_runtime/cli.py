@@ -187,6 +187,25 @@ def cmd_serve(args) -> int:
                  delegate_options=args.delegate_option, verbose=args.verbose, access=access, device=device)
 
 
+def _ascii(kind):
+    """An argparse type: ``kind`` (int or float) of ASCII text only.
+
+    int() and float() also read other scripts' digits ('\u0661\u0662' is 12) and underscores: a flag is
+    written in ASCII, and its range is checked where it is used (serve_settings, cmd_bench).
+    """
+    def parse(text: str):
+        if not (text.isascii() and text.strip() == text and "_" not in text):
+            raise argparse.ArgumentTypeError(f"expected a number in ASCII digits, found {text!r}")
+        try:
+            return kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {'a whole number' if kind is int else 'a number'}, "
+                                             f"found {text!r}") from None
+
+    parse.__name__ = kind.__name__
+    return parse
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="edge-run", description="Run an edgepack bundle on this device.")
     parser.add_argument("-v", "--verbose", action="store_true", help="show tracebacks")
@@ -194,7 +213,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     def common(p):
         p.add_argument("bundle", help="bundle folder or .tar.gz")
-        p.add_argument("--threads", type=int, default=None, help="CPU threads (default: the target's)")
+        p.add_argument("--threads", type=_ascii(int), default=None, help="CPU threads (default: the target's)")
         p.add_argument("--delegate", default=None, metavar="NAME|PATH",
                        help="xnnpack, cpu (reference kernels), edgetpu, or the path of an external delegate "
                             "library (.so, e.g. an NPU's); default: the target's. On failure: the CPU with XNNPACK")
@@ -214,8 +233,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench = sub.add_parser("bench", help="measure latency, throughput and memory")
     common(bench)
-    bench.add_argument("--runs", type=int, default=100)
-    bench.add_argument("--warmup", type=int, default=10)
+    bench.add_argument("--runs", type=_ascii(int), default=100)
+    bench.add_argument("--warmup", type=_ascii(int), default=10)
     bench.add_argument("--json", action="store_true")
     bench.set_defaults(func=cmd_bench)
 
@@ -223,15 +242,16 @@ def build_parser() -> argparse.ArgumentParser:
     common(srv)
     srv.add_argument("--host", default="127.0.0.1",
                      help="address to listen on (default 127.0.0.1: this machine only; 0.0.0.0 for the LAN)")
-    srv.add_argument("--port", type=int, default=8080, help="0 picks a free port")
-    srv.add_argument("--workers", type=int, default=1, help="interpreters running requests at once")
-    srv.add_argument("--queue", type=int, default=8, help="requests that may wait beyond those (then 503)")
-    srv.add_argument("--timeout", type=float, default=10.0,
+    srv.add_argument("--port", type=_ascii(int), default=8080, help="0 picks a free port")
+    srv.add_argument("--workers", type=_ascii(int), default=1, help="interpreters running requests at once")
+    srv.add_argument("--queue", type=_ascii(int), default=8, help="requests that may wait beyond those (then 503)")
+    srv.add_argument("--timeout", type=_ascii(float), default=10.0,
                      help="seconds to read a request (head, then body: each one total deadline) and to wait in the "
                           "queue; also how long SIGTERM waits for requests in flight")
-    srv.add_argument("--max-body", type=int, default=16 * 1024 * 1024, help="largest request body in bytes (413)")
-    srv.add_argument("--max-batch", type=int, default=16, help="most samples one request may carry (413)")
-    srv.add_argument("--max-connections", type=int, default=64, help="open connections at once (then 503)")
+    srv.add_argument("--max-body", type=_ascii(int), default=16 * 1024 * 1024,
+                     help="largest request body in bytes (413)")
+    srv.add_argument("--max-batch", type=_ascii(int), default=16, help="most samples one request may carry (413)")
+    srv.add_argument("--max-connections", type=_ascii(int), default=64, help="open connections at once (then 503)")
     srv.add_argument("--token-file", help="require 'Authorization: Bearer TOKEN' (the file's one line) on "
                                           "/v2/models/...; health, /v2 and /metrics stay open")
     srv.add_argument("--allow-host", action="append", default=[], metavar="NAME",

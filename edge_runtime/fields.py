@@ -15,6 +15,10 @@ MAX_NAME = 256
 INT64_MIN, INT64_MAX = -(2 ** 63), 2 ** 63 - 1  # JSON integers have no bound
 CONTROL = re.compile(r"[\x00-\x1f\x7f]")  # would forge lines in `edge-run info`, the log or /metrics
 MISSING = object()
+# Numbers from others are ASCII digits only: str.isdigit() and int() also take '²' (which int() then refuses,
+# a crash), '١٢' (12 in Arabic-Indic digits), '１' (fullwidth), '1_0' and surrounding spaces.
+WHOLE = re.compile(r"[0-9]+")
+SIGNED = re.compile(r"-?[0-9]+")
 
 
 class Malformed(Exception):
@@ -44,6 +48,13 @@ def show(value, depth: int = 2) -> str:
         return json.dumps(value)
     except (TypeError, ValueError):  # not JSON at all
         return type(value).__name__
+
+
+def ascii_int(text: str, most_digits: int = 19, signed: bool = False) -> int | None:
+    """The integer ``text`` writes in ASCII digits (a leading '-' if ``signed``), else None."""
+    if len(text) > most_digits + signed or not (SIGNED if signed else WHOLE).fullmatch(text):
+        return None
+    return int(text)
 
 
 def need(ok, path: str, expected: str, value) -> None:

@@ -26,6 +26,8 @@ import subprocess
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 
+from .fields import ascii_int
+
 BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -168,9 +170,11 @@ def device_health(sources: DeviceSources = DeviceSources()) -> list[GaugeMetricF
     for zone in sorted(glob.glob(pattern)):
         try:
             with open(zone, encoding="ascii") as f:
-                temps.add_metric([os.path.basename(os.path.dirname(zone))], int(f.read().strip()) / 1000.0)
+                millidegrees = ascii_int(f.read(32).strip(), signed=True)
         except (OSError, ValueError):
             continue
+        if millidegrees is not None:
+            temps.add_metric([os.path.basename(os.path.dirname(zone))], millidegrees / 1000.0)
     if temps.samples:
         families.append(temps)
     vcgencmd = sources.vcgencmd or shutil.which("vcgencmd")

@@ -18,6 +18,7 @@ import asyncio
 import concurrent.futures
 import time
 
+from ..fields import ascii_int
 from ..protocol import HttpError
 from .access import Access, check_access
 from .handlers import Reply, Request, answer, check_request, endpoint_of, error_reply, infer, infer_preflight
@@ -81,10 +82,13 @@ class App:
             if "transfer-encoding" not in headers:
                 raise HttpError(411, "Content-Length is required")
             return None
-        if int(length[0]) > self.service.limits.max_body:
-            raise HttpError(413, f"body of {length[0]} bytes is over the limit of {self.service.limits.max_body}",
+        value = ascii_int(length[0].strip(" \t"))  # h11 has checked it is digits; never int() on others' text
+        if value is None:
+            raise HttpError(400, f"bad Content-Length {length[0][:20]!r}", close=True)
+        if value > self.service.limits.max_body:
+            raise HttpError(413, f"body of {value} bytes is over the limit of {self.service.limits.max_body}",
                             close=True)
-        return int(length[0])
+        return value
 
     async def _read_body(self, receive, length: int | None, deadline: float) -> bytes:
         """The whole body within one total deadline (not per chunk), within the size limits."""

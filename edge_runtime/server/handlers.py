@@ -20,6 +20,7 @@ import numpy as np
 
 from ..arrays import TooLarge
 from ..errors import UserError
+from ..fields import ascii_int
 from ..metrics import CONTENT_TYPE as METRICS_TYPE
 from ..protocol import HttpError, encode_response, max_elements, parse_json_request, tensor_json
 from ..tensors import feeds_from_numpy
@@ -143,10 +144,12 @@ def header_length(request: Request) -> int | None:
     value = request.headers.get("inference-header-content-length")
     if value is None:
         return None
-    value, body_length = value[0].strip(), len(request.body)
-    if not value.isdigit() or len(value) > 12 or int(value) > body_length:
-        raise HttpError(400, f"bad Inference-Header-Content-Length {value[:20]!r} for a {body_length}-byte body")
-    return int(value)
+    text, body_length = value[0].strip(" \t"), len(request.body)
+    length = ascii_int(text, most_digits=12)
+    if length is None or length > body_length:
+        raise HttpError(400, f"bad Inference-Header-Content-Length {text[:20]!r} for a {body_length}-byte body: "
+                             "a byte count in ASCII digits, at most the body's length")
+    return length
 
 
 def infer(service: Service, request: Request, deadline: float) -> Reply:

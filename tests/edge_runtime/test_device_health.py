@@ -26,7 +26,7 @@ def test_health_read_from_another_sysfs_root_and_vcgencmd(tmp_path):
     assert "edge_run_throttled_now 1.0" in text
 
 
-@pytest.mark.parametrize("temp", ["hot", "", "47.5", "0x47"])
+@pytest.mark.parametrize("temp", ["hot", "", "47.5", "0x47", "47_250", "\uff14\uff17\uff12\uff15\uff10", "+47250"])
 def test_malformed_temp_gives_no_sample(tmp_path, temp):
     device = fake_board(tmp_path, temp=temp)
     good = tmp_path / "sys" / "class" / "thermal" / "thermal_zone1"

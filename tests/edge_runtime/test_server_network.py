@@ -512,3 +512,34 @@ def test_openapi_document_served(live):
     assert not [code for path in doc["paths"].values() for op in path.values() for code in op["responses"]
                 if code.startswith("5") and code != "503"]
     assert math.isfinite(len(json.dumps(doc)))
+
+
+# ------------------------------------------------------------------ hostile input, round 2 (issue 24)
+
+
+def raw_request(live, data: bytes) -> tuple[int, dict, dict]:
+    """Bytes as they are on one connection -> the one reply."""
+    with live.connect() as s:
+        s.sendall(data)
+        return parse_reply(read_reply(s))
+
+
+@pytest.mark.parametrize("value", [b"\xb2", b"\xb9", b"1\xb3", b"\xef\xbc\x91", b"+5", b"5_0", b"0x10", b" "])
+def test_strict_numbers_in_headers(live, value):
+    """'\xb2' (superscript two in Latin-1) passed str.isdigit() and then crashed int(): a 500 with a traceback."""
+    body = infer_body(X).encode()
+    status, payload, _ = raw_request(live, b"POST " + INFER.encode() + b" HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                                     b"Content-Type: application/json\r\nContent-Length: %d\r\n"
+                                     b"Inference-Header-Content-Length: %s\r\n\r\n%s" % (len(body), value, body))
+    assert status == 400 and "Inference-Header-Content-Length" in payload["error"]
+    assert 'code="500"' not in live.service.metrics.render()
+    assert_still_serving(live)
+
+
+@pytest.mark.parametrize("argv", [["--port", "\u0661\u0662"], ["--workers", "\uff12"], ["--max-body", "1_000"],
+                                  ["--timeout", "\u0665"], ["--timeout", "2_0"], ["--max-batch", " 4"]])
+def test_strict_numbers_on_the_command_line(argv, capsys):
+    """int() and float() take any script's digits ('\u0661\u0662' is 12) and underscores; a flag takes ASCII."""
+    with pytest.raises(SystemExit) as exited:
+        parse_serve(*argv)
+    assert exited.value.code == 2 and "ASCII" in capsys.readouterr().err
