@@ -147,7 +147,7 @@ def serve_settings(args):
     token = _read_token(args.token_file) if args.token_file else None
     limits = Limits(max_body=args.max_body, workers=args.workers, queue=args.queue, timeout=args.timeout,
                     max_batch=args.max_batch, connections=args.max_connections)
-    return host, limits, Access(hosts=frozenset(LOOPBACK_NAMES | names), token=token)
+    return host, limits, Access(hosts=frozenset(LOOPBACK_NAMES | names), token=token, metrics_open=args.metrics_open)
 
 
 def _found(path: Path) -> str:
@@ -253,7 +253,9 @@ def build_parser() -> argparse.ArgumentParser:
     srv.add_argument("--max-batch", type=_ascii(int), default=16, help="most samples one request may carry (413)")
     srv.add_argument("--max-connections", type=_ascii(int), default=64, help="open connections at once (then 503)")
     srv.add_argument("--token-file", help="require 'Authorization: Bearer TOKEN' (the file's one line) on "
-                                          "/v2/models/...; health, /v2 and /metrics stay open")
+                                          "/v2/models/... and /metrics; health, /v2 and /v2/openapi.json stay open")
+    srv.add_argument("--metrics-open", action="store_true",
+                     help="with --token-file, leave /metrics open (a Prometheus that scrapes without the token)")
     srv.add_argument("--allow-host", action="append", default=[], metavar="NAME",
                      help="a Host name clients use to reach this server (repeatable; localhost and IP addresses "
                           "are always accepted; others are refused against DNS rebinding)")

@@ -19,10 +19,15 @@ LOOPBACK_NAMES = {"localhost", "127.0.0.1", "::1"}
 
 @dataclasses.dataclass
 class Access:
-    """Who may talk to the server: Host names it answers to, and the shared secret."""
+    """Who may talk to the server: Host names it answers to, and the shared secret.
+
+    With a token, /metrics wants it too (it tells what runs, how busy, how hot), unless metrics_open
+    (--metrics-open: for a Prometheus that scrapes without it); health, /v2 and the OpenAPI stay open.
+    """
 
     hosts: frozenset = frozenset(LOOPBACK_NAMES)
     token: str | None = None
+    metrics_open: bool = False
 
 
 def host_name(value: str) -> str | None:

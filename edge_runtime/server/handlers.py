@@ -83,6 +83,8 @@ def check_request(service: Service, access: Access, request: Request, endpoint: 
     if name is None:  # health, metadata, metrics, openapi
         if method not in ("GET", "HEAD"):
             raise HttpError(405, f"{method} is not allowed on {path}", {"Allow": "GET, HEAD"})
+        if endpoint == "metrics" and not access.metrics_open:
+            check_token(request.headers, access)
         return
     check_token(request.headers, access)
     if name != service.name:

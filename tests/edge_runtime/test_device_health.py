@@ -21,7 +21,9 @@ def test_health_read_from_another_sysfs_root_and_vcgencmd(tmp_path):
     got = samples(device_health(fake_board(tmp_path)))
     assert got == {("edge_run_soc_temperature_celsius", (("zone", "thermal_zone0"),)): 47.25,
                    ("edge_run_throttled_state", ()): 0x50005, ("edge_run_throttled_now", ()): 1}
-    text = Metrics({"model": "m"}, device=fake_board(tmp_path / "again")).render()
+    metrics = Metrics({"model": "m"}, device=fake_board(tmp_path / "again"))
+    metrics.device.refresh()  # what the server's device-health thread does
+    text = metrics.render()
     assert 'edge_run_soc_temperature_celsius{zone="thermal_zone0"} 47.25' in text
     assert "edge_run_throttled_now 1.0" in text
 
@@ -50,7 +52,9 @@ def test_failing_vcgencmd_gives_no_throttling_and_no_crash(tmp_path, stdout, cod
     write_vcgencmd(tmp_path / "vcgencmd", stdout, code)
     got = samples(device_health(device))
     assert got == {("edge_run_soc_temperature_celsius", (("zone", "thermal_zone0"),)): 47.25}
-    text = Metrics({"model": "m"}, device=device).render()
+    metrics = Metrics({"model": "m"}, device=device)
+    metrics.device.refresh()
+    text = metrics.render()
     assert "edge_run_throttled" not in text and "edge_run_soc_temperature_celsius{" in text
 
 

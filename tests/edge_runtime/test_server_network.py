@@ -27,6 +27,7 @@ from edge_runtime.errors import UserError
 from edge_runtime.metrics import Metrics
 from edge_runtime.protocol import HttpError, parse_json_request
 from edge_runtime.server import Access, Limits, Request, Service, handle
+from tests.helpers.board import fake_board
 from tests.helpers.live_server import (INFER, MANIFEST, NAME, LiveServer, assert_still_serving, closed_by_server,
                                        infer_body, parse_reply, read_reply, stand_in_models)
 
@@ -431,12 +432,13 @@ def test_cross_origin_browser_requests_refused(live):
     assert live.request("POST", INFER, infer_body(X), {"Origin": "http://localhost:3000"})[0] == 200
 
 
-def test_token_guards_model_endpoints_only():
+def test_token_guards_model_endpoints_and_metrics_only():
     token = "s3cret-token-0123456789"
     srv = LiveServer(access=Access(token=token))
     try:
-        for path in ("/v2/health/live", "/v2/health/ready", "/v2", "/metrics"):
+        for path in ("/v2/health/live", "/v2/health/ready", "/v2", "/v2/openapi.json"):
             assert srv.request("GET", path)[0] == 200, path
+        assert srv.request("GET", "/metrics")[0] == 401
         for auth in (None, "Bearer wrong-token-0123456789", f"Basic {token}", "Bearer", f"Bearer {token}x"):
             status, payload, headers = srv.infer(Authorization=auth)
             assert status == 401 and headers["www-authenticate"] == "Bearer" and "Bearer" in payload["error"]
@@ -522,6 +524,57 @@ def raw_request(live, data: bytes) -> tuple[int, dict, dict]:
     with live.connect() as s:
         s.sendall(data)
         return parse_reply(read_reply(s))
+
+
+def test_event_loop_never_blocks_on_device_health(tmp_path):
+    """A vcgencmd that takes 1.5 s to answer (a busy firmware mailbox): scrapes and every request beside them
+    are answered at once; the board's figures come from a reading taken in the background."""
+    srv = LiveServer(device=fake_board(tmp_path, delay=1.5))
+    try:
+        scrapes = [threading.Thread(target=srv.request, args=("GET", "/metrics")) for _ in range(3)]
+        for t in scrapes:
+            t.start()
+        time.sleep(0.1)
+        took = []
+        for _ in range(10):
+            start = time.monotonic()
+            assert srv.request("GET", "/v2/health/live")[0] == 200
+            took.append(time.monotonic() - start)
+        for t in scrapes:
+            t.join(timeout=10)
+        assert max(took) < 0.5, took
+        deadline = time.monotonic() + 10
+        while True:  # the reading arrives; no scrape ever waits for it
+            start = time.monotonic()
+            status, text, _ = srv.request("GET", "/metrics")
+            assert status == 200 and time.monotonic() - start < 0.5
+            if b"edge_run_throttled_state 327685.0" in text:
+                break
+            assert time.monotonic() < deadline, "the device reading never arrived"
+            time.sleep(0.2)
+        assert b'edge_run_soc_temperature_celsius{zone="thermal_zone0"} 47.25' in text
+    finally:
+        srv.stop()
+
+
+def test_event_loop_never_blocks_and_metrics_need_the_token_unless_metrics_open(tmp_path):
+    token = "s3cret-token-0123456789"
+    guarded = LiveServer(access=Access(token=token))
+    try:
+        status, payload, _ = guarded.request("GET", "/metrics")
+        assert status == 401 and "Bearer" in payload["error"]
+        assert guarded.request("GET", "/metrics", headers={"Authorization": f"Bearer {token}"})[0] == 200
+    finally:
+        guarded.stop()
+    opened = LiveServer(access=Access(token=token, metrics_open=True))  # edge-run serve --metrics-open
+    try:
+        assert opened.request("GET", "/metrics")[0] == 200
+        assert opened.infer()[0] == 401
+    finally:
+        opened.stop()
+    (tmp_path / "token").write_text(token + "\n")
+    assert parse_serve("--token-file", str(tmp_path / "token"), "--metrics-open")[2].metrics_open
+    assert not parse_serve("--token-file", str(tmp_path / "token"))[2].metrics_open
 
 
 @pytest.mark.parametrize("value", [b"\xb2", b"\xb9", b"1\xb3", b"\xef\xbc\x91", b"+5", b"5_0", b"0x10", b" "])
