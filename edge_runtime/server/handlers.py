@@ -22,7 +22,8 @@ from ..arrays import TooLarge
 from ..errors import UserError
 from ..fields import ascii_int
 from ..metrics import CONTENT_TYPE as METRICS_TYPE
-from ..protocol import HttpError, encode_response, max_elements, parse_json_request, tensor_json
+from ..protocol import (HttpError, check_reply, encode_response, max_elements, parse_json_request, reply_limit,
+                        tensor_json)
 from ..tensors import feeds_from_numpy
 from .access import Access, check_access, check_token
 from .pool import Service
@@ -167,12 +168,14 @@ def infer(service: Service, request: Request, deadline: float) -> Reply:
             budget = sum(max_elements(s, limits.max_batch) for s in service.spec["inputs"]) * 8  # 8: widest type
             feeds = feeds_from_numpy(io.BytesIO(body), service.spec["inputs"], f"the {ctype[14:]} body", budget)
             outputs = service.infer(feeds, deadline)
+            check_reply(outputs, list(outputs), reply_limit(service.spec["outputs"], limits.max_batch))
             buf = io.BytesIO()
             np.savez(buf, **outputs)
             return Reply(200, buf.getvalue(), {"Content-Type": "application/x-npz"})
         feeds, names, binary, request_id = parse_json_request(body, header_length(request), service.spec,
                                                               limits.max_batch)
         outputs = service.infer(feeds, deadline)
+        check_reply(outputs, names, reply_limit(service.spec["outputs"], limits.max_batch))
     except TooLarge as exc:
         raise HttpError(413, str(exc), close=True) from None
     except UserError as exc:

@@ -577,6 +577,25 @@ def test_event_loop_never_blocks_and_metrics_need_the_token_unless_metrics_open(
     assert not parse_serve("--token-file", str(tmp_path / "token"))[2].metrics_open
 
 
+def test_bounded_replies_no_amplification():
+    """One output named 4000 times made a reply 8x the request (200k times, 147 MB on a bigger model)."""
+    live = LiveServer(Limits(max_body=1 << 20, workers=1, queue=1, timeout=2.0, max_batch=16))
+    try:
+        body = infer_body(X, outputs=[{"name": "scores"}] * 4000)
+        status, payload, _ = live.request("POST", INFER, body, {"Content-Type": "application/json"})
+        assert status == 400 and "'scores' is asked for twice" in payload["error"], (status, len(json.dumps(payload)))
+        from edge_runtime.protocol import reply_limit
+
+        for binary in (False, True):  # the largest reply a request may get: max_batch samples, each output once
+            x = np.full((16, 1, 8, 8), 0.5, np.float32)
+            body = infer_body(x, parameters={"binary_data_output": binary})
+            status, payload, _ = live.request("POST", INFER, body, {"Content-Type": "application/json"})
+            assert status == 200 and len(payload if binary else json.dumps(payload)) <= reply_limit(
+                MANIFEST["outputs"], 16)
+    finally:
+        live.stop()
+
+
 @pytest.mark.parametrize("value", [b"\xb2", b"\xb9", b"1\xb3", b"\xef\xbc\x91", b"+5", b"5_0", b"0x10", b" "])
 def test_strict_numbers_in_headers(live, value):
     """'\xb2' (superscript two in Latin-1) passed str.isdigit() and then crashed int(): a 500 with a traceback."""
