@@ -24,6 +24,9 @@ from .access import Access, check_access
 from .handlers import Reply, Request, answer, check_request, endpoint_of, error_reply, infer, infer_preflight
 from .pool import Service
 
+# Set in the scope by the connection (connection.py) when the client shut its sending side before the body's end.
+HALF_CLOSED = "edge_run.half_closed"
+
 
 class App:
     """The ASGI application: routing, limits and replies for one Service."""
@@ -71,7 +74,7 @@ class App:
             check_request(self.service, self.access, request, endpoint, name)
             if endpoint != "infer":
                 return answer(self.service, endpoint, self.openapi)
-            return await self._infer(receive, request)
+            return await self._infer(receive, request, scope)
         except HttpError as exc:
             return error_reply(exc)
 
@@ -90,7 +93,7 @@ class App:
                             close=True)
         return value
 
-    async def _read_body(self, receive, length: int | None, deadline: float) -> bytes:
+    async def _read_body(self, receive, length: int | None, deadline: float, scope) -> bytes:
         """The whole body within one total deadline (not per chunk), within the size limits."""
         limits, chunks, size = self.service.limits, [], 0
         try:
@@ -108,21 +111,21 @@ class App:
                     if self.buffered > limits.buffered:
                         raise HttpError(503, "server is busy: too many request bodies in memory",
                                         {"Retry-After": "1"}, close=True)
+                    if scope.get(HALF_CLOSED):
+                        raise _cut_short(size, length, "the client closed its side of the connection first")
                     if not message.get("more_body", False):
                         return b"".join(chunks)
         except TimeoutError:
-            promised = "" if length is None else f" of the {length} bytes Content-Length promised"
-            raise HttpError(400, f"body ended after {size}{promised}: not complete within the "
-                                 f"{limits.timeout:g} s deadline", close=True) from None
+            raise _cut_short(size, length, f"not complete within the {limits.timeout:g} s deadline") from None
         finally:
             self.buffered -= size
 
-    async def _infer(self, receive, request: Request) -> Reply:
+    async def _infer(self, receive, request: Request, scope) -> Reply:
         service, limits = self.service, self.service.limits
         infer_preflight(service, request)
         length = self._body_length(request.headers)
         deadline = time.monotonic() + limits.timeout
-        request.body = await self._read_body(receive, length, deadline)
+        request.body = await self._read_body(receive, length, deadline, scope)
         if self.busy >= limits.slots:
             raise HttpError(503, "server is busy: all workers and queue places are taken", {"Retry-After": "1"},
                             close=True)
@@ -131,3 +134,8 @@ class App:
             return await asyncio.get_running_loop().run_in_executor(self.executor, infer, service, request, deadline)
         finally:
             self.busy -= 1
+
+
+def _cut_short(size: int, length: int | None, why: str) -> HttpError:
+    promised = "" if length is None else f" of the {length} bytes Content-Length promised"
+    return HttpError(400, f"body ended after {size}{promised}: {why}", close=True)

@@ -42,8 +42,16 @@ What this module adds on top of uvicorn, and why:
 - a total deadline (``--timeout``) on reading the request head: uvicorn
   resets its keep-alive timer on every byte and has no head timeout (the
   body has its own total deadline, in the app);
+- a total deadline on each reply's writing: a client that stops reading
+  (pipelining requests, say, and never reading a reply) is dropped
+  ``--timeout`` after the kernel stops taking its replies, where uvicorn
+  waited for it for ever, its requests answered one at a time meanwhile;
+- the reply to a request whose client shut its sending side (a half-close):
+  uvicorn closed the connection and lost it;
 - a bound on open connections (``--max-connections``: one more gets 503 and
   is closed);
+- a body in tiny pieces (1-byte chunks) refused: h11 parses each piece in
+  Python, on the event loop every request shares (CountedConnection);
 - refusal of ambiguous framing (Content-Length with Transfer-Encoding,
   duplicated Content-Length) with the connection closed (RFC 9112 §6.1, §6.3;
   h11 alone lets Transfer-Encoding win and merges equal duplicates);
@@ -54,7 +62,9 @@ from __future__ import annotations
 
 import contextlib
 import json
+import socket
 
+from .app import HALF_CLOSED
 from .pool import Service
 
 
@@ -118,6 +128,58 @@ class OneWrite:
         return getattr(self._transport, name)
 
 
+# Replies buffered toward one client: what the kernel holds (SO_SNDBUF; Linux doubles it for bookkeeping; left
+# alone it grows to 4 MB, thousands of small replies a client that never reads gets computed first), and
+# nothing in user space beyond the reply being written. Beyond that the client must read within --timeout.
+SEND_BUFFER = 256 * 1024
+
+
+def bound_buffers(transport) -> None:
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER)
+    transport.set_write_buffer_limits(high=0)  # pause_writing() as soon as the kernel takes no more
+
+
+# A request body's h11 events (one per chunk, or per read) must average this many bytes once past the first
+# FREE_EVENTS; see CountedConnection.
+MIN_EVENT_BYTES = 256
+FREE_EVENTS = 64
+
+
+class CountedConnection:
+    """h11's connection, counting each request's body events: a body cut into tiny pieces is refused.
+
+    h11 parses chunked framing in Python, one event per chunk: a body of
+    1-byte chunks made each 256 KB read some 37,000 events on the event loop,
+    and four such clients held a health check for 10 s (then it timed out).
+    Past FREE_EVENTS, a body's events must average MIN_EVENT_BYTES, or the
+    request is a protocol error: 400, connection closed.
+    """
+
+    def __init__(self, conn):
+        self._conn, self._events, self._bytes, self.problem = conn, 0, 0, None
+
+    def next_event(self):
+        import h11
+
+        event = self._conn.next_event()
+        if type(event) is h11.Request:
+            self._events = self._bytes = 0
+        elif type(event) is h11.Data:
+            self._events += 1
+            self._bytes += len(event.data)
+            if self._events > FREE_EVENTS and self._bytes < MIN_EVENT_BYTES * self._events:
+                self.problem = (f"request body in pieces of {self._bytes / self._events:.0f} bytes on average "
+                                f"(chunks or writes); send it in pieces of at least {MIN_EVENT_BYTES}")
+                raise h11.RemoteProtocolError(self.problem)
+        return event
+
+    def __getattr__(self, name):  # send, their_state, trailing_data, start_next_cycle, ...
+        return getattr(self._conn, name)
+
+
 def busy_reply(connections: int) -> bytes:
     """The 503 a connection beyond --max-connections gets, written raw: it never reaches h11."""
     body = json.dumps({"error": f"server is busy: {connections} connections are open"}).encode()
@@ -141,14 +203,17 @@ def bad_request(conn, message: str) -> bytes:
 class Hardened:
     """What EdgeProtocol adds to uvicorn's H11Protocol (mixed in before it; see make_protocol).
 
-    ``service`` is set on the class that make_protocol makes.
+    ``service`` is set on the class that make_protocol makes. Every timer
+    runs --timeout: "head" from the end of one reply to the next request's
+    complete head, "write" while the kernel takes no more of our replies.
     """
 
     service: Service
-    _head_timer = None
     _refused = False
+    _eof = False  # the client shut its sending side
 
     def connection_made(self, transport):
+        self._timers = {}
         limits = self.service.limits
         if len(self.connections) >= limits.connections:
             self._refused = True
@@ -157,11 +222,14 @@ class Hardened:
             transport.close()
             self.service.metrics.request_done("other", 503, 0.0)
             return
+        bound_buffers(transport)
+        self.conn = CountedConnection(self.conn)
         super().connection_made(OneWrite(transport, self.loop))
-        self._arm_head_timer()
+        self._arm("head", self._head_timed_out)
 
     def connection_lost(self, exc):
-        self._cancel_head_timer()
+        for name in list(self._timers):
+            self._cancel(name)
         if not self._refused:
             super().connection_lost(exc)
 
@@ -169,20 +237,62 @@ class Hardened:
         if not self._refused:
             super().data_received(data)
 
-    def _arm_head_timer(self):
-        self._cancel_head_timer()
-        self._head_timer = self.loop.call_later(self.service.limits.timeout, self._head_timed_out)
+    def _arm(self, name: str, callback):
+        self._cancel(name)
+        self._timers[name] = self.loop.call_later(self.service.limits.timeout, callback)
 
-    def _cancel_head_timer(self):
-        if self._head_timer is not None:
-            self._head_timer.cancel()
-            self._head_timer = None
+    def _cancel(self, name: str):
+        timer = self._timers.pop(name, None)
+        if timer is not None:
+            timer.cancel()
 
     def _head_timed_out(self):
         """No complete request head within --timeout (however slowly bytes trickle in): drop it."""
-        self._head_timer = None
+        self._timers.pop("head", None)
         if (self.cycle is None or self.cycle.response_complete) and not self.transport.is_closing():
             self.transport.close()
+
+    def pause_writing(self):
+        """The kernel takes no more of our replies: the client is not reading them. It has --timeout to.
+
+        Until then uvicorn holds the next reply back (and with it the next
+        pipelined request); after it the connection is dropped, whatever is
+        still unsent, rather than held for a client that never reads.
+        """
+        super().pause_writing()
+        if "write" not in self._timers:
+            self._arm("write", self._write_timed_out)
+
+    def resume_writing(self):
+        self._cancel("write")
+        super().resume_writing()
+
+    def _write_timed_out(self):
+        self._timers.pop("write", None)
+        self.transport.abort()  # close() would wait for the unread replies to drain: for ever
+
+    def eof_received(self):
+        """The client shut its sending side (a half-close): what it sent is answered, then the connection closes.
+
+        uvicorn closed at once, and the reply was lost: a body cut short got
+        its 400 only if the client kept its side open.
+        """
+        self._eof = True
+        if self._refused:
+            return None
+        if self.cycle is None or self.cycle.response_complete:
+            self.transport.flush()  # a reply OneWrite still holds goes out before asyncio closes the transport
+            return None
+        self._end_body()
+        return True  # the transport stays open for the reply
+
+    def _end_body(self):
+        """After the client's EOF a request's body is whatever came: the app hears so at once (HALF_CLOSED)."""
+        cycle = self.cycle
+        if self._eof and cycle is not None and not cycle.response_complete and cycle.more_body:
+            cycle.scope[HALF_CLOSED] = True
+            cycle.more_body = False
+            cycle.message_event.set()
 
     def handle_events(self):
         import h11
@@ -195,20 +305,26 @@ class Hardened:
         cycle = self.cycle
         super().handle_events()
         if self.cycle is not cycle:  # a request head arrived: the app's body deadline takes over
-            self._cancel_head_timer()
+            self._cancel("head")
+        self._end_body()  # a pipelined request begun after the client's EOF
 
     def send_400_response(self, msg: str):
-        self._refuse("malformed HTTP request (request line, header or chunk framing; RFC 9112)")
+        self._refuse(self.conn.problem or "malformed HTTP request (request line, header or chunk framing; RFC 9112)")
 
     def _refuse(self, message: str):
-        self.service.metrics.request_done("other", 400, 0.0)
+        if self.cycle is None or self.cycle.response_complete:  # else the app counts its request when it ends
+            self.service.metrics.request_done("other", 400, 0.0)
         self.transport.write(bad_request(self.conn, message))
         self.transport.close()
 
     def on_response_complete(self):
-        super().on_response_complete()
-        if not self.transport.is_closing() and (self.cycle is None or self.cycle.response_complete):
-            self._arm_head_timer()
+        super().on_response_complete()  # and the next pipelined request, if one is there
+        if self.transport.is_closing() or not (self.cycle is None or self.cycle.response_complete):
+            return
+        if self._eof:  # the client sends no more: nothing is left to answer
+            self.transport.close()
+        else:
+            self._arm("head", self._head_timed_out)
 
 
 def make_protocol(service: Service):

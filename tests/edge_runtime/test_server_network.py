@@ -29,7 +29,7 @@ from edge_runtime.protocol import HttpError, parse_json_request
 from edge_runtime.server import Access, Limits, Request, Service, handle
 from tests.helpers.board import fake_board
 from tests.helpers.live_server import (INFER, MANIFEST, NAME, LiveServer, assert_still_serving, closed_by_server,
-                                       infer_body, parse_reply, read_reply, stand_in_models)
+                                       infer_body, parse_reply, read_replies, read_reply, stand_in_models)
 
 
 @pytest.fixture
@@ -577,6 +577,41 @@ def test_event_loop_never_blocks_and_metrics_need_the_token_unless_metrics_open(
     assert not parse_serve("--token-file", str(tmp_path / "token"))[2].metrics_open
 
 
+def test_write_deadlines_and_fair_slots():
+    """A client pipelining requests and never reading a reply: dropped within --timeout of its replies going
+    unread, while every other client is answered at once; a client that reads gets every pipelined reply."""
+    srv = LiveServer()  # --timeout 2
+    try:
+        with srv.connect() as reader:  # pipelining itself works
+            reader.sendall(b"GET /v2/health/live HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n" * 20)
+            assert [parse_reply(raw)[0] for raw in read_replies(reader, 20)] == [200] * 20
+        hog = socket.socket()
+        hog.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        hog.connect(("127.0.0.1", srv.port))
+        hog.setblocking(False)
+        request = b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n" * 100
+        sent, start = 0, time.monotonic()
+        while time.monotonic() - start < 1.0:  # as many as the server takes in a second
+            try:
+                sent += hog.send(request)
+            except BlockingIOError:
+                time.sleep(0.01)
+        stopped = time.monotonic()
+        seconds = []
+        while srv.open_connections() and time.monotonic() - stopped < 8:
+            begin = time.monotonic()
+            assert srv.infer()[0] == 200
+            seconds.append(time.monotonic() - begin)
+            time.sleep(0.1)
+        dropped = time.monotonic() - stopped
+        hog.close()
+        assert sent > 40_000, sent  # the server took requests until its replies went unread
+        assert srv.open_connections() == 0 and dropped < 2.0 + 1.0, f"still open after {dropped:.1f} s"
+        assert seconds and max(seconds) < 0.5, seconds
+    finally:
+        srv.stop()
+
+
 def test_bounded_replies_no_amplification():
     """One output named 4000 times made a reply 8x the request (200k times, 147 MB on a bigger model)."""
     live = LiveServer(Limits(max_body=1 << 20, workers=1, queue=1, timeout=2.0, max_batch=16))
@@ -615,3 +650,69 @@ def test_strict_numbers_on_the_command_line(argv, capsys):
     with pytest.raises(SystemExit) as exited:
         parse_serve(*argv)
     assert exited.value.code == 2 and "ASCII" in capsys.readouterr().err
+
+
+def test_a_half_closed_short_body_still_gets_its_400(live):
+    """Content-Length 1000, 14 bytes, then the client shuts its sending side: answered at once, not lost."""
+    with live.connect() as s:
+        s.sendall(b"POST " + INFER.encode() + b" HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                  b"Content-Length: 1000\r\n\r\n" + b'{"inputs": [1,')
+        start = time.monotonic()
+        s.shutdown(socket.SHUT_WR)
+        raw = read_reply(s)
+        took = time.monotonic() - start
+    status, payload, headers = parse_reply(raw)
+    assert status == 400 and headers["connection"] == "close" and took < 1.0, (status, took)
+    assert "body ended after 14 of the 1000 bytes Content-Length promised: the client closed" in payload["error"]
+    with live.connect() as s:  # a whole request, then the half-close: its reply is not lost either
+        body = infer_body(np.full((1, 1, 8, 8), 0.5, np.float32)).encode()
+        s.sendall(b"POST " + INFER.encode() + b" HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                  b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+        s.shutdown(socket.SHUT_WR)
+        status, payload, _ = parse_reply(read_reply(s))
+        assert status == 200 and payload["outputs"][0]["data"] == pytest.approx([12.7] * 10)
+        assert closed_by_server(s, within=2)
+    assert_still_serving(live)
+
+
+def test_a_body_in_tiny_chunks_is_refused_and_holds_no_one():
+    """Found trying an attack of our own: h11 parses chunked framing in Python, an event per chunk, on the loop
+    every request shares. Four clients streaming 1-byte chunks held a health check 10 s, then it timed out."""
+    live = LiveServer(Limits(max_body=16 << 20, workers=1, queue=8, timeout=10.0, connections=64))
+    head = (b"POST " + INFER.encode() + b" HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n")
+    stop = threading.Event()
+
+    def attack():
+        while not stop.is_set():  # a new connection each time one is refused
+            try:
+                with live.connect() as s:
+                    s.sendall(head)
+                    while not stop.is_set():
+                        s.sendall(b"1\r\n \r\n" * 10000)
+            except OSError:
+                continue
+
+    attackers = [threading.Thread(target=attack) for _ in range(4)]
+    for t in attackers:
+        t.start()
+    try:
+        took = []
+        for _ in range(30):
+            start = time.monotonic()
+            assert live.request("GET", "/v2/health/live")[0] == 200
+            took.append(time.monotonic() - start)
+            time.sleep(0.05)
+        assert max(took) < 0.5, took
+    finally:
+        stop.set()
+        for t in attackers:
+            t.join(timeout=30)
+    try:
+        status, payload, _ = raw_request(live, head + b"1\r\n \r\n" * 200 + b"0\r\n\r\n")
+        assert status == 400 and "request body in pieces of 1 bytes on average" in payload["error"]
+        body = infer_body(np.full((1, 1, 8, 8), 0.5, np.float32)).encode()  # chunks of a normal size still do
+        chunks = b"".join(b"%x\r\n%s\r\n" % (len(part), part) for part in (body[:300], body[300:]))
+        assert raw_request(live, head + chunks + b"0\r\n\r\n")[0] == 200
+    finally:
+        live.stop()

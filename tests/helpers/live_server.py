@@ -130,6 +130,32 @@ def read_reply(s: socket.socket) -> bytes:
     return head + b"\r\n\r\n" + body
 
 
+def split_replies(data: bytes) -> tuple[list[bytes], bytes]:
+    """Pipelined replies in a stream (each framed by its Content-Length) -> (whole replies, the rest)."""
+    found = []
+    while b"\r\n\r\n" in data:
+        head, _, rest = data.partition(b"\r\n\r\n")
+        fields = (line.split(b":", 1) for line in head.split(b"\r\n")[1:])
+        length = next(int(v) for k, v in fields if k.strip().lower() == b"content-length")
+        if len(rest) < length:
+            break
+        found.append(head + b"\r\n\r\n" + rest[:length])
+        data = rest[length:]
+    return found, data
+
+
+def read_replies(s: socket.socket, count: int) -> list[bytes]:
+    """``count`` pipelined replies from one connection (fewer if it closes first)."""
+    found, data = [], b""
+    while len(found) < count:
+        chunk = s.recv(65536)
+        if not chunk:
+            break
+        more, data = split_replies(data + chunk)
+        found += more
+    return found
+
+
 def parse_reply(raw: bytes):
     head, _, body = raw.partition(b"\r\n\r\n")
     lines = head.decode("latin-1").split("\r\n")
