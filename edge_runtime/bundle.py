@@ -26,6 +26,7 @@ from pathlib import Path
 
 from .errors import UserError
 from .manifest import validate
+from .signals import held
 from .trust import MAX_SIGNATURE_BYTES, SIGNATURE, check_signature
 
 SCHEMA_VERSION = 1
@@ -116,8 +117,9 @@ def _extract(archive: Path) -> Path:
     size it declares, each at most once.
     The declared total is checked against a cap and the free disk first.
     """
-    dest = Path(tempfile.mkdtemp(prefix="edge-run-"))
-    atexit.register(shutil.rmtree, dest, True)
+    with held():  # a signal between the two would leave the folder with nobody to remove it
+        dest = Path(tempfile.mkdtemp(prefix="edge-run-"))
+        atexit.register(shutil.rmtree, dest, True)
     fix = "use the .tar.gz that edgepack build wrote"
     try:
         with tarfile.open(archive, "r:gz") as tar:

@@ -15,6 +15,7 @@ import ctypes
 import dataclasses
 import os
 import re
+import stat
 import sys
 
 from .errors import UserError
@@ -27,6 +28,8 @@ MAX_OPTION_TEXT = 1024
 OPTION_KEY = re.compile(r"[A-Za-z0-9_.\-]{1,128}")
 CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
 DELEGATE_OP = "DELEGATE"  # the op name TFLite gives every delegate kernel node
+# Where a library a bundle names may live: the system's own (and their subfolders, e.g. /usr/lib/aarch64-linux-gnu).
+LIBRARY_FOLDERS = ("/lib", "/lib64", "/usr/lib", "/usr/lib64", "/usr/local/lib")
 ELF_MACHINES = {3: "x86", 8: "mips", 20: "powerpc", 21: "ppc64", 40: "arm", 62: "x86_64", 183: "aarch64",
                 243: "riscv"}  # e_machine codes
 
@@ -38,6 +41,7 @@ class Choice:
     name: str
     library: str = ""
     options: tuple = ()  # ((key, value), ...): hashable, ordered as given
+    named: bool = False  # the library was named on the command line (--delegate PATH), not by the bundle
 
     def describe(self) -> str:
         if self.name == "external":
@@ -82,7 +86,11 @@ def choose(delegate: str | None, options: list[str] | tuple | None, target: dict
     """
     extra = parse_options(list(options)) if options and not isinstance(options, tuple) else (options or ())
     if delegate is not None and is_library(delegate):
-        return Choice("external", delegate, extra)
+        table = target.get("external_delegate") or {}
+        same = "/" in delegate and os.path.realpath(table.get("library", "")) == os.path.realpath(delegate)
+        # the bundle's own library named on the command line: its options apply, the command line's win
+        merged = {**(table.get("options", {}) if same else {}), **dict(extra)}
+        return Choice("external", delegate, tuple(merged.items()), named=True)
     if delegate is not None and delegate not in NAMES:
         raise UserError(f"--delegate must be one of {', '.join(NAMES)} or the path of a delegate library (.so), "
                         f"found {delegate!r}", "e.g. --delegate /usr/lib/libvx_delegate.so")
@@ -129,9 +137,41 @@ def _load_failure(library: str, exc: OSError) -> str:
     return f"cannot load {library}: {one_line(str(exc).removeprefix(f'{library}: '))}"
 
 
-def open_delegate(mod, choice: Choice):
+def library_problem(library: str, bundle: str, named: bool) -> str | None:
+    """Why a delegate library may not be opened (one line), or None.
+
+    Opening a library runs its code (its ELF constructors) before anything
+    can check what it is, so a path is judged before any dlopen. It is
+    resolved first (symlinks, /proc/self/cwd/...) and must not lead into the
+    bundle: a bundle carries no native code. One the manifest names must be
+    in a system library folder (LIBRARY_FOLDERS); one named with --delegate
+    may be anywhere else. Either way its owner is root or this user, neither
+    its group nor others may write it, and nor may others its folder.
+    """
+    real, inside = os.path.realpath(library), os.path.realpath(bundle)
+    if _within(real, inside):
+        return f"refused: it resolves to {real}, inside the bundle; a bundle never brings native code"
+    if not named and not any(_within(real, os.path.realpath(folder)) for folder in LIBRARY_FOLDERS):
+        return (f"refused: the bundle names {real}, outside the system library folders "
+                f"({', '.join(LIBRARY_FOLDERS)}); to load it, name it yourself with --delegate {library}")
+    status, folder = os.stat(real), os.stat(os.path.dirname(real))
+    if status.st_uid not in (0, os.getuid()):
+        return f"refused: {real} belongs to uid {status.st_uid}, neither root nor this user"
+    if status.st_mode & 0o022:
+        return f"refused: {real} may be written by {'others' if status.st_mode & 0o002 else 'its group'}"
+    if folder.st_mode & 0o002 and not folder.st_mode & stat.S_ISVTX:
+        return f"refused: anyone may replace {real} (its folder is world-writable)"
+    return None
+
+
+def _within(path: str, folder: str) -> bool:
+    return os.path.commonpath([path, folder]) == folder
+
+
+def open_delegate(mod, choice: Choice, bundle: str):
     """Load a delegate library: (delegate object, None) or (None, why not, one line).
 
+    bundle: the folder the model came from (its libraries are refused, see library_problem).
     The library is opened and its two entry points looked up with ctypes
     first: the runtime's own loader reports a missing symbol as an
     AttributeError and then prints a traceback from its finalizer.
@@ -139,6 +179,9 @@ def open_delegate(mod, choice: Choice):
     library = EDGETPU_LIBRARY if choice.name == "edgetpu" else choice.library
     if "/" in library and not os.path.isfile(library):
         return None, f"no file at {library}"
+    problem = library_problem(library, bundle, choice.named) if "/" in library else None  # bare: the loader's path
+    if problem:
+        return None, problem
     try:
         handle = ctypes.CDLL(library)
     except OSError as exc:

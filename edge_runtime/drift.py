@@ -25,6 +25,11 @@ import threading
 import numpy as np
 
 ALPHA = 0.05  # weight of each request in the moving average: ~the last 20 requests count
+# A request's channel means are clipped to this many calibration std of the calibration means (NaN means count
+# as no change), and the average starts at the calibration means: one request moves the score by at most
+# ALPHA * CLIP = 0.4, and a flood of hostile ones keeps it at most CLIP. (One request of 3e38-valued inputs
+# set the score to 5e37, still 3e35 a hundred normal requests later.)
+CLIP = 8.0
 
 
 def representable(spec: dict) -> tuple[float, float] | None:
@@ -67,11 +72,15 @@ class InputWatch:
         if self.stats is not None:
             if self.tail is not None:
                 x = x.reshape(-1, *self.tail)
-            if self.axis is None:
-                mean = np.array([x.mean(dtype=np.float64)])
-            else:
-                mean = x.mean(axis=tuple(a for a in range(x.ndim) if a != self.axis), dtype=np.float64)
-            self.live_mean = mean if self.live_mean is None else (1 - ALPHA) * self.live_mean + ALPHA * mean
+            with np.errstate(over="ignore", invalid="ignore"):  # inf - inf in a sum: NaN, dealt with below
+                if self.axis is None:
+                    mean = np.array([x.mean(dtype=np.float64)])
+                else:
+                    mean = x.mean(axis=tuple(a for a in range(x.ndim) if a != self.axis), dtype=np.float64)
+            previous = self.calib_mean if self.live_mean is None else self.live_mean
+            reach = CLIP * self.calib_std
+            mean = np.clip(np.where(np.isnan(mean), previous, mean), self.calib_mean - reach, self.calib_mean + reach)
+            self.live_mean = (1 - ALPHA) * previous + ALPHA * mean
         if self.range is not None:
             low, high = self.range
             self.values += x.size

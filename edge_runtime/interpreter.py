@@ -131,7 +131,7 @@ def make_engine(model_path: str, threads: int, delegate: str | Choice = "xnnpack
     name, mod = runtime_module()
     fallback = None
     if choice.name in ("edgetpu", "external"):
-        loaded, why = open_delegate(mod, choice)
+        loaded, why = open_delegate(mod, choice, os.path.dirname(os.path.abspath(model_path)))
         path = delegate_model or model_path
         if loaded is not None:
             try:

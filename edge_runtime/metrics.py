@@ -8,23 +8,34 @@ board with 1 GB of RAM. Each server has its own CollectorRegistry rather
 than the library's global one, so tests and several servers in one process
 never see each other's samples or clash on a name.
 
-Device health (SoC temperature, throttling) is read at scrape time when the
-board exposes it and simply absent otherwise. Where it is read from is
+Device health (SoC temperature, throttling) is present when the board
+exposes it and simply absent otherwise. Where it is read from is
 DeviceSources: a sysfs root other than /sys (a container that mounts the
 host's /sys elsewhere, as node_exporter's --path.sysfs), and which vcgencmd.
+It is never read by a scrape: a scrape runs on the server's event loop, and
+a vcgencmd that took 1.5 s held every request for as long. A thread of its
+own (DeviceHealth) takes a reading when the last one is REFRESH seconds old,
+one at a time, each program run under a deadline; a scrape shows the last
+reading, or nothing once it is STALE.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import glob
 import os
 import re
 import shutil
+import signal
 import subprocess
+import threading
+import time
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector, generate_latest
 from prometheus_client.core import GaugeMetricFamily
+
+from .fields import ascii_int
 
 BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -87,8 +98,9 @@ class Metrics:
         (info.labels(*(str(v) for v in model_info.values())) if model_info else info).set(1)
         fixed = list(model_families or [])  # model_fidelity(manifest): fixed at start
         self.drift = drift  # edge_runtime.drift.Drift, or None
-        device = device or DeviceSources()
-        self.registry.register(_Collect(lambda: [*fixed, *delegate_families(self.engine), *device_health(device),
+        self.device = DeviceHealth(device or DeviceSources())
+        self.device.families()  # the first reading starts now, on its own thread
+        self.registry.register(_Collect(lambda: [*fixed, *delegate_families(self.engine), *self.device.families(),
                                                  *(drift.families() if drift else [])]))
         ProcessCollector(registry=self.registry)
 
@@ -150,6 +162,42 @@ class DeviceSources:
     vcgencmd: str | None = None
 
 
+class DeviceHealth:
+    """Device health read on a thread of its own, never by a scrape: the last reading, while it is fresh."""
+
+    REFRESH = 5.0  # seconds: a scrape after this starts a new reading (Prometheus scrapes every 15 s or so)
+    STALE = 30.0  # seconds: an older reading (a sysfs read or vcgencmd stuck) is not shown
+
+    def __init__(self, sources: DeviceSources):
+        self.sources = sources
+        self._lock = threading.Lock()
+        self._reading: list = []
+        self._taken = self._started = -float("inf")  # time.monotonic() of the last reading, and of its start
+        self._busy = False
+
+    def families(self) -> list[GaugeMetricFamily]:
+        """The last reading (nothing before the first or once stale); starts the next one when it is due."""
+        now = time.monotonic()
+        with self._lock:
+            due = not self._busy and now - self._started >= self.REFRESH
+            if due:
+                self._busy, self._started = True, now
+            reading = self._reading if now - self._taken <= self.STALE else []
+        if due:
+            threading.Thread(target=self.refresh, name="device-health", daemon=True).start()
+        return reading
+
+    def refresh(self) -> list[GaugeMetricFamily]:
+        """Take a reading now, on this thread (the background one, or a test's)."""
+        reading = []
+        try:
+            reading = device_health(self.sources)
+        finally:
+            with self._lock:
+                self._reading, self._taken, self._busy = reading, time.monotonic(), False
+        return reading
+
+
 # What `vcgencmd get_throttled` prints on a Raspberry Pi, e.g. "throttled=0x50005".
 THROTTLED = re.compile(r"throttled=(0x[0-9a-f]+)", re.I)
 
@@ -168,19 +216,18 @@ def device_health(sources: DeviceSources = DeviceSources()) -> list[GaugeMetricF
     for zone in sorted(glob.glob(pattern)):
         try:
             with open(zone, encoding="ascii") as f:
-                temps.add_metric([os.path.basename(os.path.dirname(zone))], int(f.read().strip()) / 1000.0)
+                millidegrees = ascii_int(f.read(32).strip(), signed=True)
         except (OSError, ValueError):
             continue
+        if millidegrees is not None:
+            temps.add_metric([os.path.basename(os.path.dirname(zone))], millidegrees / 1000.0)
     if temps.samples:
         families.append(temps)
     vcgencmd = sources.vcgencmd or shutil.which("vcgencmd")
     if vcgencmd:
-        try:
-            proc = subprocess.run([vcgencmd, "get_throttled"], capture_output=True, text=True, timeout=2)
-        except (OSError, ValueError, subprocess.TimeoutExpired):
-            return families
-        match = THROTTLED.fullmatch(proc.stdout.strip())
-        if proc.returncode != 0 or not match:
+        code, stdout = run_briefly([vcgencmd, "get_throttled"], VCGENCMD_SECONDS)
+        match = THROTTLED.fullmatch(stdout.strip())
+        if code != 0 or not match:
             return families
         value = int(match.group(1), 16)
         families.append(_gauge("edge_run_throttled_state", "Raspberry Pi throttling bits (vcgencmd get_throttled).",
@@ -188,3 +235,28 @@ def device_health(sources: DeviceSources = DeviceSources()) -> list[GaugeMetricF
         families.append(_gauge("edge_run_throttled_now", "Whether the SoC is throttled right now (bit 2).", {},
                                int(bool(value & 0x4))))
     return families
+
+
+VCGENCMD_SECONDS = 2.0
+
+
+def run_briefly(argv: list[str], seconds: float) -> tuple[int | None, str]:
+    """(exit code, stdout) of a program given ``seconds`` in all; (None, "") when it fails to start or overruns.
+
+    It runs in a session of its own and the whole session is killed at the
+    deadline: subprocess.run's timeout kills the program only, then waits
+    for its output pipe, which a child it started may hold open for ever.
+    """
+    try:
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                                text=True, errors="replace", start_new_session=True)
+    except (OSError, ValueError):
+        return None, ""
+    try:
+        stdout, _ = proc.communicate(timeout=seconds)
+        return proc.returncode, stdout
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        return None, ""

@@ -12,7 +12,7 @@ import math
 
 import numpy as np
 
-from .manifest import is_int
+from .fields import is_int
 DATATYPES = {
     "BOOL": "bool", "UINT8": "uint8", "UINT16": "uint16", "UINT32": "uint32", "UINT64": "uint64",
     "INT8": "int8", "INT16": "int16", "INT32": "int32", "INT64": "int64",
@@ -49,6 +49,23 @@ def json_limit(inputs: list[dict], max_batch: int) -> int:
     by what the inputs need bounds that too, whatever --max-body says.
     """
     return JSON_OVERHEAD + JSON_CHARS_PER_VALUE * sum(max_elements(s, max_batch) for s in inputs)
+
+
+def reply_limit(outputs: list[dict], max_batch: int) -> int:
+    """The largest reply a request may get: each output once, for max_batch samples, as JSON.
+
+    Replies are bounded as requests are (json_limit): binary data takes at
+    most 8 bytes a value, JSON at most JSON_CHARS_PER_VALUE.
+    """
+    return json_limit(outputs, max_batch)
+
+
+def check_reply(outputs: dict, names: list, limit: int) -> None:
+    """Refuse a reply over ``limit`` bytes before it is encoded (413): never build what cannot be sent."""
+    size = JSON_OVERHEAD + sum(outputs[name].size for name in names) * JSON_CHARS_PER_VALUE
+    if size > limit:
+        raise HttpError(413, f"the reply would take up to {size} bytes, over the {limit} bytes this server sends "
+                             "for one request; send fewer samples at once", close=True)
 
 
 def _parameters(obj: dict, where: str) -> dict:
@@ -122,9 +139,13 @@ def _requested_outputs(request: dict, spec: dict) -> tuple[list, bool]:
         raise HttpError(400, "'outputs' must be a list of objects with a 'name'")
     known = [s["name"] for s in spec["outputs"]]
     binary = bool(_parameters(request, "the request").get("binary_data_output"))
+    seen = set()
     for o in wanted:
         if o["name"] not in known:
             raise HttpError(400, f"unknown output '{o['name'][:80]}'; the model's outputs are {', '.join(known)}")
+        if o["name"] in seen:  # each copy would be encoded again: a small request, a reply without bound
+            raise HttpError(400, f"output '{o['name'][:80]}' is asked for twice; name each output once")
+        seen.add(o["name"])
         binary = binary or bool(_parameters(o, f"output '{o['name']}'").get("binary_data"))
     return [o["name"] for o in wanted] or known, binary
 

@@ -51,10 +51,13 @@ def bundle_name(model_stem: str, profile_name: str) -> str:
     return f"{stem[:80]}-{profile_name}"
 
 
-def runtime_sources() -> list[Path]:
-    """The runner's own source files, copied verbatim into every bundle."""
+def runtime_sources() -> list[tuple[Path, str]]:
+    """The runner's own source files, copied verbatim into every bundle: (file, path under edge_runtime/).
+
+    Every .py under the package, its subpackages (edge_runtime/server/) included, never __pycache__.
+    """
     root = Path(edge_runtime.__file__).resolve().parent
-    return sorted(p for p in root.glob("*.py"))
+    return sorted((p, p.relative_to(root).as_posix()) for p in root.rglob("*.py") if "__pycache__" not in p.parts)
 
 
 def stage_files(stage: Path, arch: str, python: str, packages: list[str]) -> None:
@@ -68,8 +71,9 @@ def stage_files(stage: Path, arch: str, python: str, packages: list[str]) -> Non
     """
     runtime_dir = stage / "edge_runtime"
     runtime_dir.mkdir(parents=True, exist_ok=True)
-    for src in runtime_sources():
-        shutil.copy2(src, runtime_dir / src.name)
+    for src, rel in runtime_sources():
+        (runtime_dir / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(src, runtime_dir / rel)
     for name in (*DEVICE_SCRIPTS, "edge-run.service"):
         shutil.copy2(DEVICE_FILES / name, stage / name)
     for name in DEVICE_SCRIPTS:

@@ -106,7 +106,7 @@ def build(model, target, calibration, out_dir, input_shapes, mean, std, input_fo
     if strategy_timeout is not None:
         opts.strategy_timeout = strategy_timeout
     results = build_all(opts)
-    from edge_runtime.cli import describe
+    from edge_runtime.describe import describe
 
     if len(results) == 1:
         click.echo(describe(results[0].manifest))
@@ -173,7 +173,7 @@ def targets(as_json):
 def inspect(bundle, as_json):
     """Show a bundle's manifest, op report, fidelity report and Edge TPU compatibility."""
     from edge_runtime.bundle import open_bundle
-    from edge_runtime.cli import describe
+    from edge_runtime.describe import describe
     from edge_runtime.trust import REBUILD, signature_of
 
     from .edgetpu import compatibility

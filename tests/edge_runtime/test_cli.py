@@ -14,7 +14,8 @@ import pytest
 
 import edge_runtime
 from edge_runtime.bundle import open_bundle
-from edge_runtime.cli import describe, main
+from edge_runtime.cli import main
+from edge_runtime.describe import describe
 from tests.conftest import reseal, run_cli
 
 

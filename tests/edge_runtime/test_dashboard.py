@@ -21,8 +21,8 @@ import numpy as np
 import pytest
 
 from tests.conftest import ROOT
-from tests.edge_runtime.test_device_health import PI_UNDER_VOLTAGE, fake_board
 from tests.edge_runtime.test_server import Server, free_port, infer_body
+from tests.helpers.device_health import PI_UNDER_VOLTAGE, fake_board
 
 DASHBOARD = ROOT / "dashboards" / "edge-run.json"
 JOB = "edge-run"

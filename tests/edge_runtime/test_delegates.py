@@ -10,8 +10,11 @@ Tests marked slow need the built digits bundle (one RESHAPE among 8 nodes).
 """
 
 import json
+import os
 import shutil
 import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +27,7 @@ from edge_runtime.errors import UserError
 from edge_runtime.interpreter import make_engine
 from edge_runtime.manifest import validate
 from packager.profiles import load_profile
-from tests.conftest import reseal, run_cli
+from tests.conftest import ROOT, reseal, run_cli
 from tests.edge_runtime.test_server import Server
 from tests.helpers.board import Board, within_one_step
 from tests.helpers.delegates import AARCH64_GCC, build_delegate
@@ -293,10 +296,16 @@ def test_manifest_names_the_external_delegate(copy_delegate, digits_bundle, tmp_
     target = dict(manifest["target"], delegates=["external", "xnnpack"],
                   external_delegate={"library": copy_delegate, "options": {"max_nodes": "0"}})
     reseal(bundle, dict(manifest, target=target))
-    result = bench_json(bundle)
+    # outside the system library folders: loaded only when the device's user names it
+    refused = bench_json(bundle)
+    assert refused["delegate"] == "xnnpack" and refused["fallback"].startswith(
+        f"external delegate {copy_delegate} not used: refused: the bundle names {copy_delegate}, outside the "
+        "system library folders (/lib, /lib64, /usr/lib, /usr/lib64, /usr/local/lib); to load it, name it "
+        f"yourself with --delegate {copy_delegate}; running model.tflite"), refused["fallback"]
+    result = bench_json(bundle, "--delegate", copy_delegate)  # the manifest's options for its library apply
     assert (result["delegate"], result["delegate_library"], result["delegate_nodes"]) == ("external", copy_delegate, 0)
-    result = bench_json(bundle, "--delegate-option", "max_nodes=1")  # the command line's options win
-    assert (result["delegate"], result["delegate_nodes"]) == ("external", 1)
+    result = bench_json(bundle, "--delegate", copy_delegate, "--delegate-option", "max_nodes=1")  # the command
+    assert (result["delegate"], result["delegate_nodes"]) == ("external", 1)  # line's options win
     assert bench_json(bundle, "--delegate", "xnnpack")["delegate"] == "xnnpack"
 
 
@@ -412,3 +421,79 @@ def test_cross_compiled_delegate_on_the_emulated_rpi4(copy_delegate, copy_delega
         assert (result["delegate_nodes"], result["total_nodes"]) == (7, 8)  # int8 SOFTMAX stays on builtin kernels
         assert result["fallback"] == (f"external delegate {path} not used: {reason}; "
                                       "running model.tflite on the CPU with XNNPACK"), result["fallback"]
+
+
+# ---------------------------------------------------------------- native code from a bundle's folder
+
+# A library whose loading alone runs its code (an ELF constructor): whether the runner dlopened it shows as a file.
+CONSTRUCTOR = r"""
+#include <stdio.h>
+#include <stdlib.h>
+__attribute__((constructor)) static void loaded(void) {
+    const char *marker = getenv("EDGE_RUN_TEST_MARKER");
+    FILE *f = marker ? fopen(marker, "w") : NULL;
+    if (f) { fputs("the bundle's native code ran\n", f); fclose(f); }
+}
+"""
+
+
+def constructor_library(out: Path) -> Path:
+    gcc = shutil.which("gcc")
+    if not gcc:
+        pytest.fail("no gcc on this machine to build the test library: make emulator-tools installs it")
+    (out.parent / "loaded.c").write_text(CONSTRUCTOR)
+    subprocess.run([gcc, "-shared", "-fPIC", "-o", str(out), str(out.parent / "loaded.c")], check=True)
+    (out.parent / "loaded.c").unlink()
+    return out
+
+
+@pytest.mark.slow
+def test_no_native_code_from_a_bundle_folder(digits_bundle, tmp_path):
+    """An unsigned bundle's manifest names a delegate library by an absolute path that resolves into the bundle
+    (/proc/self/cwd/...); `edge-run info` run in the bundle's folder dlopened it, running the bundle's code.
+    Refused with the reason, before any dlopen."""
+    bundle = tmp_path / "bundle"
+    shutil.copytree(digits_bundle, bundle)
+    _, manifest = open_bundle(bundle)
+    library = constructor_library(bundle / "libfast.so")
+    files = dict(manifest["files"], **{"libfast.so": sha256_file(library)})
+    sizes = dict(manifest["sizes"], **{"libfast.so": library.stat().st_size})
+    target = dict(manifest["target"], delegates=["external"],
+                  external_delegate={"library": "/proc/self/cwd/libfast.so", "options": {}})
+    reseal(bundle, dict(manifest, files=files, sizes=sizes, target=target))
+    marker = tmp_path / "ran"
+    # -P: this checkout's runner (PYTHONPATH), not the bundle's own copy in the current folder
+    proc = subprocess.run([sys.executable, "-P", "-m", "edge_runtime", "info", "."], cwd=bundle, capture_output=True,
+                          text=True, env={**os.environ, "PYTHONPATH": str(ROOT), "EDGE_RUN_TEST_MARKER": str(marker)})
+    assert not marker.exists(), "the runner loaded a library from the bundle's folder"
+    assert proc.returncode == 0, proc.stderr
+    assert (f"fallback   external delegate /proc/self/cwd/libfast.so not used: refused: it resolves to "
+            f"{bundle.resolve()}/libfast.so, inside the bundle") in proc.stdout, proc.stdout
+
+
+def test_no_native_code_from_a_bundle_folder_nor_from_a_writable_library(copy_delegate, tmp_path):
+    """Where a library may come from, judged on its resolved path before any dlopen (library_problem)."""
+    from edge_runtime.delegates import library_problem
+
+    bundle = tmp_path / "bundle"
+    bundle.mkdir()
+    inside = bundle / "lib.so"
+    shutil.copy2(copy_delegate, inside)
+    (tmp_path / "link.so").symlink_to(inside)
+    assert library_problem(str(tmp_path / "link.so"), str(bundle), named=True) == (
+        f"refused: it resolves to {inside}, inside the bundle; a bundle never brings native code")
+    assert "outside the system library folders" in library_problem(copy_delegate, str(bundle), named=False)
+    assert library_problem(copy_delegate, str(bundle), named=True) is None  # the device's user named it
+    assert library_problem(LIBC, str(bundle), named=False) is None  # a system library
+    writable = tmp_path / "writable.so"
+    shutil.copy2(copy_delegate, writable)
+    for mode, who in ((0o757, "others"), (0o775, "its group")):
+        writable.chmod(mode)
+        assert library_problem(str(writable), str(bundle), named=True) == f"refused: {writable} may be written by {who}"
+    open_folder = tmp_path / "open"
+    open_folder.mkdir()
+    shutil.copy2(copy_delegate, open_folder / "lib.so")
+    open_folder.chmod(0o777)
+    assert "its folder is world-writable" in library_problem(str(open_folder / "lib.so"), str(bundle), named=True)
+    open_folder.chmod(0o1777)  # sticky, as /tmp: only the owner may replace the file
+    assert library_problem(str(open_folder / "lib.so"), str(bundle), named=True) is None

@@ -6,33 +6,11 @@ tests give every host a board to read: a sysfs tree in a temp folder and a
 stand-in vcgencmd that prints what the real one prints on a Pi.
 """
 
-import stat
-
 import pytest
 
-from edge_runtime.metrics import DeviceSources, Metrics, device_health
+from edge_runtime.metrics import Metrics, device_health
 from tests.conftest import run_cli
-
-# What `vcgencmd get_throttled` prints on a Raspberry Pi that is under-voltage and throttled now (bits 0
-# and 2), both having also happened since boot (bits 16 and 18). The firmware tool's output format.
-PI_UNDER_VOLTAGE = "throttled=0x50005"
-
-
-def write_vcgencmd(path, stdout: str, code: int = 0):
-    """An executable standing in for the board's vcgencmd: answers `get_throttled` with stdout and code."""
-    path.write_text("#!/bin/sh\n"
-                    '[ "$1" = get_throttled ] || { echo "usage: vcgencmd get_throttled" >&2; exit 2; }\n'
-                    f"printf '%s\\n' '{stdout}'\nexit {code}\n")
-    path.chmod(path.stat().st_mode | stat.S_IXUSR)
-    return path
-
-
-def fake_board(folder, temp: str = "47250", throttled: str = PI_UNDER_VOLTAGE) -> DeviceSources:
-    """A sysfs tree with one thermal zone (millidegrees, as the kernel writes them) and a vcgencmd."""
-    zone = folder / "sys" / "class" / "thermal" / "thermal_zone0"
-    zone.mkdir(parents=True)
-    (zone / "temp").write_text(temp + "\n")
-    return DeviceSources(sysfs=str(folder / "sys"), vcgencmd=str(write_vcgencmd(folder / "vcgencmd", throttled)))
+from tests.helpers.device_health import PI_UNDER_VOLTAGE, fake_board, write_vcgencmd
 
 
 def samples(families) -> dict:
@@ -43,12 +21,14 @@ def test_health_read_from_another_sysfs_root_and_vcgencmd(tmp_path):
     got = samples(device_health(fake_board(tmp_path)))
     assert got == {("edge_run_soc_temperature_celsius", (("zone", "thermal_zone0"),)): 47.25,
                    ("edge_run_throttled_state", ()): 0x50005, ("edge_run_throttled_now", ()): 1}
-    text = Metrics({"model": "m"}, device=fake_board(tmp_path / "again")).render()
+    metrics = Metrics({"model": "m"}, device=fake_board(tmp_path / "again"))
+    metrics.device.refresh()  # what the server's device-health thread does
+    text = metrics.render()
     assert 'edge_run_soc_temperature_celsius{zone="thermal_zone0"} 47.25' in text
     assert "edge_run_throttled_now 1.0" in text
 
 
-@pytest.mark.parametrize("temp", ["hot", "", "47.5", "0x47"])
+@pytest.mark.parametrize("temp", ["hot", "", "47.5", "0x47", "47_250", "\uff14\uff17\uff12\uff15\uff10", "+47250"])
 def test_malformed_temp_gives_no_sample(tmp_path, temp):
     device = fake_board(tmp_path, temp=temp)
     good = tmp_path / "sys" / "class" / "thermal" / "thermal_zone1"
@@ -72,7 +52,9 @@ def test_failing_vcgencmd_gives_no_throttling_and_no_crash(tmp_path, stdout, cod
     write_vcgencmd(tmp_path / "vcgencmd", stdout, code)
     got = samples(device_health(device))
     assert got == {("edge_run_soc_temperature_celsius", (("zone", "thermal_zone0"),)): 47.25}
-    text = Metrics({"model": "m"}, device=device).render()
+    metrics = Metrics({"model": "m"}, device=device)
+    metrics.device.refresh()
+    text = metrics.render()
     assert "edge_run_throttled" not in text and "edge_run_soc_temperature_celsius{" in text
 
 

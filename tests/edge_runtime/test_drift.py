@@ -75,8 +75,9 @@ def test_drift_reads_samples_in_every_form_the_model_takes():
     cast = images(20)
     cast[:, :, 2] += 3 * STD[2]  # one channel off by 3 std: a score of 1 when channels are told apart
     along, stacked = Drift(manifest), Drift(manifest)
-    along.observe({"x": cast[:, 0]})
-    stacked.observe({"x": cast})
+    for _ in range(200):  # each request moves the moving average by ALPHA of the way: many, to settle
+        along.observe({"x": cast[:, 0]})
+        stacked.observe({"x": cast})
     assert 0.9 < along.inputs["x"].score() < 1.1
     assert stacked.inputs["x"].score() == pytest.approx(along.inputs["x"].score())
 
@@ -157,3 +158,20 @@ def test_empty_batch_leaves_the_figures_alone():
         drift.observe({"x": np.zeros((0, 3, 32, 32), np.float32)})
     assert drift.inputs["x"].live_mean is None and drift.inputs["x"].values == 0
     assert score_after(drift, images(60)) < 0.1
+
+
+@pytest.mark.parametrize("value", [3e38, -3e38, np.inf, np.nan])
+def test_robust_drift_one_request_moves_the_score_by_a_bounded_amount(value):
+    """One request of 3e38-valued inputs set the score to 5e37, still 3e35 after 100 normal requests. A request's
+    channel means are clipped to 8 calibration std of the calibration mean: it moves the score by at most
+    ALPHA * 8 = 0.4, whatever it holds, and the score is back near 0 after the next normal ones."""
+    drift = Drift(manifest_with_stats())
+    before = score_after(drift, images(40))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        after = score_after(drift, [np.full((1, 3, 32, 32), value, np.float32)])
+    assert np.isfinite(after) and after - before <= 0.4 + 1e-9, (before, after)
+    for _ in range(20):  # a flood of them: the score stays within the clip, never beyond
+        after = score_after(drift, [np.full((1, 3, 32, 32), value, np.float32)])
+        assert after <= 8.0 + 1e-9
+    assert score_after(drift, images(100)) < 0.1

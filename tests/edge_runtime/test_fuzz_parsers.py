@@ -36,7 +36,7 @@ from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
 from edge_runtime.arrays import MAX_MEMBERS, load_arrays
-from edge_runtime.cli import describe
+from edge_runtime.describe import describe
 from edge_runtime.errors import UserError
 from edge_runtime.manifest import validate
 from edge_runtime.metrics import model_fidelity
@@ -308,14 +308,14 @@ def test_image_files_from_anyone_give_pixels_or_a_one_line_refusal(tmp_path_fact
     a frame of another size is refused from the header, a format outside the five never decoded."""
     from types import SimpleNamespace
 
-    from edge_runtime.cli import _read_image
+    from edge_runtime.files import read_image
     from packager.calibration import load_image_folder
     from packager.onnx_model import TensorSpec
 
     folder = tmp_path_factory.mktemp("image")
     path = folder / "frame.png"
     path.write_bytes(data)
-    frame = read_or_refuse("edge-run", lambda: _read_image(path, SimpleNamespace(name="cam", inputs=[FRAME]))["x"])
+    frame = read_or_refuse("edge-run", lambda: read_image(path, SimpleNamespace(name="cam", inputs=[FRAME]))["x"])
     if frame is not None:
         assert frame.shape == (12, 16, 3) and frame.dtype == np.uint8
     spec = TensorSpec("x", [1, 3, 12, 16], "float32")
@@ -669,3 +669,97 @@ def test_a_freshly_built_manifest_passes_and_survives_hand_edits(digits_bundle):
         refused_naming_a_field_or_read(edited_manifest)
 
     check()
+
+
+# --- HTTP requests from anyone (edge-run serve): headers, and requests pipelined on one connection ---
+
+NUMERIC_HEADER = st.one_of(st.sampled_from([b"0", b"12", b"999999999999999", b"\xb2", b"1\xb9", b"\xef\xbc\x91", b"+1",
+                                            b"-1", b"1_0", b"0x1f", b" 7 ", b"", b"1e3"]),
+                           st.binary(max_size=8).filter(lambda v: b"\r" not in v and b"\n" not in v))
+HEADER_NAMES = ["Content-Type", "Inference-Header-Content-Length", "Authorization", "Origin", "Host", "Connection",
+                "Expect", "Transfer-Encoding", "X-Any"]
+
+
+def live_body(binary: bool, outputs: int) -> tuple[bytes, bytes | None]:
+    """A valid infer body for the stand-in model -> (body, Inference-Header-Content-Length or None)."""
+    x = np.full((1, 1, 8, 8), 0.25, np.float32)
+    item = {"name": "image", "datatype": "FP32", "shape": [1, 1, 8, 8]}
+    head = {"inputs": [{**item, "parameters": {"binary_data_size": x.nbytes}} if binary else
+                       {**item, "data": x.ravel().tolist()}], "outputs": [{"name": "scores"}] * outputs}
+    text = json.dumps(head).encode()
+    return (text + x.tobytes(), str(len(text)).encode()) if binary else (text, None)
+
+
+@st.composite
+def http_request(draw) -> bytes:
+    """One request: valid, or with a header, a number, the framing or the body changed."""
+    from tests.helpers.live_server import INFER
+
+    body, split = live_body(draw(st.booleans()), draw(st.integers(0, 2)))
+    method = draw(st.sampled_from([b"POST", b"GET", b"PUT", b"P\xb2ST"]))  # no HEAD: its reply has no body to frame
+    path = draw(st.sampled_from([INFER.encode(), b"/metrics", b"/v2/health/live", b"/v2/models/x/infer",
+                                 INFER.encode() + b"/", b"/v2/models/%2e%2e/infer", b"/\xff"]))
+    headers = [(b"Host", b"127.0.0.1"), (b"Content-Type", b"application/json")]
+    if split is not None:
+        headers.append((b"Inference-Header-Content-Length", split))
+    for _ in range(draw(st.integers(0, 3))):
+        name = draw(st.sampled_from(HEADER_NAMES)).encode()
+        headers = [h for h in headers if h[0] != name or draw(st.booleans())] + [(name, draw(NUMERIC_HEADER))]
+    if draw(st.booleans()):
+        body = draw(mutated(st.just(body)))
+    length = draw(st.one_of(st.just(str(len(body)).encode()), NUMERIC_HEADER))
+    return (method + b" " + path + b" HTTP/1.1\r\n" + b"".join(k + b": " + v + b"\r\n" for k, v in headers)
+            + b"Content-Length: " + length + b"\r\n\r\n" + body)
+
+
+@pytest.fixture(scope="module")
+def live_server():
+    from tests.helpers.live_server import LiveServer
+
+    server = LiveServer()
+    yield server
+    server.stop()
+
+
+@fuzz
+@given(st.lists(http_request(), min_size=1, max_size=4))
+def test_pipelined_requests_from_anyone_never_get_a_5xx(live_server, requests):
+    """Requests as above, pipelined on one connection, then the client's half-close: every reply is a 2xx or a
+    4xx (the server may close after a refusal), and the server goes on answering others."""
+    import socket
+
+    with live_server.connect() as s:
+        s.sendall(b"".join(requests))
+        s.shutdown(socket.SHUT_WR)
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+    from tests.helpers.live_server import split_replies
+
+    found, rest = split_replies(data)
+    codes = [int(raw.split(b" ", 2)[1]) for raw in found]
+    assert not rest, rest[:200]
+    event(f"{len(codes)} of {len(requests)} answered")
+    assert codes and all(code < 500 for code in codes), codes
+    assert live_server.request("GET", "/v2/health/live")[0] == 200
+
+
+@fuzz
+@given(st.lists(st.tuples(st.sampled_from(HEADER_NAMES), NUMERIC_HEADER), max_size=4), st.booleans())
+def test_header_values_from_anyone_give_an_answer_or_a_4xx(headers, binary):
+    """Any header values (non-ASCII digits among them) through the handlers, no socket: a reply, never a 5xx."""
+    from edge_runtime.metrics import Metrics
+    from edge_runtime.server import Access, Limits, Request, Service, handle
+    from tests.helpers.live_server import INFER, NAME, stand_in_models
+
+    service = Service(lambda: stand_in_models(1, 0.0), Limits(), NAME, Metrics({"model": NAME}))
+    service.warm_up()
+    body, split = live_body(binary, 1)
+    given_headers = {"host": ["localhost"], "content-type": ["application/json"]}
+    if split is not None:
+        given_headers["inference-header-content-length"] = [split.decode()]
+    for name, value in headers:
+        given_headers.setdefault(name.lower(), []).insert(0, value.decode("latin-1"))
+    reply = handle(service, Access(), Request("POST", INFER, given_headers, body))
+    event(str(reply.code))
+    assert reply.code < 500, reply.body

@@ -4,6 +4,7 @@ metrics checked by promtool, limits, bad input, and a clean SIGTERM.
 Tests marked slow need the built digits bundle.
 """
 
+import http.client
 import json
 import os
 import re
@@ -12,6 +13,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tarfile
 import textwrap
 import time
 
@@ -303,3 +305,57 @@ def test_fuzzed_requests_never_get_a_5xx(server, samples, tmp_path):
     print(f"schemathesis: {generated} cases")
     assert count(server.metrics(), "500") == 0
     valid(server, samples)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("when, sig", [
+    ("unpacking", signal.SIGTERM), ("unpacking", signal.SIGHUP), ("unpacking", signal.SIGINT),
+    ("verifying", signal.SIGTERM), ("verifying", signal.SIGHUP), ("serving", signal.SIGHUP),
+    ("serving", signal.SIGTERM)], ids=lambda v: getattr(v, "name", v))
+def test_signal_safe_cleanup(digits_bundle, tmp_path, when, sig):
+    """`edge-run serve BUNDLE.tar.gz` signalled while it unpacks, verifies or serves: no temp folder survives.
+
+    SIGTERM while the archive was unpacked, or SIGHUP at any time, left the unpacked bundle behind (the
+    default action killed the process before its cleanup). Each run has a TMPDIR of its own to look in.
+    """
+    archive = digits_bundle.parent / f"{digits_bundle.name}.tar.gz"
+    with tarfile.open(archive) as tar:
+        files = sum(member.isfile() for member in tar)
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "edge_runtime", "serve", str(archive), "--port", str(port),
+                             "--timeout", "2"], cwd=ROOT, env={**os.environ, "TMPDIR": str(tmp)},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not reached(when, tmp, port, files):
+            assert proc.poll() is None and time.monotonic() < deadline, f"never reached {when}"
+            time.sleep(0.001)
+        proc.send_signal(sig)
+        err = proc.communicate(timeout=30)[1]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode >= 0, f"killed by {signal.Signals(-proc.returncode).name}: {err[-2000:]}"
+    assert "Traceback" not in err, err[-3000:]
+    if when == "serving":
+        assert proc.returncode == 0 and "edge-run serve: stopped" in err, err[-2000:]
+    assert list(tmp.iterdir()) == [], f"left behind after {sig.name} while {when}: {list(tmp.rglob('*'))[:5]}"
+
+
+def reached(when: str, tmp, port: int, files: int) -> bool:
+    """Whether a serving process has got that far: its temp folder made, every file unpacked, or ready."""
+    if when == "unpacking":
+        return any(tmp.iterdir())
+    if when == "verifying":
+        return sum(path.is_file() for path in tmp.rglob("*")) >= files
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=1)
+    try:
+        conn.request("GET", "/v2/health/ready")
+        return conn.getresponse().status == 200
+    except OSError:
+        return False
+    finally:
+        conn.close()

@@ -18,99 +18,18 @@ import threading
 import time
 import tracemalloc
 import zipfile
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from edge_runtime.cli import build_parser, serve_settings
 from edge_runtime.errors import UserError
-from edge_runtime.interpreter import Engine
 from edge_runtime.metrics import Metrics
-from edge_runtime.model import Model
 from edge_runtime.protocol import HttpError, parse_json_request
-from edge_runtime.server import Access, Limits, Service, listen, make_server
-
-NAME = "digits-rpi4"
-INFER = f"/v2/models/{NAME}/infer"
-MANIFEST = {
-    "name": NAME, "target": {"name": "rpi4"}, "source": {"sha256": "0" * 64},
-    "inputs": [{"name": "image", "shape": [1, 1, 8, 8], "dtype": "float32", "tflite_shape": [1, 8, 8, 1],
-                "tflite_dtype": "int8", "permutation": [0, 2, 3, 1], "scale": 0.1, "zero_point": 0,
-                "tflite_index": 0}],
-    "outputs": [{"name": "scores", "shape": [1, 10], "dtype": "float32", "tflite_shape": [1, 10],
-                 "tflite_dtype": "int8", "permutation": [0, 1], "scale": 0.1, "zero_point": 0, "tflite_index": 1}],
-}
-
-
-class StandInInterpreter:
-    """Scores = the input's quantized sum, clipped: outputs depend on inputs, at a chosen speed."""
-
-    def __init__(self, delay: float):
-        self.delay = delay
-        self.buffers = {0: np.zeros((1, 8, 8, 1), np.int8), 1: np.zeros((1, 10), np.int8)}
-
-    def set_tensor(self, index, tensor):
-        self.buffers[index][...] = tensor
-
-    def tensor(self, index):
-        return lambda: self.buffers[index]
-
-    def invoke(self):
-        time.sleep(self.delay)
-        self.buffers[1][...] = np.clip(int(self.buffers[0].astype(np.int64).sum()), -128, 127)
-
-    def get_tensor(self, index):
-        return self.buffers[index].copy()
-
-
-def stand_in_models(workers: int, delay: float) -> list[Model]:
-    return [Model(Path("."), MANIFEST, Engine(StandInInterpreter(delay), "stand-in", "0", "xnnpack", 1))
-            for _ in range(workers)]
-
-
-class LiveServer:
-    """The server's HTTP stack on an ephemeral loopback port, run on a thread of this process."""
-
-    def __init__(self, limits: Limits | None = None, access: Access | None = None, delay: float = 0.0):
-        self.limits = limits or Limits(max_body=65536, workers=1, queue=1, timeout=2.0, connections=32)
-        self.service = Service(lambda: stand_in_models(self.limits.workers, delay), self.limits, NAME,
-                               Metrics({"model": NAME}))
-        self.service.warm_up()
-        sock = listen("127.0.0.1", 0)
-        self.port = sock.getsockname()[1]
-        self.server = make_server(self.service, access or Access())
-        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [sock]}, daemon=True)
-        self.thread.start()
-        deadline = time.monotonic() + 10
-        while not self.server.started:
-            assert time.monotonic() < deadline, "server never started"
-            time.sleep(0.01)
-
-    def connect(self) -> socket.socket:
-        s = socket.create_connection(("127.0.0.1", self.port), timeout=10)
-        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        return s
-
-    def request(self, method, path, body=b"", headers=None, host="127.0.0.1"):
-        """One request on its own connection -> (status, JSON or text body, headers)."""
-        if isinstance(body, str):
-            body = body.encode()
-        head = {"Host": host, "Content-Length": str(len(body)), **(headers or {})}
-        with self.connect() as s:
-            s.sendall(f"{method} {path} HTTP/1.1\r\n".encode()
-                      + b"".join(f"{k}: {v}\r\n".encode() for k, v in head.items() if v is not None)
-                      + b"\r\n" + body)
-            return parse_reply(read_reply(s))
-
-    def infer(self, x=None, **headers):
-        x = np.zeros((1, 1, 8, 8), np.float32) if x is None else x
-        return self.request("POST", INFER, infer_body(x), {"Content-Type": "application/json", **headers})
-
-    def stop(self):
-        self.server.should_exit = True
-        self.thread.join(timeout=30)
-        self.service.draining.set()
+from edge_runtime.server import Access, Limits, Request, Service, handle
+from tests.helpers.device_health import fake_board
+from tests.helpers.live_server import (INFER, MANIFEST, NAME, LiveServer, assert_still_serving, closed_by_server,
+                                       infer_body, parse_reply, read_replies, read_reply, stand_in_models)
 
 
 @pytest.fixture
@@ -118,57 +37,6 @@ def live():
     srv = LiveServer()
     yield srv
     srv.stop()
-
-
-def infer_body(x, **extra) -> str:
-    return json.dumps({"inputs": [{"name": "image", "datatype": "FP32", "shape": list(x.shape),
-                                   "data": x.ravel().tolist()}], **extra})
-
-
-def read_reply(s: socket.socket) -> bytes:
-    """One reply with a Content-Length body (the connection may stay open)."""
-    data = b""
-    while b"\r\n\r\n" not in data:
-        chunk = s.recv(65536)
-        if not chunk:
-            return data
-        data += chunk
-    head, _, body = data.partition(b"\r\n\r\n")
-    length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length"))
-    while len(body) < length:
-        chunk = s.recv(65536)
-        if not chunk:
-            break
-        body += chunk
-    return head + b"\r\n\r\n" + body
-
-
-def parse_reply(raw: bytes):
-    head, _, body = raw.partition(b"\r\n\r\n")
-    lines = head.decode("latin-1").split("\r\n")
-    assert lines[0].startswith("HTTP/1.1 "), raw[:200]
-    headers = {k.strip().lower(): v.strip() for k, v in (line.split(":", 1) for line in lines[1:])}
-    payload = json.loads(body) if headers.get("content-type") == "application/json" else body
-    return int(lines[0].split()[1]), payload, headers
-
-
-def closed_by_server(s: socket.socket, within: float) -> bool:
-    """Whether the server closes the connection within ``within`` seconds (whatever it sent first)."""
-    s.settimeout(within)
-    try:
-        while s.recv(65536):
-            pass
-        return True
-    except (socket.timeout, TimeoutError):
-        return False
-    except ConnectionResetError:
-        return True
-
-
-def assert_still_serving(live):
-    status, payload, _ = live.infer(np.full((1, 1, 8, 8), 0.5, np.float32))
-    assert status == 200
-    np.testing.assert_allclose(payload["outputs"][0]["data"], [12.7] * 10, rtol=1e-6)  # 64 * 0.5 / 0.1 -> 127
 
 
 # ------------------------------------------------------------------ slow and idle clients
@@ -410,6 +278,29 @@ def test_wrong_methods_and_paths_get_4xx_json(live):
     assert_still_serving(live)
 
 
+def test_handlers_answer_without_a_socket():
+    """The protocol is plain functions: a Request in, a Reply out, no server, no event loop."""
+    limits = Limits(max_body=65536, workers=1, queue=1, timeout=2.0)
+    service = Service(lambda: stand_in_models(1, 0.0), limits, NAME, Metrics({"model": NAME}))
+    service.warm_up()
+    access = Access(token="s3cret-token-0123456789")
+    host = {"host": ["localhost"]}
+
+    def ask(method, path, body=b"", **headers):
+        return handle(service, access, Request(method, path, {**host, **headers}, body))
+
+    assert ask("GET", "/v2/health/live").body == b'{"live": true}'
+    assert ask("GET", "/v2/health/live", host=["evil.example"]).code == 421
+    assert ask("POST", INFER, infer_body(X).encode()).code == 401
+    auth = {"authorization": ["Bearer s3cret-token-0123456789"]}
+    reply = ask("POST", INFER, infer_body(np.full((1, 1, 8, 8), 0.5, np.float32)).encode(), **auth)
+    assert reply.code == 200 and reply.headers["Content-Type"] == "application/json"
+    np.testing.assert_allclose(json.loads(reply.body)["outputs"][0]["data"], [12.7] * 10, rtol=1e-6)
+    bad = ask("POST", INFER, b"{not json", **auth)
+    assert bad.code == 400 and "not valid JSON" in json.loads(bad.body)["error"]
+    assert ask("DELETE", f"/v2/models/{NAME}", **auth).headers["Allow"] == "GET, HEAD"
+
+
 def test_binary_tensor_request_and_reply(live):
     x = np.full((1, 1, 8, 8), 0.25, np.float32)
     head = json.dumps({"inputs": [{"name": "image", "datatype": "FP32", "shape": [1, 1, 8, 8],
@@ -541,12 +432,13 @@ def test_cross_origin_browser_requests_refused(live):
     assert live.request("POST", INFER, infer_body(X), {"Origin": "http://localhost:3000"})[0] == 200
 
 
-def test_token_guards_model_endpoints_only():
+def test_token_guards_model_endpoints_and_metrics_only():
     token = "s3cret-token-0123456789"
     srv = LiveServer(access=Access(token=token))
     try:
-        for path in ("/v2/health/live", "/v2/health/ready", "/v2", "/metrics"):
+        for path in ("/v2/health/live", "/v2/health/ready", "/v2", "/v2/openapi.json"):
             assert srv.request("GET", path)[0] == 200, path
+        assert srv.request("GET", "/metrics")[0] == 401
         for auth in (None, "Bearer wrong-token-0123456789", f"Basic {token}", "Bearer", f"Bearer {token}x"):
             status, payload, headers = srv.infer(Authorization=auth)
             assert status == 401 and headers["www-authenticate"] == "Bearer" and "Bearer" in payload["error"]
@@ -622,3 +514,205 @@ def test_openapi_document_served(live):
     assert not [code for path in doc["paths"].values() for op in path.values() for code in op["responses"]
                 if code.startswith("5") and code != "503"]
     assert math.isfinite(len(json.dumps(doc)))
+
+
+# ------------------------------------------------------------------ hostile input, round 2 (issue 24)
+
+
+def raw_request(live, data: bytes) -> tuple[int, dict, dict]:
+    """Bytes as they are on one connection -> the one reply."""
+    with live.connect() as s:
+        s.sendall(data)
+        return parse_reply(read_reply(s))
+
+
+def test_event_loop_never_blocks_on_device_health(tmp_path):
+    """A vcgencmd that takes 1.5 s to answer (a busy firmware mailbox): scrapes and every request beside them
+    are answered at once; the board's figures come from a reading taken in the background."""
+    srv = LiveServer(device=fake_board(tmp_path, delay=1.5))
+    try:
+        scrapes = [threading.Thread(target=srv.request, args=("GET", "/metrics")) for _ in range(3)]
+        for t in scrapes:
+            t.start()
+        time.sleep(0.1)
+        took = []
+        for _ in range(10):
+            start = time.monotonic()
+            assert srv.request("GET", "/v2/health/live")[0] == 200
+            took.append(time.monotonic() - start)
+        for t in scrapes:
+            t.join(timeout=10)
+        assert max(took) < 0.5, took
+        deadline = time.monotonic() + 10
+        while True:  # the reading arrives; no scrape ever waits for it
+            start = time.monotonic()
+            status, text, _ = srv.request("GET", "/metrics")
+            assert status == 200 and time.monotonic() - start < 0.5
+            if b"edge_run_throttled_state 327685.0" in text:
+                break
+            assert time.monotonic() < deadline, "the device reading never arrived"
+            time.sleep(0.2)
+        assert b'edge_run_soc_temperature_celsius{zone="thermal_zone0"} 47.25' in text
+    finally:
+        srv.stop()
+
+
+def test_event_loop_never_blocks_and_metrics_need_the_token_unless_metrics_open(tmp_path):
+    token = "s3cret-token-0123456789"
+    guarded = LiveServer(access=Access(token=token))
+    try:
+        status, payload, _ = guarded.request("GET", "/metrics")
+        assert status == 401 and "Bearer" in payload["error"]
+        assert guarded.request("GET", "/metrics", headers={"Authorization": f"Bearer {token}"})[0] == 200
+    finally:
+        guarded.stop()
+    opened = LiveServer(access=Access(token=token, metrics_open=True))  # edge-run serve --metrics-open
+    try:
+        assert opened.request("GET", "/metrics")[0] == 200
+        assert opened.infer()[0] == 401
+    finally:
+        opened.stop()
+    (tmp_path / "token").write_text(token + "\n")
+    assert parse_serve("--token-file", str(tmp_path / "token"), "--metrics-open")[2].metrics_open
+    assert not parse_serve("--token-file", str(tmp_path / "token"))[2].metrics_open
+
+
+def test_write_deadlines_and_fair_slots():
+    """A client pipelining requests and never reading a reply: dropped within --timeout of its replies going
+    unread, while every other client is answered at once; a client that reads gets every pipelined reply."""
+    srv = LiveServer()  # --timeout 2
+    try:
+        with srv.connect() as reader:  # pipelining itself works
+            reader.sendall(b"GET /v2/health/live HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n" * 20)
+            assert [parse_reply(raw)[0] for raw in read_replies(reader, 20)] == [200] * 20
+        hog = socket.socket()
+        hog.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        hog.connect(("127.0.0.1", srv.port))
+        hog.setblocking(False)
+        request = b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n" * 100
+        sent, start = 0, time.monotonic()
+        while time.monotonic() - start < 1.0:  # as many as the server takes in a second
+            try:
+                sent += hog.send(request)
+            except BlockingIOError:
+                time.sleep(0.01)
+        stopped = time.monotonic()
+        seconds = []
+        while srv.open_connections() and time.monotonic() - stopped < 8:
+            begin = time.monotonic()
+            assert srv.infer()[0] == 200
+            seconds.append(time.monotonic() - begin)
+            time.sleep(0.1)
+        dropped = time.monotonic() - stopped
+        hog.close()
+        assert sent > 40_000, sent  # the server took requests until its replies went unread
+        assert srv.open_connections() == 0 and dropped < 2.0 + 1.0, f"still open after {dropped:.1f} s"
+        assert seconds and max(seconds) < 0.5, seconds
+    finally:
+        srv.stop()
+
+
+def test_bounded_replies_no_amplification():
+    """One output named 4000 times made a reply 8x the request (200k times, 147 MB on a bigger model)."""
+    live = LiveServer(Limits(max_body=1 << 20, workers=1, queue=1, timeout=2.0, max_batch=16))
+    try:
+        body = infer_body(X, outputs=[{"name": "scores"}] * 4000)
+        status, payload, _ = live.request("POST", INFER, body, {"Content-Type": "application/json"})
+        assert status == 400 and "'scores' is asked for twice" in payload["error"], (status, len(json.dumps(payload)))
+        from edge_runtime.protocol import reply_limit
+
+        for binary in (False, True):  # the largest reply a request may get: max_batch samples, each output once
+            x = np.full((16, 1, 8, 8), 0.5, np.float32)
+            body = infer_body(x, parameters={"binary_data_output": binary})
+            status, payload, _ = live.request("POST", INFER, body, {"Content-Type": "application/json"})
+            assert status == 200 and len(payload if binary else json.dumps(payload)) <= reply_limit(
+                MANIFEST["outputs"], 16)
+    finally:
+        live.stop()
+
+
+@pytest.mark.parametrize("value", [b"\xb2", b"\xb9", b"1\xb3", b"\xef\xbc\x91", b"+5", b"5_0", b"0x10", b" "])
+def test_strict_numbers_in_headers(live, value):
+    """'\xb2' (superscript two in Latin-1) passed str.isdigit() and then crashed int(): a 500 with a traceback."""
+    body = infer_body(X).encode()
+    status, payload, _ = raw_request(live, b"POST " + INFER.encode() + b" HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                                     b"Content-Type: application/json\r\nContent-Length: %d\r\n"
+                                     b"Inference-Header-Content-Length: %s\r\n\r\n%s" % (len(body), value, body))
+    assert status == 400 and "Inference-Header-Content-Length" in payload["error"]
+    assert 'code="500"' not in live.service.metrics.render()
+    assert_still_serving(live)
+
+
+@pytest.mark.parametrize("argv", [["--port", "\u0661\u0662"], ["--workers", "\uff12"], ["--max-body", "1_000"],
+                                  ["--timeout", "\u0665"], ["--timeout", "2_0"], ["--max-batch", " 4"]])
+def test_strict_numbers_on_the_command_line(argv, capsys):
+    """int() and float() take any script's digits ('\u0661\u0662' is 12) and underscores; a flag takes ASCII."""
+    with pytest.raises(SystemExit) as exited:
+        parse_serve(*argv)
+    assert exited.value.code == 2 and "ASCII" in capsys.readouterr().err
+
+
+def test_a_half_closed_short_body_still_gets_its_400(live):
+    """Content-Length 1000, 14 bytes, then the client shuts its sending side: answered at once, not lost."""
+    with live.connect() as s:
+        s.sendall(b"POST " + INFER.encode() + b" HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                  b"Content-Length: 1000\r\n\r\n" + b'{"inputs": [1,')
+        start = time.monotonic()
+        s.shutdown(socket.SHUT_WR)
+        raw = read_reply(s)
+        took = time.monotonic() - start
+    status, payload, headers = parse_reply(raw)
+    assert status == 400 and headers["connection"] == "close" and took < 1.0, (status, took)
+    assert "body ended after 14 of the 1000 bytes Content-Length promised: the client closed" in payload["error"]
+    with live.connect() as s:  # a whole request, then the half-close: its reply is not lost either
+        body = infer_body(np.full((1, 1, 8, 8), 0.5, np.float32)).encode()
+        s.sendall(b"POST " + INFER.encode() + b" HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                  b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+        s.shutdown(socket.SHUT_WR)
+        status, payload, _ = parse_reply(read_reply(s))
+        assert status == 200 and payload["outputs"][0]["data"] == pytest.approx([12.7] * 10)
+        assert closed_by_server(s, within=2)
+    assert_still_serving(live)
+
+
+def test_a_body_in_tiny_chunks_is_refused_and_holds_no_one():
+    """Found trying an attack of our own: h11 parses chunked framing in Python, an event per chunk, on the loop
+    every request shares. Four clients streaming 1-byte chunks held a health check 10 s, then it timed out."""
+    live = LiveServer(Limits(max_body=16 << 20, workers=1, queue=8, timeout=10.0, connections=64))
+    head = (b"POST " + INFER.encode() + b" HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n")
+    stop = threading.Event()
+
+    def attack():
+        while not stop.is_set():  # a new connection each time one is refused
+            try:
+                with live.connect() as s:
+                    s.sendall(head)
+                    while not stop.is_set():
+                        s.sendall(b"1\r\n \r\n" * 10000)
+            except OSError:
+                continue
+
+    attackers = [threading.Thread(target=attack) for _ in range(4)]
+    for t in attackers:
+        t.start()
+    try:
+        took = []
+        for _ in range(30):
+            start = time.monotonic()
+            assert live.request("GET", "/v2/health/live")[0] == 200
+            took.append(time.monotonic() - start)
+            time.sleep(0.05)
+        assert max(took) < 0.5, took
+    finally:
+        stop.set()
+        for t in attackers:
+            t.join(timeout=30)
+    try:
+        status, payload, _ = raw_request(live, head + b"1\r\n \r\n" * 200 + b"0\r\n\r\n")
+        assert status == 400 and "request body in pieces of 1 bytes on average" in payload["error"]
+        body = infer_body(np.full((1, 1, 8, 8), 0.5, np.float32)).encode()  # chunks of a normal size still do
+        chunks = b"".join(b"%x\r\n%s\r\n" % (len(part), part) for part in (body[:300], body[300:]))
+        assert raw_request(live, head + chunks + b"0\r\n\r\n")[0] == 200
+    finally:
+        live.stop()

@@ -1,1 +1,2 @@
-"""Helpers shared by test modules (fixtures live in tests/conftest.py)."""
+"""Helpers shared by test modules (never imported from one test module into another; fixtures live in
+tests/conftest.py)."""
