@@ -10,7 +10,12 @@ from .errors import UserError
 from .model import fixed_inputs, precision_report
 
 
-BAR_TERMS = (("min_cosine", "cosine"), ("min_top1", "top-1"), ("min_f1", "F1"), ("min_channel_cosine", "worst channel"))
+BAR_TERMS = (("min_top1", "top-1"), ("min_exact_match", "CTC strings"), ("min_f1", "score F1"),
+             ("min_detection_f1", "detection F1"), ("min_cosine", "cosine"), ("min_channel_cosine", "worst channel"))
+# A ladder row's task figure: the first of these the step has (packager.fidelity.summary's keys).
+TASK_FIGURES = (("top1", "top-1", ".1%"), ("exact_match", "strings", ".1%"), ("detection_f1", "det F1", ".3f"),
+                ("f1", "F1", ".3f"), ("channel_cosine", "worst ch", ".3f"))
+MAX_FLOAT_OPS = 8  # float ops named on a build's console; inspect names them all
 
 
 def _bar_text(bar: dict | None) -> str:
@@ -46,27 +51,58 @@ def _figure(value, spec: str) -> str:
     return "-" if value is None else format(value, spec)
 
 
+def _task(step: dict) -> str:
+    """A ladder row's task figure, e.g. 'top-1 99.2%' ('-' for none)."""
+    for key, label, spec in TASK_FIGURES:
+        if step.get(key) is not None:
+            return f"{label} {format(step[key], spec)}"
+    return "-"
+
+
+def _verdict(step: dict) -> str:
+    if step.get("meets_bar") and step.get("passed_over"):
+        return f"held, passed over: {step['passed_over']}"
+    if step.get("meets_bar") and "slower than float32" in (step.get("note") or ""):
+        return "holds the bar, slower than float32"  # a bundle from before the board-speed rule
+    return "holds the bar" if step.get("meets_bar") else "below the bar"
+
+
 def _ladder_table(steps: list[dict], chosen: str | None) -> list[str]:
     """Every precision step the build tried, one row each; '*' marks the one shipped."""
     if not steps:
         return []
     width = max(4, *(len(str(s.get("step"))) for s in steps))
-    lines = [f"ladder     {'  step':<{width + 2}} {'precision':<10} {'cosine':>7} {'worst ch':>8} {'top-1':>6} "
-             f"{'F1':>5} {'float ops':>9} {'size KB':>8} {'ms':>8} {'partitions':>10}  verdict"]
+    lines = [f"ladder     {'  step':<{width + 2}} {'precision':<10} {'cosine':>7} {'task':>14} {'float ops':>9} "
+             f"{'size KB':>8} {'host ms':>8} {'board ms':>8} {'parts':>5}  verdict"]
     for s in steps:
         mark = "* " if s.get("step") == chosen else "  "
-        verdict = "holds the bar" if s.get("meets_bar") else "below the bar"
-        if s.get("meets_bar") and "slower than float32" in (s.get("note") or ""):
-            verdict += ", slower than float32"  # the ladder's note: why a step that held was passed over
         size = None if s.get("size") is None else s["size"] / 1024
+        floats = s.get("float_compute_ops", s.get("float_ops"))
         lines.append(
             f"           {mark}{str(s.get('step')):<{width}} {str(s.get('precision')):<10} "
-            f"{_figure(s.get('cosine'), '.4f'):>7} {_figure(s.get('channel_cosine'), '.3f'):>8} "
-            f"{_figure(s.get('top1'), '.1%'):>6} {_figure(s.get('f1'), '.3f'):>5} "
-            f"{_figure(s.get('float_ops'), 'd'):>9} {_figure(size, '.0f'):>8} "
-            f"{_figure(s.get('latency_ms'), '.3f'):>8} {_figure(s.get('xnnpack_partitions'), 'd'):>10}  {verdict}"
+            f"{_figure(s.get('cosine'), '.4f'):>7} {_task(s):>14} {_figure(floats, 'd'):>9} {_figure(size, '.0f'):>8} "
+            f"{_figure(s.get('latency_ms'), '.3f'):>8} {_figure(s.get('board_ms'), '.3f'):>8} "
+            f"{_figure(s.get('xnnpack_partitions'), 'd'):>5}  {_verdict(s)}"
         )
     return lines
+
+
+def _output_task(m: dict) -> str:
+    """One output's task figures in words (the kinds of packager.kinds); '' for a bundle from before kinds."""
+    kind = m.get("kind")
+    if kind in ("classes", "tags") and m.get("top1_agreement") is not None:
+        return f"  {kind}: top-1 {m['top1_agreement'] * 100:.1f}%"
+    if kind == "ctc":
+        return f"  ctc: strings {m['exact_match'] * 100:.1f}%, CER {m['cer'] * 100:.2f}%"
+    if kind == "detections":
+        return "  detections: none" if m.get("f1") is None else (
+            f"  detections: F1 {m['f1']:.3f} ({m['matched']} of {m['detections']} matched)")
+    if kind == "scores":
+        judged = [c for c in m.get("channels", []) if c.get("f1") is not None]
+        worst = min(judged, key=lambda c: c["f1"]) if judged else None
+        return f"  scores: F1 {worst['f1']:.3f} [ch {worst['index']}]" if worst else "  scores: no positives"
+    return f"  {kind}: rel err {m['relative_error']:.3g}" if kind and "relative_error" in m else (
+        f"  {kind}" if kind else "")
 
 
 def _fidelity_lines(manifest: dict) -> list[str]:
@@ -77,11 +113,11 @@ def _fidelity_lines(manifest: dict) -> list[str]:
     chosen = (manifest.get("precision") or {}).get("chosen", "int8")
     lines = [f"fidelity   on {fid.get('samples')} held-out samples, float ONNX vs bundle ({chosen}):"]
     for name, m in fid.get("outputs", {}).items():
-        extra = ""
-        if m.get("worst_channel"):
+        extra = _output_task(m)
+        if m.get("worst_channel") and not m.get("kind"):
             ch = m["worst_channel"]
             extra += f"  worst ch {ch['cosine']:.4f} [{ch['index']}, axis {ch['axis']}]"
-        if m.get("top1_agreement") is not None:
+        if m.get("top1_agreement") is not None and not m.get("kind"):
             extra += f"  top1 {m['top1_agreement'] * 100:.1f}%"
         f1 = (m.get("score_map") or {}).get("f1")
         if f1 is not None:
@@ -93,8 +129,9 @@ def _fidelity_lines(manifest: dict) -> list[str]:
     return lines
 
 
-def describe(manifest: dict) -> str:
-    """A human summary of a manifest (shared with `edgepack inspect`)."""
+def describe(manifest: dict, full: bool = True) -> str:
+    """A human summary of a manifest (shared with `edgepack inspect`); ``full=False`` (the build's console)
+    names only the first few float ops."""
     precision_report(manifest)  # checked by type first: every section below reads it
     lines = [
         f"bundle     {manifest['name']} (edgepack {manifest.get('edgepack_version')}, {manifest.get('created_at')})",
@@ -104,8 +141,9 @@ def describe(manifest: dict) -> str:
     for kind in ("inputs", "outputs"):
         for s in manifest[kind]:
             q = f" scale {s['scale']:.6g} zp {s['zero_point']}" if s.get("scale") else ""
+            meaning = f" ({s['kind']['kind']})" if isinstance(s.get("kind"), dict) else ""
             lines.append(
-                f"{kind[:-1]:<10} {s['name']} {s['shape']} {s['dtype']} -> tflite {s['tflite_shape']} "
+                f"{kind[:-1]:<10} {s['name']} {s['shape']} {s['dtype']}{meaning} -> tflite {s['tflite_shape']} "
                 f"{s['tflite_dtype']} perm {s['permutation']}{q}"
             )
             if s.get("format"):
@@ -129,11 +167,20 @@ def describe(manifest: dict) -> str:
     if ops:
         counts = ", ".join(f"{op}/{dt} {n}" for op, per in sorted(ops["counts"].items()) for dt, n in sorted(per.items()))
         lines.append(f"ops        {ops['total']} ops: {counts}")
-        floats = ops.get("float_ops", [])
-        lines.append(
-            "float ops  none" if not floats else "float ops  " + "; ".join(f"{f['type']} ({f['output']})" for f in floats)
-        )
+        lines.append(_float_ops_line(ops.get("float_ops", []), full))
     return "\n".join(lines)
+
+
+def _float_ops_line(floats: list[dict], full: bool) -> str:
+    if not floats:
+        return "float ops  none"
+    if full or len(floats) <= MAX_FLOAT_OPS:
+        return "float ops  " + "; ".join(f"{f['type']} ({f['output']})" for f in floats)
+    counts: dict[str, int] = {}
+    for f in floats:
+        counts[f["type"]] = counts.get(f["type"], 0) + 1
+    listed = ", ".join(f"{t} x{n}" for t, n in sorted(counts.items(), key=lambda kv: -kv[1]))
+    return f"float ops  {len(floats)}: {listed} (edgepack inspect names each)"
 
 
 def engine_report(bundle, threads: int | None, delegate: str | None, delegate_options: list[str]) -> dict:

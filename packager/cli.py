@@ -109,7 +109,7 @@ def build(model, target, calibration, out_dir, input_shapes, mean, std, input_fo
     from edge_runtime.describe import describe
 
     if len(results) == 1:
-        click.echo(describe(results[0].manifest))
+        click.echo(describe(results[0].manifest, full=False))
         click.echo(f"bundle     {results[0].bundle_dir}")
         click.echo(f"archive    {results[0].archive}")
     else:

@@ -4,7 +4,6 @@ Tests marked slow need the built digits bundle; `describe` is tested on
 manifests written by hand.
 """
 
-import copy
 import json
 import shutil
 from pathlib import Path
@@ -16,7 +15,8 @@ import edge_runtime
 from edge_runtime.bundle import open_bundle
 from edge_runtime.cli import main
 from edge_runtime.describe import describe
-from tests.conftest import reseal, run_cli
+from tests.conftest import run_cli
+from tests.helpers.manifests import BAR, hand_manifest, reseal_below_the_bar
 
 
 def edge_run_error(capsys, *args):
@@ -183,7 +183,7 @@ def test_output_write_failure_leaves_nothing(capsys, digits, digits_bundle, tmp_
 
 # --- precision and fidelity in `edge-run info` (issue 13) ---
 
-BAR = {"min_cosine": 0.99, "min_top1": 0.99, "min_f1": 0.95, "min_channel_cosine": 0.9}
+
 
 
 def ladder_row(step, precision, meets, cosine, **extra):
@@ -193,24 +193,6 @@ def ladder_row(step, precision, meets, cosine, **extra):
             **extra}
 
 
-def hand_manifest(precision=None, score_map=True) -> dict:
-    """The parts of a manifest describe() reads; precision=None is a bundle from before the ladder."""
-    out = {"cosine": 0.995, "min_cosine": 0.97, "max_abs_error": 0.02, "mean_abs_error": 0.001,
-           "top1_agreement": None, "worst_channel": {"axis": 1, "index": 4, "cosine": 0.934}, "top5_agreement": None,
-           "score_map": {"threshold": 0.5, "positives": 120, "model_positives": 118, "precision": 0.97,
-                         "recall": 0.96, "f1": 0.965, "topk_agreement": 0.9} if score_map else None}
-    manifest = {
-        "name": "det-rpi4", "edgepack_version": "0.1.0", "created_at": "2026-01-01T00:00:00+00:00",
-        "target": {"name": "rpi4", "human_name": "Raspberry Pi 4 Model B"},
-        "source": {"file": "det.onnx", "sha256": "0123456789abcdef" * 4},
-        "inputs": [{"name": "x", "shape": [1, 3, 32, 32], "dtype": "float32", "tflite_shape": [1, 32, 32, 3],
-                    "tflite_dtype": "int8", "permutation": [0, 2, 3, 1], "scale": 0.0078, "zero_point": 0}],
-        "outputs": [],
-        "fidelity": {"samples": 40, "outputs": {"y": out}},
-    }
-    if precision is not None:
-        manifest["precision"] = precision
-    return manifest
 
 
 def test_describe_precision_that_holds_the_bar_and_its_ladder():
@@ -224,15 +206,15 @@ def test_describe_precision_that_holds_the_bar_and_its_ladder():
     }))
     lines = text.splitlines()
     assert ("precision  int8 (step 'int8, ranges per tensor'; requested auto): holds the bar "
-            "(cosine >= 0.99, top-1 >= 0.99, F1 >= 0.95, worst channel >= 0.9)") in lines
+            "(top-1 >= 0.99, score F1 >= 0.95, cosine >= 0.99, worst channel >= 0.9)") in lines
     assert "WARNING" not in text and "BELOW" not in text
     header = next(i for i, line in enumerate(lines) if line.startswith("ladder "))
-    assert all(word in lines[header] for word in ("step", "precision", "cosine", "worst ch", "top-1", "F1",
-                                                  "float ops", "size KB", "ms", "partitions", "verdict"))
+    assert all(word in lines[header] for word in ("step", "precision", "cosine", "task", "float ops", "size KB",
+                                                  "host ms", "board ms", "parts", "verdict"))
     first, chosen = lines[header + 1].split(), lines[header + 2].split()
     assert first[:3] == ["int8,", "min/max", "int8"] and "0.9512" in first and first[-3:] == ["below", "the", "bar"]
     assert chosen[:4] == ["*", "int8,", "ranges", "per"]  # the shipped step is marked
-    assert chosen[5:13] == ["int8", "0.9953", "0.934", "-", "0.965", "0", "20", "1.500"]
+    assert chosen[5:13] == ["int8", "0.9953", "F1", "0.965", "0", "20", "1.500", "-"]  # task figure: its F1
     assert chosen[-3:] == ["holds", "the", "bar"]
     assert "fidelity   on 40 held-out samples, float ONNX vs bundle (int8):" in lines
     assert ("           y: cosine 0.99500  max|err| 0.02  mean|err| 0.001  worst ch 0.9340 [4, axis 1]  F1 0.965"
@@ -252,7 +234,7 @@ def test_describe_low_fidelity_is_loud():
     lines = text.splitlines()
     # top-1 was switched off (0 at build time): the bar says what was actually required
     assert ("precision  float16 (step 'float16'; requested auto): BELOW the bar "
-            "(cosine >= 0.99, F1 >= 0.95, worst channel >= 0.9)") in lines
+            "(score F1 >= 0.95, cosine >= 0.99, worst channel >= 0.9)") in lines
     assert ("WARNING    below the fidelity bar, shipped with --accept-low-fidelity: "
             "y: cosine 0.9410 < 0.99; y: score-map F1 0.612 < 0.95") in lines
     assert lines.index(next(x for x in lines if x.startswith("WARNING"))) < lines.index(
@@ -282,25 +264,6 @@ def test_describe_bundle_from_before_the_ladder():
     assert "           y: cosine 0.99900  max|err| 0.01  mean|err| 0.001  top1 98.3%" in lines
 
 
-def reseal_below_the_bar(bundle: Path, dest: Path) -> Path:
-    """A copy of a real bundle whose manifest says it was shipped with --accept-low-fidelity.
-
-    Re-sealed the way the build seals (tests.conftest.reseal):
-    the manifest's digest covers every key but itself, so an edited manifest
-    is only accepted with a recomputed digest.
-    """
-    shutil.copytree(bundle, dest)
-    manifest = json.loads((dest / "manifest.json").read_text())
-    output = next(iter(manifest["fidelity"]["outputs"]))
-    manifest["fidelity"]["outputs"][output]["cosine"] = 0.9125
-    manifest["precision"] = {
-        **copy.deepcopy(manifest.get("precision") or {"requested": "auto", "bar": BAR, "steps": []}),
-        "chosen": "int8", "step": "int8, min/max", "meets_bar": False, "accepted_low_fidelity": True,
-        "why": "--accept-low-fidelity: int8, min/max came closest to the bar",
-        "shortfalls": [f"{output}: cosine 0.9125 < 0.99"],
-    }
-    reseal(dest, manifest)
-    return dest
 
 
 @pytest.mark.slow

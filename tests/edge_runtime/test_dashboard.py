@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import ROOT
-from tests.edge_runtime.test_server import Server, free_port, infer_body
+from tests.helpers.serve import Server, free_port, infer_body
 from tests.helpers.device_health import PI_UNDER_VOLTAGE, fake_board
 
 DASHBOARD = ROOT / "dashboards" / "edge-run.json"

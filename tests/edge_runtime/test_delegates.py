@@ -28,7 +28,7 @@ from edge_runtime.interpreter import make_engine
 from edge_runtime.manifest import validate
 from packager.profiles import load_profile
 from tests.conftest import ROOT, reseal, run_cli
-from tests.edge_runtime.test_server import Server
+from tests.helpers.serve import Server
 from tests.helpers.board import Board, within_one_step
 from tests.helpers.delegates import AARCH64_GCC, build_delegate
 

@@ -11,8 +11,8 @@ from edge_runtime.drift import Drift, representable
 from edge_runtime.manifest import Malformed, check_input_statistics
 from edge_runtime.metrics import Metrics
 from packager.input_stats import input_statistics
-from tests.edge_runtime.test_cli import hand_manifest
-from tests.edge_runtime.test_server import Server, infer_body
+from tests.helpers.manifests import hand_manifest
+from tests.helpers.serve import Server, infer_body
 
 RNG = np.random.default_rng(7)
 SHAPES = {"x": [1, 3, 32, 32]}

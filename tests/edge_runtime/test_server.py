@@ -22,8 +22,8 @@ import pytest
 
 from edge_runtime.metrics import Metrics, model_fidelity
 from tests.conftest import ROOT, run_cli
-from tests.edge_runtime.test_cli import hand_manifest, reseal_below_the_bar
-from tests.helpers.serve import MAX_BODY, Server, free_port  # noqa: F401 (free_port: other modules import it here)
+from tests.helpers.manifests import hand_manifest, reseal_below_the_bar
+from tests.helpers.serve import MAX_BODY, Server, free_port, infer_body, promtool_check
 
 
 @pytest.fixture(scope="module")
@@ -39,9 +39,6 @@ def samples(digits):
     return np.load(digits / "test_x.npy")[:4]
 
 
-def infer_body(x, name="image", datatype="FP32", shape=None, data=None):
-    return json.dumps({"inputs": [{"name": name, "datatype": datatype, "shape": list(shape or x.shape),
-                                   "data": x.ravel().tolist() if data is None else data}]})
 
 
 def read_all(s: socket.socket) -> str:
@@ -109,12 +106,6 @@ def test_npy_body(server, samples):
         np.testing.assert_array_equal(out["scores"], valid(server, samples))
 
 
-def promtool_check(text: str) -> None:
-    promtool = shutil.which("promtool")
-    if promtool is None:
-        pytest.fail("promtool missing: `make test` installs Debian's prometheus package")
-    proc = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
 @pytest.mark.slow

@@ -497,7 +497,7 @@ def test_token_file_must_hold_a_real_token(tmp_path):
 
 
 def test_metrics_label_values_escaped():
-    from tests.edge_runtime.test_server import promtool_check
+    from tests.helpers.serve import promtool_check
 
     text = Metrics({"model": 'evil\nedge_run_fake 1\n"quoted"\\back'}).render()
     line = next(x for x in text.splitlines() if x.startswith("edge_run_model_info"))

@@ -1,11 +1,15 @@
 """`edge-run serve` as a subprocess on a loopback port, for the tests that talk to it over HTTP."""
 
 import http.client
+import json
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
+
+import pytest
 
 from tests.conftest import ROOT
 
@@ -53,3 +57,16 @@ class Server:
         self.proc.send_signal(signal.SIGTERM)
         self.proc.communicate(timeout=30)
         return self.proc.returncode
+
+
+def infer_body(x, name="image", datatype="FP32", shape=None, data=None):
+    return json.dumps({"inputs": [{"name": name, "datatype": datatype, "shape": list(shape or x.shape),
+                                   "data": x.ravel().tolist() if data is None else data}]})
+
+
+def promtool_check(text: str) -> None:
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        pytest.fail("promtool missing: `make test` installs Debian's prometheus package")
+    proc = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr

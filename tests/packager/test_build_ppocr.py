@@ -114,7 +114,7 @@ def test_camera_frames_bundle_takes_png_and_uint8_frames(ppocr_model, ppocr_came
     assert model.predict({"x": frames[3]})[OUTPUT].tobytes() == from_tflite(raw, manifest["outputs"][0]).tobytes()
     run_cli("edge_runtime", "health", bundle)
     # the server takes the frame as a UINT8 tensor, and says what it takes when given another size
-    from tests.edge_runtime.test_server import Server, infer_body
+    from tests.helpers.serve import Server, infer_body
 
     server = Server(bundle, "--max-body", "1000000")  # a JSON frame: 28k pixels as text
     try:
