@@ -15,7 +15,7 @@ with a fused RELU6 clamp, but no standalone RELU6, MINIMUM or MAXIMUM
 Measured on PP-OCR's direction classifier (LiteRT Quantizer min/max): XNNPACK
 partitions 28 -> 1 (float32: 10), float ops 27 -> 0, host int8 latency about
 10x lower, Edge TPU mapping 2 ops -> all; fidelity as before (mean cosine
-0.99981 against 0.99968 on 150 rendered lines, spelled out in the ONNX graph).
+0.99973 against 0.99968 on 150 rendered lines).
 
 Why here and not in the ONNX graph: the TFLite converter fuses such
 spellings back into HARD_SWISH (optimize_patterns.td, MatchHardSwishPattern*),
