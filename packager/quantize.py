@@ -17,6 +17,10 @@ CRNN fixture: "Tensor data is null"); and as the ladder's second int8
 candidate, because its calibration wins on some small models (the byte MLP
 0.9998 against 0.9646, the GRU 0.9994 against 0.9847 in `make corpus`).
 
+LiteRT Quantizer is given the float model with HARD_SWISH and RELU_0_TO_1
+respelled into MUL and ADD with a fused RELU6 (:mod:`packager.int8_spelling`):
+neither has an int8 path XNNPACK takes, and RELU_0_TO_1 none in the Quantizer.
+
 Calibration samples arrive in the ONNX layout; they are moved into the
 converted layout here. Integer inputs (ids) pass through as integers.
 """
@@ -30,6 +34,7 @@ import numpy as np
 
 from edge_runtime.errors import UserError
 
+from .int8_spelling import respell
 from .layout import TensorMap
 from .quiet import captured_output
 
@@ -134,12 +139,13 @@ class Calibrated:
                  pinned: dict[str, tuple[float, float]] | None = None):
         """``pinned``: {ONNX input name: (min, max)} ranges that calibration does not choose (pixel inputs:
         0..255, so that their int8 scale is 1 and a frame is its own quantized value)."""
-        self.float_tflite = float_tflite
+        # HARD_SWISH and RELU_0_TO_1 as ops int8 XNNPACK and LiteRT Quantizer take (packager.int8_spelling)
+        self.float_tflite, self.respelled = respell(float_tflite)
         self.io_dtype = io_dtype
         self.per_tensor = per_tensor
         self.verbose = verbose
-        self.dataset = signature_feeds(float_tflite, in_maps, samples)
-        facts = tensor_facts(float_tflite) if pinned else {}
+        self.dataset = signature_feeds(self.float_tflite, in_maps, samples)
+        facts = tensor_facts(self.float_tflite) if pinned else {}
         self.pinned = {facts[m.key]["tflite_name"]: pinned[m.spec.name] for m in in_maps
                        if pinned and m.spec.name in pinned}
         self._qsv: dict | None = None

@@ -24,6 +24,8 @@ import collections
 
 import numpy as np
 
+from .prepare.graph_reads import names_read
+
 TOLERANCE = 1e-6  # how far a constant may be from the value a pattern needs
 SWEEPS = 4  # equalization passes over the chains (the paper iterates to convergence; 3-5 suffice)
 SCALE_LIMITS = (1e-4, 1e4)  # equalization factors outside this are left at 1
@@ -43,7 +45,7 @@ class _Index:
         for node in graph.node:
             for name in node.input:
                 self.readers[name].append(node)
-        self.uses = collections.Counter(_names_read(graph))  # subgraphs and graph outputs included
+        self.uses = collections.Counter(names_read(graph))  # subgraphs and graph outputs included
         self.outputs = {o.name for o in graph.output}
         self.constants = {t.name: t for t in graph.initializer}
         self.constants.update({n.output[0]: a.t for n in graph.node if n.op_type == "Constant"
@@ -58,16 +60,6 @@ class _Index:
 
     def only_read_by_one(self, name: str) -> bool:
         return self.uses[name] == 1 and name not in self.outputs
-
-
-def _names_read(graph):
-    """Every tensor name read by a node (subgraphs included: they may read outer names) or a graph output."""
-    for node in graph.node:
-        yield from node.input
-        for attr in node.attribute:
-            for sub in ([attr.g] if attr.HasField("g") else []) + list(attr.graphs):
-                yield from _names_read(sub)
-    yield from (o.name for o in graph.output)
 
 
 # ---- fuse_activations --------------------------------------------------------------------------
@@ -256,7 +248,7 @@ def _replace_nodes(graph, nodes: list) -> None:
 
 def _drop_unread(graph, candidates: set[str]) -> None:
     """Remove the fused patterns' constants (their 3s and 6s) when nothing reads them any more."""
-    dead = candidates - set(_names_read(graph)) - {i.name for i in graph.input}
+    dead = candidates - set(names_read(graph)) - {i.name for i in graph.input}
     inits = [t for t in graph.initializer if t.name not in dead]
     nodes = [n for n in graph.node if not (n.op_type == "Constant" and n.output[0] in dead)]
     del graph.initializer[:]

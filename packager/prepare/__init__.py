@@ -15,6 +15,9 @@ shape-fixed ONNX graph in place and says what it changed:
                ``Shape``/``Range``/``Gather`` chains with static answers go;
   erf          Erf (exact GELU) in its tanh form, max error 3.6e-4: TFLite
                has no Erf kernel, so such encoders never became int8;
+  scalar_affine  x * s + b with scalars s, b on a feature map as a 1x1
+               depthwise Conv: int8 XNNPACK refuses an ADD of a small
+               constant (PP-LCNetV3's affine blocks);
   layout_hints rank-3..5 ``Constant`` nodes (what onnxsim folds e.g. a
                detector's anchor grid into) made initializers: onnx2tf
                transposes Constant nodes to channels-last blindly, which
@@ -74,6 +77,7 @@ PASSES: tuple[Pass, ...] = (
     Pass("branches", _lazy("branches"), exact=True),  # before simplify: onnxsim needs a graph onnxruntime loads
     Pass("simplify", _lazy("simplify"), exact=True),
     Pass("erf", _lazy("erf"), exact=False),  # approximate: held to the dequantize bar
+    Pass("scalar_affine", _lazy("scalar_affine"), exact=True),
     Pass("layout_hints", _lazy("layout_hints"), exact=True),  # after every onnxsim run: it makes such Constants
     Pass("slice_axes", _lazy("slice_axes"), exact=True),  # after every onnxsim run: onnxsim merges the Slices again
     Pass("integer_inputs", _lazy("integer_inputs"), exact=True),  # last: onnxsim would fold its MatMul+Add into Gemm

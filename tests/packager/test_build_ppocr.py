@@ -22,7 +22,7 @@ def test_ppocr_agreement_through_edge_run(ppocr_model, tmp_path):
     out = tmp_path / "dist"
     build = run_cli("packager", "build", ppocr_model, "--target", "rpi4", "--calibration", tmp_path / "calib",
                     "--input-shape", "x=1,3,48,192", "--mean", "0.5", "--std", "0.5", "-o", out,
-                    "--precision", "int8")  # the real int8 classifier (auto ships float16 here: faster on x86)
+                    "--precision", "int8")  # the real int8 classifier, whatever auto would choose
     assert "int8 vs float ONNX" in build.stderr
     bundle = out / "ch_ppocr_mobile_v2.0_cls_infer-rpi4"
     manifest = json.loads((bundle / "manifest.json").read_text())
@@ -46,26 +46,26 @@ def test_ppocr_agreement_through_edge_run(ppocr_model, tmp_path):
     assert float((int8.argmax(1) == labels).mean()) >= 0.9
 
 
-def test_precision_int8_never_ships_float_islands_and_reports_the_edge_tpu(ppocr_model, tmp_path):
-    """--precision int8 means full integer: LiteRT Quantizer's model holds the bar but keeps RELU_0_TO_1 in
-    float (it has no int8 kernel there), so it is refused for that and the converter's full-integer model
-    ships. For an Edge TPU target the build says where the Edge TPU would stop (HARD_SWISH, which Coral's
-    compiler does not map: google-coral/edgetpu#272)."""
+def test_precision_int8_is_full_integer_in_one_xnnpack_piece_and_all_on_the_edge_tpu(ppocr_model, tmp_path):
+    """MobileNetV3's 18 HARD_SWISH and 9 RELU_0_TO_1, respelled for LiteRT Quantizer (packager.int8_spelling):
+    its model is full integer (before: the 9 RELU_0_TO_1 stayed float, so --precision int8 refused it and
+    shipped the TFLite converter's), XNNPACK takes it in one piece (before: 28, split by both ops; float32: 10)
+    and the Edge TPU would map every op (before: it stopped at the first HARD_SWISH, which Coral's compiler
+    does not map: google-coral/edgetpu#272)."""
     write_lines(tmp_path / "calib", 120, seed=3)
     build = run_cli("packager", "build", ppocr_model, "--target", "coral-usb", "--calibration", tmp_path / "calib",
                     "--input-shape", "x=1,3,48,192", "--mean", "0.5", "--std", "0.5", "--precision", "int8",
                     "--no-wheels", "-o", tmp_path / "dist")
     manifest = json.loads((tmp_path / "dist" / "ch_ppocr_mobile_v2.0_cls_infer-coral-usb" / "manifest.json").read_text())
     assert manifest["quantization"]["full_integer"] is True and manifest["ops"]["float_ops"] == []
-    first = manifest["precision"]["steps"][0]
-    assert first["step"] == "int8, min/max" and first["shortfalls"] == ["not full integer (9 float op(s): RELU_0_TO_1)"]
-    assert manifest["precision"]["step"] == "int8, TFLite converter"
+    assert manifest["precision"]["step"] == "int8, min/max"
+    chosen = manifest["precision"]["steps"][0]
+    assert chosen["step"] == "int8, min/max" and chosen["xnnpack_partitions"] == 1, chosen
+    assert not {"HARD_SWISH", "RELU_0_TO_1"} & set(manifest["ops"]["counts"])
+    assert "float32 reference: " in build.stderr and "XNNPACK takes the chosen model in" not in build.stderr
     edgetpu = manifest["edgetpu"]
-    assert edgetpu["first_cpu_op"]["type"] == "HARD_SWISH" and edgetpu["ops_edgetpu"] == 2
+    assert edgetpu["first_cpu_op"] is None and edgetpu["ops_edgetpu"] == edgetpu["ops_total"], edgetpu
     assert "Edge TPU: edgetpu_compiler is not on PATH" in build.stderr and edgetpu["summary"] in build.stderr
-    # MobileNetV3's hard-swish also splits the graph for XNNPACK: the build says so and names it
-    split = [line for line in build.stderr.splitlines() if "XNNPACK takes the chosen model in" in line]
-    assert len(split) == 1 and "HARD_SWISH x" in split[0], split
 
 
 def test_camera_frames_bundle_takes_png_and_uint8_frames(ppocr_model, ppocr_camera, tmp_path):
