@@ -149,6 +149,9 @@ def _choose(opts, plan, source, samples, graph, conversion, work: Path, say, boa
     if source.image:
         key = next(m.key for m in conversion.in_maps if m.spec.name == source.image.name)
         detail(frame_path(q.io[key], IMAGE_FORMAT))
+    if q.respelled:
+        detail("respelled for int8 XNNPACK (same values in float): "
+               + ", ".join(f"{op} x{n}" for op, n in sorted(q.respelled.items())) + " -> MUL/ADD with fused RELU6")
     say(7, f"fidelity of the chosen model ({chosen.name}) on {held_out} held-out samples")
     block(format_table(chosen.report, q.precision))
     if samples.warnings:

@@ -53,6 +53,7 @@ class Quantized:
     float_ops: list[str] = dataclasses.field(default_factory=list)  # op scopes left float on purpose
     log: str = ""
     ranges: dict | None = None  # activation ranges chosen per tensor, when not min/max
+    respelled: dict | None = None  # {op: count} respelled into ops int8 XNNPACK takes (packager.int8_spelling)
 
 
 def tensor_facts(tflite: bytes) -> dict[str, dict]:
@@ -204,7 +205,7 @@ class Calibrated:
                                       "run with -v for its log") from None
         strict = not float_scopes and _all_integer(model)
         return Quantized(model, "int8+float" if float_scopes else "int8", strict, tensor_facts(model), rec,
-                         list(float_scopes), log.text(), ranges)
+                         list(float_scopes), log.text(), ranges, self.respelled or None)
 
     def dynamic(self) -> Quantized:
         """int8 weights, float activations quantized on the fly (dynamic range)."""
@@ -218,7 +219,8 @@ class Calibrated:
             except Exception as exc:  # as in int8()
                 raise QuantizerFailed(f"LiteRT Quantizer could not quantize the model: {_first_line(exc)}",
                                       "run with -v for its log") from None
-        return Quantized(model, "dynamic", False, tensor_facts(model), rec, [], log.text())
+        return Quantized(model, "dynamic", False, tensor_facts(model), rec, [], log.text(), None,
+                         self.respelled or None)
 
 
 def _all_integer(tflite: bytes) -> bool:
