@@ -221,6 +221,7 @@ def test_lying_content_length_and_silent_client(server, samples):
 
 
 @pytest.mark.slow
+@pytest.mark.serial  # deadlines measured in seconds: run alone (make test)
 def test_sigterm_finishes_in_flight_request_and_exits_zero(digits_bundle, samples):
     srv = Server(digits_bundle, "--timeout", "15")  # the request below is slow on purpose
     body = infer_body(samples[:1]).encode()
@@ -260,6 +261,7 @@ def test_not_ready_until_warm_up(digits_bundle):
 
 
 @pytest.mark.slow
+@pytest.mark.serial  # deadlines measured in seconds: run alone (make test)
 def test_sigterm_drains_with_stalled_and_idle_clients(digits_bundle):
     """A client that sent half a request head and one idle keep-alive connection never hold up the exit."""
     srv = Server(digits_bundle, "--timeout", "3")

@@ -42,6 +42,7 @@ def live():
 # ------------------------------------------------------------------ slow and idle clients
 
 
+@pytest.mark.serial  # deadlines measured in seconds: run alone (make test)
 def test_slow_body_clients_never_delay_inference(live):
     """Nine clients trickling their body (the attack that blocked every inference) and a normal client."""
     stop = threading.Event()
@@ -79,6 +80,7 @@ def test_slow_body_clients_never_delay_inference(live):
         assert headers["connection"] == "close"
 
 
+@pytest.mark.serial  # deadlines measured in seconds: run alone (make test)
 def test_slow_request_head_dropped_at_its_total_deadline(live):
     """A head sent a byte at a time: each byte would restart a per-byte (or keep-alive) timer."""
     stop = threading.Event()
@@ -105,6 +107,7 @@ def test_slow_request_head_dropped_at_its_total_deadline(live):
     assert_still_serving(live)
 
 
+@pytest.mark.serial  # deadlines measured in seconds: run alone (make test)
 def test_idle_connections_are_bounded_in_number_and_time():
     srv = LiveServer(Limits(max_body=65536, workers=1, queue=1, timeout=2.0, connections=4))
     try:
@@ -123,6 +126,7 @@ def test_idle_connections_are_bounded_in_number_and_time():
         srv.stop()
 
 
+@pytest.mark.serial  # deadlines measured in seconds: run alone (make test)
 def test_beyond_workers_and_queue_gets_503_then_recovers():
     srv = LiveServer(delay=1.0)  # workers 1 + queue 1, each inference takes a second
     try:
@@ -377,6 +381,7 @@ def test_ambiguous_framing_refused_and_connection_closed(live, framing):
 # ------------------------------------------------------------------ draining
 
 
+@pytest.mark.serial  # deadlines measured in seconds: run alone (make test)
 def test_shutdown_drains_with_stalled_and_idle_clients():
     srv = LiveServer(Limits(max_body=65536, workers=1, queue=1, timeout=3.0, connections=32))
     idle = srv.connect()  # a keep-alive connection after one request
@@ -526,6 +531,7 @@ def raw_request(live, data: bytes) -> tuple[int, dict, dict]:
         return parse_reply(read_reply(s))
 
 
+@pytest.mark.serial  # deadlines measured in seconds: run alone (make test)
 def test_event_loop_never_blocks_on_device_health(tmp_path):
     """A vcgencmd that takes 1.5 s to answer (a busy firmware mailbox): scrapes and every request beside them
     are answered at once; the board's figures come from a reading taken in the background."""
@@ -577,6 +583,7 @@ def test_event_loop_never_blocks_and_metrics_need_the_token_unless_metrics_open(
     assert not parse_serve("--token-file", str(tmp_path / "token"))[2].metrics_open
 
 
+@pytest.mark.serial  # deadlines measured in seconds: run alone (make test)
 def test_write_deadlines_and_fair_slots():
     """A client pipelining requests and never reading a reply: dropped within --timeout of its replies going
     unread, while every other client is answered at once; a client that reads gets every pipelined reply."""
@@ -652,6 +659,7 @@ def test_strict_numbers_on_the_command_line(argv, capsys):
     assert exited.value.code == 2 and "ASCII" in capsys.readouterr().err
 
 
+@pytest.mark.serial  # deadlines measured in seconds: run alone (make test)
 def test_a_half_closed_short_body_still_gets_its_400(live):
     """Content-Length 1000, 14 bytes, then the client shuts its sending side: answered at once, not lost."""
     with live.connect() as s:
@@ -675,6 +683,7 @@ def test_a_half_closed_short_body_still_gets_its_400(live):
     assert_still_serving(live)
 
 
+@pytest.mark.serial  # deadlines measured in seconds: run alone (make test)
 def test_a_body_in_tiny_chunks_is_refused_and_holds_no_one():
     """Found trying an attack of our own: h11 parses chunked framing in Python, an event per chunk, on the loop
     every request shares. Four clients streaming 1-byte chunks held a health check 10 s, then it timed out."""
