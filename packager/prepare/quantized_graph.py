@@ -201,6 +201,3 @@ class QuantizedGraph:
         self.nodes.extend(self.node("Identity", [final(o)], [o]) for o in self.outputs if o in self.alias)
         self.alias.clear()
         self.index()
-
-
-# --- dynamic quantization ------------------------------------------------------------------------------
