@@ -32,6 +32,7 @@ import numpy as np
 from edge_runtime.errors import UserError
 
 from . import integer_ops
+from .rewriting import reads, topological
 from .quantized_graph import (
     DIRECT, MS_DOMAIN, NONNEG, QDQ_OPS, QLINEAR, SIGN_KEEPING, STD_DOMAINS,
     QuantizedGraph, attributes, dequantize_array, is_quantized, quantize_array, walk_graphs,
@@ -98,7 +99,7 @@ def _expand(g: QuantizedGraph, node) -> list | None:
 
 def _expand_qlinear(g: QuantizedGraph) -> None:
     replace = {}
-    for node in g.nodes:
+    for node in g.each():
         if node.domain in (*STD_DOMAINS, MS_DOMAIN) and node.op_type in QLINEAR:
             new = _expand(g, node)
             if new:
@@ -112,8 +113,8 @@ def _direct_params(g: QuantizedGraph, node):
     source = g.producer.get(node.input[0])
     if source is not None and source.op_type == "QuantizeLinear":
         return g.params(source)
-    if source is not None or (node.input[0] not in g.const and node.input[0] not in g.inputs):
-        return None
+    if node.input[0] not in g.const and (source is not None or node.input[0] not in g.inputs):
+        return None  # an 8-bit constant (initializer or Constant node) or graph input is read by DQs
     users = [u for k in DIRECT[node.op_type] if k < len(node.output) for u in g.consumers.get(node.output[k], [])]
     found = [g.params(u) if u.op_type == "DequantizeLinear" else None for u in users]
     ok = found and all(found) and all(g.same(found[0], p) for p in found[1:])
@@ -148,7 +149,7 @@ def _direct_node(g: QuantizedGraph, node, params, drop: set) -> list | None:
 def _direct(g: QuantizedGraph) -> bool:
     """Ops that run on 8-bit tensors (MaxPool, Reshape, Gather, ...) moved into float between Q/DQ."""
     replace, drop = {}, set()
-    for node in g.nodes:
+    for node in g.each():
         params = _direct_params(g, node) if node.op_type in DIRECT and node.domain in STD_DOMAINS else None
         new = params and _direct_node(g, node, params, drop)
         if new:
@@ -167,7 +168,7 @@ def _fold_constants(g: QuantizedGraph) -> None:
     from onnx import helper
 
     drop = set()
-    for node in g.nodes:
+    for node in g.each():
         if node.op_type not in QDQ_OPS or not all(i in g.const for i in node.input if i):
             continue
         x, scale, zp = (list(g.const.get(i) if i else None for i in node.input) + [None])[:3]
@@ -232,9 +233,9 @@ def _clamp(g: QuantizedGraph, q) -> list:
 def _cancel_pairs(g: QuantizedGraph) -> None:
     """QuantizeLinear -> DequantizeLinear on activations: the float tensor passes straight through."""
     drop, passed, replace = set(), {}, {}
-    for node in g.nodes:
-        source = g.producer.get(node.input[0])
-        if node.op_type != "DequantizeLinear" or source is None or source.op_type != "QuantizeLinear":
+    for node in g.each():
+        source = g.producer.get(node.input[0]) if node.op_type == "DequantizeLinear" else None
+        if source is None or source.op_type != "QuantizeLinear":  # Constant nodes have no input at all
             continue
         if id(source) not in passed:
             clamp = _clamp(g, source)
@@ -251,37 +252,13 @@ def _cancel_pairs(g: QuantizedGraph) -> None:
 # --- clean-up ------------------------------------------------------------------------------------------
 
 
-def _used(node) -> list[str]:
-    """Every tensor ``node`` reads, including those its subgraphs take from the outer scope."""
-    names = list(node.input)
-    for attr in node.attribute:
-        for sub in [attr.g] if attr.HasField("g") else list(attr.graphs):
-            names.extend(n for inner in sub.node for n in _used(inner))
-    return names
-
-
-def _topological(nodes: list, available: set) -> list:
-    produced = {o for n in nodes for o in n.output}
-    ready, done, pending = set(available) | {""}, [], list(nodes)
-    while pending:
-        rest = [n for n in pending if not all(i in ready or i not in produced for i in _used(n))]
-        if len(rest) == len(pending):  # a cycle: leave the rest in their order
-            return done + rest
-        for node in pending:
-            if node not in rest:
-                done.append(node)
-                ready.update(node.output)
-        pending = rest
-    return done
-
-
 def _finish(g: QuantizedGraph) -> None:
     """Dead nodes and unused initializers out, nodes in order, stale value_info gone."""
     needed, kept = set(g.outputs), []
-    for node in reversed(_topological(g.nodes, g.inputs | set(g.const))):
+    for node in reversed(topological(g.nodes, g.inputs | set(g.const))):
         if any(o in needed for o in node.output):
             kept.append(node)
-            needed.update(_used(node))
+            needed.update(reads(node))
     g.graph.ClearField("node")
     g.graph.node.extend(reversed(kept))
     unused = {i.name for i in g.graph.initializer if i.name not in needed}
@@ -298,18 +275,7 @@ def _finish(g: QuantizedGraph) -> None:
         g.proto.opset_import.extend(kept_opsets)
 
 
-def run(proto) -> list[str]:
-    """Turn ``proto``'s quantized ops back into float ops with dequantized weights, in place.
-
-    Returns:
-        One line per kind of rewrite, e.g. "QLinearConv -> Conv x3"; empty if nothing was quantized.
-
-    Raises:
-        UserError: quantized ops are left that this pass cannot turn back into float.
-    """
-    if not any(is_quantized(n) or n.op_type in QDQ_OPS for n in walk_graphs(proto.graph)):
-        return []
-    g = QuantizedGraph(proto)
+def _rewrite(g: QuantizedGraph) -> None:
     for node in g.nodes:  # onnxruntime's contrib Q/DQ mean the standard ones for these types
         if node.domain == MS_DOMAIN and node.op_type in QDQ_OPS:
             node.domain = ""
@@ -322,11 +288,47 @@ def run(proto) -> list[str]:
     _fold_constants(g)
     _cancel_pairs(g)
     _finish(g)
-    left = sorted({n.op_type for n in g.graph.node if is_quantized(n)})
-    nested = sorted({n.op_type for n in walk_graphs(g.graph) if is_quantized(n)} - set(left))
+
+
+def _named(nodes) -> str:
+    """"ConvInteger (conv1, conv2), DynamicQuantizeLinear (x_q)": each op type with its first node names."""
+    by_op = collections.defaultdict(list)
+    for node in nodes:
+        by_op[node.op_type].append(node.name or node.output[0])
+    return ", ".join(f"{op} ({', '.join(names[:3])}{', ...' if len(names) > 3 else ''})"
+                     for op, names in sorted(by_op.items()))
+
+
+def run(proto) -> list[str]:
+    """Turn ``proto``'s quantized ops back into float ops with dequantized weights, in place.
+
+    Returns:
+        One line per kind of rewrite, e.g. "QLinearConv -> Conv x3"; empty if nothing was quantized.
+
+    Raises:
+        UserError: quantized ops are left that this pass cannot turn back into float (named), or
+            rewriting one of them failed (that node named).
+    """
+    if not any(is_quantized(n) or n.op_type in QDQ_OPS for n in walk_graphs(proto.graph)):
+        return []
+    g = QuantizedGraph(proto)
+    try:
+        _rewrite(g)
+    except UserError:
+        raise
+    except Exception as exc:  # a form this pass has not met: name the node, never leave it half-done
+        node = g.current
+        where = f"{node.op_type} node '{node.name or node.output[0]}'" if node is not None else "the graph"
+        raise UserError(
+            f"the model's quantized ops cannot be turned back into float: rewriting {where} failed "
+            f"({type(exc).__name__}: {str(exc).strip()[:160]})",
+            "this is an edgepack bug; please report it with the model. Exporting the float model (before "
+            "onnxruntime quantization) works around it: edgepack quantizes it itself") from exc
+    left = [n for n in g.graph.node if is_quantized(n)]
+    nested = [n for n in walk_graphs(g.graph) if is_quantized(n) and all(n is not m for m in left)]
     if left or nested:  # control-flow bodies are not rewritten: their names live in another scope
-        where = [f"{', '.join(left)} left after dequantizing"] * bool(left) + [
-            f"{', '.join(nested)} inside If/Loop bodies"] * bool(nested)
+        where = [f"{_named(left)} left after dequantizing"] * bool(left) + [
+            f"{_named(nested)} inside If/Loop bodies whose condition is not a constant"] * bool(nested)
         raise UserError(
             f"the model's quantized ops cannot be turned back into float: {'; '.join(where)}",
             "export the float model (before onnxruntime quantization) instead; edgepack quantizes it itself")

@@ -121,7 +121,7 @@ def _matmul_to_float(g: QuantizedGraph, node) -> list | None:
 def rewrite(g: QuantizedGraph) -> None:
     """Every dynamic-quantization chain or contrib op of the main graph made float."""
     replace, drop = {}, set()
-    for node in g.nodes:
+    for node in g.each():
         new = None
         if node.op_type in ("MatMulInteger", "ConvInteger") and node.domain in STD_DOMAINS:
             match = _integer_chain(g, node)
