@@ -13,6 +13,9 @@ shape-fixed ONNX graph in place and says what it changed:
   functions    ops the converter has no handler for, that ONNX defines as
                functions of simpler ops (GroupNormalization, RMSNormalization,
                Attention, Swish, CastLike...), expanded into those ops;
+  conv1d       1-D convolutions written as 2-D ones (Unsqueeze -> 1 x k
+               Conv -> Squeeze, as tf2onnx writes Keras' Conv1D) made 1-D:
+               onnx2tf lays the unsqueezed tensor out wrongly;
   simplify     constants folded and static shapes propagated (onnxsim), so
                ``Shape``/``Range``/``Gather`` chains with static answers go;
   erf          Erf (exact GELU) in its tanh form, max error 3.6e-4: TFLite
@@ -81,6 +84,7 @@ PASSES: tuple[Pass, ...] = (
     Pass("branches", _lazy("branches"), exact=True),
     Pass("dequantize", _lazy("dequantize"), exact=False),
     Pass("functions", _lazy("functions"), exact=True),
+    Pass("conv1d", _lazy("conv1d"), exact=True),  # after branches (their convs), before simplify (cleans up)
     Pass("simplify", _lazy("simplify"), exact=True),
     Pass("erf", _lazy("erf"), exact=False),  # approximate: held to the dequantize bar
     Pass("layout_hints", _lazy("layout_hints"), exact=True),  # after every onnxsim run: it makes such Constants
