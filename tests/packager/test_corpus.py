@@ -4,10 +4,13 @@ onnxruntime, the precision ladder ships a model that holds the fidelity bar
 on samples the build never saw. Figures are recorded (`-rA` shows them).
 """
 
+import dataclasses
+
 import numpy as np
 import pytest
 
-from packager.fidelity import Bar, compare, shortfalls, state_outputs
+from packager.fidelity import Bar, compare, shortfalls
+from packager.kinds import OutputKind
 
 from tests.conftest import ROOT
 from tests.fixtures.corpus import CORPUS, HELD_OUT, build_and_compare
@@ -35,9 +38,9 @@ def test_corpus_model_builds_and_runs(entry, tmp_path, record_property):
     assert chosen == len(steps) - 1 and steps[chosen]["meets_bar"]  # the ladder stops at the first that holds
     assert all(not s["meets_bar"] or "slower than float32" in s["note"] for s in steps[:chosen])
     # New samples (another seed): the shipped model holds the bar there too, within sampling slack.
-    states = state_outputs([(i["name"], i["shape"]) for i in manifest["inputs"]],
-                           [(o["name"], o["shape"]) for o in manifest["outputs"]])
-    fresh = compare(result.reference, {n: result.int8[n] for n in result.reference}, HELD_OUT, states)
+    fields = {f.name for f in dataclasses.fields(OutputKind)}  # the manifest's kinds, as the build judged them
+    kinds = {o["name"]: OutputKind(**{k: v for k, v in o["kind"].items() if k in fields}) for o in manifest["outputs"]}
+    fresh = compare(result.reference, {n: result.int8[n] for n in result.reference}, HELD_OUT, kinds)
     slack = Bar(min_cosine=0.98, min_top1=0.95, min_f1=0.9, min_channel_cosine=0.85)
     assert shortfalls(fresh, slack) == []
     worst = result.worst_cosine()

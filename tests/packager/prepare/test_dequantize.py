@@ -332,7 +332,7 @@ def test_bilstm_char_tagger_from_quantize_dynamic(tmp_path):
     after = [_run(proto, {"chars": samples["chars"][i:i + 1]})[0] for i in range(12)]
     assert report.cosine["tags"] >= 0.999
     agree = np.mean([(a.argmax(-1) == b.argmax(-1)).mean() for a, b in zip(before, after)])
-    assert agree >= 0.97  # per-position classes: only the LSTM input's own rounding is gone
+    assert agree >= 0.99  # per-position classes: only the activations' own rounding is gone
 
 
 def _rate_switch_conv():
