@@ -70,12 +70,25 @@ def write_sample_images(samples: dict[str, np.ndarray], workdir: Path) -> bool:
     return False
 
 
+def _layer_detail(lines: list[str], at: int) -> str:
+    """TensorFlow's own message under Keras' "Exception encountered when calling layer" line ``at``, short:
+    the text before its node dump, and the input shapes."""
+    following = lines[at + 1] if at + 1 < len(lines) else ""
+    if "when calling layer" not in lines[at] or not following or following.startswith("Call arguments"):
+        return ""
+    message, _, node = following.partition(" for '{{node")
+    shapes = re.search(r"with input shapes: (.+?)\.?$", node)
+    return f": {message.strip()}" + (f" (input shapes {shapes.group(1)})" if shapes else "")
+
+
 def _failure(log: Path, proto, returncode: int) -> tuple[str, list[str]]:
     """One line for why onnx2tf failed, and the ONNX ops it was converting."""
     text = log.read_text(encoding="utf-8", errors="replace")
     lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
-    errors = [ln for ln in lines if re.match(r"^[A-Za-z_.]*(Error|Exception)\b", ln)]
-    reason = errors[-1] if errors else (lines[-1] if lines else f"exit code {returncode}")
+    errors = [k for k, ln in enumerate(lines) if re.match(r"^[A-Za-z_.]*(Error|Exception)\b", ln)]
+    detail = _layer_detail(lines, errors[-1]) if errors else ""
+    reason = ((lines[errors[-1]].rstrip(".") if detail else lines[errors[-1]]) + detail if errors
+              else (lines[-1] if lines else f"exit code {returncode}"))
     ops = []
     for op_type in re.findall(r"No module named 'onnx2tf\.ops\.(\w+)'", text):  # no handler for this op
         ops.extend(f"{op_type} ({n.name})" for n in proto.graph.node if n.op_type == op_type)

@@ -3,14 +3,19 @@
 A table of passes, each a function ``run(proto) -> list[str]`` that edits the
 shape-fixed ONNX graph in place and says what it changed:
 
+  branches     ``If`` nodes whose condition is constant (evaluated from
+               constants and static shapes) replaced by the branch they take,
+               first: so that every later pass sees one graph (before
+               simplify, too: onnxsim needs a graph onnxruntime loads);
   dequantize   pre-quantized ONNX (onnxruntime's dynamic, QOperator and QDQ
                forms) back to float with dequantized weights, so that our own
                calibration quantizes it properly;
   functions    ops the converter has no handler for, that ONNX defines as
                functions of simpler ops (GroupNormalization, RMSNormalization,
                Attention, Swish, CastLike...), expanded into those ops;
-  branches     ``If`` nodes whose condition is constant (evaluated from
-               constants and static shapes) replaced by the branch they take;
+  conv1d       1-D convolutions written as 2-D ones (Unsqueeze -> 1 x k
+               Conv -> Squeeze, as tf2onnx writes Keras' Conv1D) made 1-D:
+               onnx2tf lays the unsqueezed tensor out wrongly;
   simplify     constants folded and static shapes propagated (onnxsim), so
                ``Shape``/``Range``/``Gather`` chains with static answers go;
   erf          Erf (exact GELU) in its tanh form, max error 3.6e-4: TFLite
@@ -32,7 +37,11 @@ shape-fixed ONNX graph in place and says what it changed:
 
 The prepared graph must still be the user's model: it is run in onnxruntime
 on the user's own samples beside the original, and a pass whose result no
-longer matches stops the build with an error naming the pass.
+longer matches stops the build with an error naming the pass. A pass either
+changes the graph, finds nothing to do, says it does not apply and why
+(``errors.NotApplicable``, reported with the changes), or fails: any other
+exception stops the build naming the pass, never a silent skip (a skipped
+dequantize left ``DynamicQuantizeLSTM`` for the converters to fail on).
 """
 
 from __future__ import annotations
@@ -45,6 +54,8 @@ from typing import Callable
 import numpy as np
 
 from edge_runtime.errors import UserError
+
+from .errors import NotApplicable
 
 # Exact rewrites must reproduce the model to rounding. Turning int8 weights back
 # into float removes the original's own activation rounding (the original is
@@ -72,9 +83,11 @@ def _lazy(module: str) -> Callable:
 
 
 PASSES: tuple[Pass, ...] = (
+    # first: quantized ops inside the branch taken (quantize_dynamic's EnableSubgraph) join the main graph
+    Pass("branches", _lazy("branches"), exact=True),
     Pass("dequantize", _lazy("dequantize"), exact=False),
     Pass("functions", _lazy("functions"), exact=True),
-    Pass("branches", _lazy("branches"), exact=True),  # before simplify: onnxsim needs a graph onnxruntime loads
+    Pass("conv1d", _lazy("conv1d"), exact=True),  # after branches (their convs), before simplify (cleans up)
     Pass("simplify", _lazy("simplify"), exact=True),
     Pass("erf", _lazy("erf"), exact=False),  # approximate: held to the dequantize bar
     Pass("scalar_affine", _lazy("scalar_affine"), exact=True),
@@ -120,6 +133,33 @@ def _cosines(before: list, after: list, output_names: list[str]) -> dict[str, fl
     }
 
 
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0][:200]}" if text else type(exc).__name__
+
+
+def _run_pass(step: Pass, proto, changes: list[str]) -> list[str]:
+    """``step.run(proto)``; a pass that does not apply leaves the graph as it was and says why in ``changes``.
+
+    Raises:
+        UserError: the pass failed on this graph (its own message, or the exception it raised).
+    """
+    before = proto.SerializeToString()
+    try:
+        return step.run(proto)
+    except UserError:
+        raise
+    except NotApplicable as exc:
+        proto.ParseFromString(before)
+        changes.append(f"{step.name}: does not apply ({exc})")
+        return []
+    except Exception as exc:
+        raise UserError(
+            f"graph preparation failed: pass '{step.name}' raised {_first_line(exc)}",
+            "this is an edgepack bug; please report it with the model (run with -v for the traceback)",
+        ) from exc
+
+
 def prepare(proto, samples: dict[str, np.ndarray], passes: tuple[Pass, ...] = PASSES,
             reference: Callable | None = None) -> Preparation:
     """Run every pass on ``proto`` (shape-fixed, edited in place) and check it.
@@ -144,15 +184,7 @@ def prepare(proto, samples: dict[str, np.ndarray], passes: tuple[Pass, ...] = PA
     changes: list[str] = []
     scores = {name: 1.0 for name in output_names}
     for step in passes:
-        before = proto.SerializeToString()
-        try:
-            made = step.run(proto)
-        except UserError:
-            raise
-        except Exception as exc:  # a pass that cannot handle this graph leaves it as it was
-            proto.ParseFromString(before)
-            changes.append(f"{step.name}: skipped ({type(exc).__name__}: {str(exc).strip().splitlines()[0][:120]})")
-            continue
+        made = _run_pass(step, proto, changes)
         if not made:
             continue
         try:

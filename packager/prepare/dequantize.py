@@ -6,7 +6,8 @@ So every quantized op becomes its float op with dequantized weights:
 
   dynamic     ``DynamicQuantizeLinear -> MatMulInteger/ConvInteger -> Cast ->
               Mul(scales)`` chains, ``DynamicQuantizeLSTM``,
-              ``DynamicQuantizeMatMul`` and ``MatMulIntegerToFloat``;
+              ``DynamicQuantizeMatMul`` and ``MatMulIntegerToFloat``
+              (integer_ops);
   QOperator   ``QLinearX`` ops expanded to ``DequantizeLinear -> X ->
               QuantizeLinear``; ops that work on 8-bit tensors directly
               (MaxPool, Reshape, Gather, ...) moved into float the same way;
@@ -30,134 +31,12 @@ import numpy as np
 
 from edge_runtime.errors import UserError
 
+from . import integer_ops
+from .rewriting import reads, topological
 from .quantized_graph import (
     DIRECT, MS_DOMAIN, NONNEG, QDQ_OPS, QLINEAR, SIGN_KEEPING, STD_DOMAINS,
-    QuantizedGraph, along, attributes, dequantize_array, is_quantized, quantize_array, walk_graphs,
+    QuantizedGraph, attributes, dequantize_array, is_quantized, quantize_array, walk_graphs,
 )
-
-def _integer_weight(op: str, q, zp, scale):
-    """Float weight of a MatMulInteger (per column) or ConvInteger (per output channel) constant."""
-    zp = np.zeros((), q.dtype) if zp is None else np.asarray(zp)
-    scale = np.asarray(scale, np.float32)
-    if op == "ConvInteger":
-        padded = (1,) * (q.ndim - scale.ndim) + scale.shape
-        if scale.size > 1 and padded != (1, q.shape[0]) + (1,) * (q.ndim - 2):
-            return None  # the scale would not broadcast over output channels
-        scale, zp = along(scale, q.ndim, 0), along(zp, q.ndim, 0)
-    weight = (q.astype(np.int64) - zp.astype(np.int64)).astype(np.float32) * scale
-    return weight.astype(np.float32) if weight.shape == q.shape else None
-
-
-def _integer_operand(g: QuantizedGraph, q: str, zp: str) -> tuple:
-    """How a MatMulInteger/ConvInteger input was quantized: ("dynamic", x, scale), ("const", q, zp) or
-    ("static", q, zp) for an 8-bit activation with a constant zero point (e.g. a Gather of an 8-bit table)."""
-    source = g.producer.get(q)
-    if source is not None and source.op_type == "DynamicQuantizeLinear" and zp in ("", source.output[2]):
-        return "dynamic", source.input[0], source.output[1]
-    if zp and zp not in g.const:
-        return ("none",)
-    return ("const", g.const[q], g.const.get(zp)) if q in g.const else ("static", q, zp)
-
-
-def _integer_float(g: QuantizedGraph, op: str, operand: tuple, scale: str, pre: list) -> str | None:
-    """The float tensor an integer op's input stands for, given the scale the output Mul applies to it."""
-    kind, value, extra = operand  # extra: the DynamicQuantizeLinear scale, else the zero point
-    if kind == "dynamic":
-        return value if scale == extra else None
-    if scale not in g.const:
-        return None
-    if kind == "static":
-        return g.float_of(value, scale, extra, pre) if g.const[scale].size == 1 else None
-    weight = _integer_weight(op, value, extra, g.const[scale])
-    return None if weight is None else g.add_const("weight_float", weight)
-
-
-def _integer_chain(g: QuantizedGraph, node):
-    """``node -> Cast(float) -> Mul(S)`` with S = Mul(scale a, scale b): (nodes before, float a, float b, Mul, Cast)."""
-    a = _integer_operand(g, node.input[0], node.input[2] if len(node.input) > 2 else "")
-    b = _integer_operand(g, node.input[1], node.input[3] if len(node.input) > 3 else "")
-    cast = g.only_consumer(node.output[0], "Cast")
-    if a[0] not in ("dynamic", "static") or b[0] == "none" or not cast or attributes(cast).get("to") != 1:
-        return None
-    mul = g.only_consumer(cast.output[0], "Mul")
-    scales = mul and g.producer.get(mul.input[1] if mul.input[0] == cast.output[0] else mul.input[0])
-    if not scales or scales.op_type != "Mul":
-        return None
-    sa, sb = scales.input  # onnxruntime multiplies A's scale by B's
-    if a[0] == "dynamic" or b[0] == "dynamic":
-        known = a[2] if a[0] == "dynamic" else b[2]
-        if known not in scales.input:
-            return None
-        other = sb if sa == known else sa
-        sa, sb = (known, other) if a[0] == "dynamic" else (other, known)
-    pre = []
-    fa = _integer_float(g, "", a, sa, pre)
-    fb = _integer_float(g, node.op_type, b, sb, pre)
-    return None if fa is None or fb is None else (pre, fa, fb, mul, cast)
-
-
-def _lstm(g: QuantizedGraph, node) -> list | None:
-    """DynamicQuantizeLSTM -> LSTM: W [nd, in, 4h] / R [nd, h, 4h] int8 become [nd, 4h, in] / [nd, 4h, h]."""
-    inputs = list(node.input) + [""] * (12 - len(node.input))
-    weights = []
-    for q, scale, zp in ((inputs[1], inputs[8], inputs[9]), (inputs[2], inputs[10], inputs[11])):
-        if q not in g.const or scale not in g.const or (zp and zp not in g.const):
-            return None
-        value = g.const[q]
-        per = (value.shape[0], 1, -1) if g.const[scale].size > 1 else ()  # per direction or per direction+column
-        s = g.const[scale].reshape(per)
-        z = np.zeros((), value.dtype) if not zp else g.const[zp].reshape(per)
-        weight = ((value.astype(np.int64) - z.astype(np.int64)).astype(np.float32) * s).astype(np.float32)
-        weights.append(g.add_const(q + "_float", np.ascontiguousarray(weight.transpose(0, 2, 1))))
-    lstm_inputs = [inputs[0], *weights, *inputs[3:8]]
-    while not lstm_inputs[-1]:
-        lstm_inputs.pop()
-    return [g.node("LSTM", lstm_inputs, node.output, name=node.name, **attributes(node))]
-
-
-def _matmul_to_float(g: QuantizedGraph, node) -> list | None:
-    """DynamicQuantizeMatMul / MatMulIntegerToFloat -> MatMul (+ Add bias)."""
-    inputs = list(node.input) + [""] * (7 - len(node.input))
-    if node.op_type == "DynamicQuantizeMatMul":
-        x, (q, scale, zp, bias) = inputs[0], inputs[1:5]
-    else:
-        source = g.producer.get(inputs[0])
-        if source is None or source.op_type != "DynamicQuantizeLinear" or inputs[2] != source.output[1] \
-                or inputs[4] not in ("", source.output[2]):
-            return None
-        x, q, scale, zp, bias = source.input[0], inputs[1], inputs[3], inputs[5], inputs[6]
-    if q not in g.const or scale not in g.const or (zp and zp not in g.const):
-        return None
-    weight = _integer_weight("MatMulInteger", g.const[q], g.const.get(zp), g.const[scale])
-    if weight is None:
-        return None
-    w = g.add_const(q + "_float", weight)
-    if not bias:
-        return [g.node("MatMul", [x, w], node.output)]
-    mid = g.fresh(node.output[0] + "_matmul")
-    return [g.node("MatMul", [x, w], [mid]), g.node("Add", [mid, bias], node.output)]
-
-
-def _dynamic(g: QuantizedGraph) -> None:
-    replace, drop = {}, set()
-    for node in g.nodes:
-        new = None
-        if node.op_type in ("MatMulInteger", "ConvInteger") and node.domain in STD_DOMAINS:
-            match = _integer_chain(g, node)
-            if match:
-                pre, x, w, mul, cast = match
-                new = pre + [g.node("MatMul" if node.op_type == "MatMulInteger" else "Conv", [x, w], mul.output,
-                                    **attributes(node))]
-                drop.update((id(cast), id(mul)))
-        elif node.domain == MS_DOMAIN and node.op_type == "DynamicQuantizeLSTM":
-            new = _lstm(g, node)
-        elif node.domain == MS_DOMAIN and node.op_type in ("DynamicQuantizeMatMul", "MatMulIntegerToFloat"):
-            new = _matmul_to_float(g, node)
-        if new:
-            g.counts[f"{node.op_type} -> {'+'.join(n.op_type for n in new if n.op_type not in QDQ_OPS)}"] += 1
-            replace[id(node)] = new
-    g.rewrite(replace, drop)
-
 
 # --- QOperator expansion, ops on 8-bit tensors ---------------------------------------------------------
 
@@ -220,7 +99,7 @@ def _expand(g: QuantizedGraph, node) -> list | None:
 
 def _expand_qlinear(g: QuantizedGraph) -> None:
     replace = {}
-    for node in g.nodes:
+    for node in g.each():
         if node.domain in (*STD_DOMAINS, MS_DOMAIN) and node.op_type in QLINEAR:
             new = _expand(g, node)
             if new:
@@ -234,8 +113,8 @@ def _direct_params(g: QuantizedGraph, node):
     source = g.producer.get(node.input[0])
     if source is not None and source.op_type == "QuantizeLinear":
         return g.params(source)
-    if source is not None or (node.input[0] not in g.const and node.input[0] not in g.inputs):
-        return None
+    if node.input[0] not in g.const and (source is not None or node.input[0] not in g.inputs):
+        return None  # an 8-bit constant (initializer or Constant node) or graph input is read by DQs
     users = [u for k in DIRECT[node.op_type] if k < len(node.output) for u in g.consumers.get(node.output[k], [])]
     found = [g.params(u) if u.op_type == "DequantizeLinear" else None for u in users]
     ok = found and all(found) and all(g.same(found[0], p) for p in found[1:])
@@ -270,7 +149,7 @@ def _direct_node(g: QuantizedGraph, node, params, drop: set) -> list | None:
 def _direct(g: QuantizedGraph) -> bool:
     """Ops that run on 8-bit tensors (MaxPool, Reshape, Gather, ...) moved into float between Q/DQ."""
     replace, drop = {}, set()
-    for node in g.nodes:
+    for node in g.each():
         params = _direct_params(g, node) if node.op_type in DIRECT and node.domain in STD_DOMAINS else None
         new = params and _direct_node(g, node, params, drop)
         if new:
@@ -289,7 +168,7 @@ def _fold_constants(g: QuantizedGraph) -> None:
     from onnx import helper
 
     drop = set()
-    for node in g.nodes:
+    for node in g.each():
         if node.op_type not in QDQ_OPS or not all(i in g.const for i in node.input if i):
             continue
         x, scale, zp = (list(g.const.get(i) if i else None for i in node.input) + [None])[:3]
@@ -354,9 +233,9 @@ def _clamp(g: QuantizedGraph, q) -> list:
 def _cancel_pairs(g: QuantizedGraph) -> None:
     """QuantizeLinear -> DequantizeLinear on activations: the float tensor passes straight through."""
     drop, passed, replace = set(), {}, {}
-    for node in g.nodes:
-        source = g.producer.get(node.input[0])
-        if node.op_type != "DequantizeLinear" or source is None or source.op_type != "QuantizeLinear":
+    for node in g.each():
+        source = g.producer.get(node.input[0]) if node.op_type == "DequantizeLinear" else None
+        if source is None or source.op_type != "QuantizeLinear":  # Constant nodes have no input at all
             continue
         if id(source) not in passed:
             clamp = _clamp(g, source)
@@ -373,37 +252,13 @@ def _cancel_pairs(g: QuantizedGraph) -> None:
 # --- clean-up ------------------------------------------------------------------------------------------
 
 
-def _used(node) -> list[str]:
-    """Every tensor ``node`` reads, including those its subgraphs take from the outer scope."""
-    names = list(node.input)
-    for attr in node.attribute:
-        for sub in [attr.g] if attr.HasField("g") else list(attr.graphs):
-            names.extend(n for inner in sub.node for n in _used(inner))
-    return names
-
-
-def _topological(nodes: list, available: set) -> list:
-    produced = {o for n in nodes for o in n.output}
-    ready, done, pending = set(available) | {""}, [], list(nodes)
-    while pending:
-        rest = [n for n in pending if not all(i in ready or i not in produced for i in _used(n))]
-        if len(rest) == len(pending):  # a cycle: leave the rest in their order
-            return done + rest
-        for node in pending:
-            if node not in rest:
-                done.append(node)
-                ready.update(node.output)
-        pending = rest
-    return done
-
-
 def _finish(g: QuantizedGraph) -> None:
     """Dead nodes and unused initializers out, nodes in order, stale value_info gone."""
     needed, kept = set(g.outputs), []
-    for node in reversed(_topological(g.nodes, g.inputs | set(g.const))):
+    for node in reversed(topological(g.nodes, g.inputs | set(g.const))):
         if any(o in needed for o in node.output):
             kept.append(node)
-            needed.update(_used(node))
+            needed.update(reads(node))
     g.graph.ClearField("node")
     g.graph.node.extend(reversed(kept))
     unused = {i.name for i in g.graph.initializer if i.name not in needed}
@@ -420,22 +275,11 @@ def _finish(g: QuantizedGraph) -> None:
         g.proto.opset_import.extend(kept_opsets)
 
 
-def run(proto) -> list[str]:
-    """Turn ``proto``'s quantized ops back into float ops with dequantized weights, in place.
-
-    Returns:
-        One line per kind of rewrite, e.g. "QLinearConv -> Conv x3"; empty if nothing was quantized.
-
-    Raises:
-        UserError: quantized ops are left that this pass cannot turn back into float.
-    """
-    if not any(is_quantized(n) or n.op_type in QDQ_OPS for n in walk_graphs(proto.graph)):
-        return []
-    g = QuantizedGraph(proto)
+def _rewrite(g: QuantizedGraph) -> None:
     for node in g.nodes:  # onnxruntime's contrib Q/DQ mean the standard ones for these types
         if node.domain == MS_DOMAIN and node.op_type in QDQ_OPS:
             node.domain = ""
-    _dynamic(g)
+    integer_ops.rewrite(g)
     _expand_qlinear(g)
     _fold_constants(g)
     for _ in range(len(g.nodes)):  # a chain of them moves one op per round
@@ -444,11 +288,47 @@ def run(proto) -> list[str]:
     _fold_constants(g)
     _cancel_pairs(g)
     _finish(g)
-    left = sorted({n.op_type for n in g.graph.node if is_quantized(n)})
-    nested = sorted({n.op_type for n in walk_graphs(g.graph) if is_quantized(n)} - set(left))
+
+
+def _named(nodes) -> str:
+    """"ConvInteger (conv1, conv2), DynamicQuantizeLinear (x_q)": each op type with its first node names."""
+    by_op = collections.defaultdict(list)
+    for node in nodes:
+        by_op[node.op_type].append(node.name or node.output[0])
+    return ", ".join(f"{op} ({', '.join(names[:3])}{', ...' if len(names) > 3 else ''})"
+                     for op, names in sorted(by_op.items()))
+
+
+def run(proto) -> list[str]:
+    """Turn ``proto``'s quantized ops back into float ops with dequantized weights, in place.
+
+    Returns:
+        One line per kind of rewrite, e.g. "QLinearConv -> Conv x3"; empty if nothing was quantized.
+
+    Raises:
+        UserError: quantized ops are left that this pass cannot turn back into float (named), or
+            rewriting one of them failed (that node named).
+    """
+    if not any(is_quantized(n) or n.op_type in QDQ_OPS for n in walk_graphs(proto.graph)):
+        return []
+    g = QuantizedGraph(proto)
+    try:
+        _rewrite(g)
+    except UserError:
+        raise
+    except Exception as exc:  # a form this pass has not met: name the node, never leave it half-done
+        node = g.current
+        where = f"{node.op_type} node '{node.name or node.output[0]}'" if node is not None else "the graph"
+        raise UserError(
+            f"the model's quantized ops cannot be turned back into float: rewriting {where} failed "
+            f"({type(exc).__name__}: {str(exc).strip()[:160]})",
+            "this is an edgepack bug; please report it with the model. Exporting the float model (before "
+            "onnxruntime quantization) works around it: edgepack quantizes it itself") from exc
+    left = [n for n in g.graph.node if is_quantized(n)]
+    nested = [n for n in walk_graphs(g.graph) if is_quantized(n) and all(n is not m for m in left)]
     if left or nested:  # control-flow bodies are not rewritten: their names live in another scope
-        where = [f"{', '.join(left)} left after dequantizing"] * bool(left) + [
-            f"{', '.join(nested)} inside If/Loop bodies"] * bool(nested)
+        where = [f"{_named(left)} left after dequantizing"] * bool(left) + [
+            f"{_named(nested)} inside If/Loop bodies whose condition is not a constant"] * bool(nested)
         raise UserError(
             f"the model's quantized ops cannot be turned back into float: {'; '.join(where)}",
             "export the float model (before onnxruntime quantization) instead; edgepack quantizes it itself")

@@ -33,6 +33,8 @@ from __future__ import annotations
 
 from typing import Iterable
 
+from .rewriting import fresh_name
+
 # Ops that onnx2tf runs channels-last: their outputs really are transposed in TF.
 CHANNELS_LAST_OPS = frozenset({
     "Conv", "ConvTranspose", "ConvInteger", "QLinearConv", "DeformConv",
@@ -126,15 +128,6 @@ def _anchor_targets(proto, shapes, types) -> list[str]:
     return targets
 
 
-def _unique(name: str, used: set[str]) -> str:
-    candidate, k = name, 0
-    while candidate in used:
-        k += 1
-        candidate = f"{name}_{k}"
-    used.add(candidate)
-    return candidate
-
-
 def _rewire(proto, old: str, new: str, consumers: Iterable[str]) -> None:
     """Point the given ops' inputs at ``new`` instead of ``old``."""
     wanted = set(consumers)
@@ -177,10 +170,10 @@ def _anchor(proto, shapes, types) -> list[str]:
     for tensor in targets:
         width = shapes[tensor][-1]
         if width not in identities:
-            identities[width] = _unique(f"layout_anchor_identity_{width}", used)
+            identities[width] = fresh_name(f"layout_anchor_identity_{width}", used)
             proto.graph.initializer.append(numpy_helper.from_array(np.eye(width, dtype=np.float32), identities[width]))
-        anchored = _unique(f"{tensor}_layout_anchor", used)
-        after[tensor] = [helper.make_node("MatMul", [tensor, identities[width]], [anchored], name=_unique(anchored, used))]
+        anchored = fresh_name(f"{tensor}_layout_anchor", used)
+        after[tensor] = [helper.make_node("MatMul", [tensor, identities[width]], [anchored], name=fresh_name(anchored, used))]
         _rewire(proto, tensor, anchored, AXIS_TRUSTING_OPS)
     _insert(proto, after)
     shown = ", ".join(f"{t} {shapes[t]}" for t in targets[:3]) + (" ..." if len(targets) > 3 else "")
@@ -204,8 +197,8 @@ def _cast_vector_ids(proto, shapes, types) -> list[str]:
         if ids in constants or types.get(ids) != INT32 or shape is None or len(shape) > 1:
             continue
         if ids not in cast:
-            cast[ids] = _unique(f"{ids}_int64", used)
-            after[ids] = [helper.make_node("Cast", [ids], [cast[ids]], name=_unique(cast[ids], used), to=INT64)]
+            cast[ids] = fresh_name(f"{ids}_int64", used)
+            after[ids] = [helper.make_node("Cast", [ids], [cast[ids]], name=fresh_name(cast[ids], used), to=INT64)]
         node.input[1] = cast[ids]
     if not cast:
         return []

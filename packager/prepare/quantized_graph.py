@@ -12,6 +12,8 @@ import itertools
 
 import numpy as np
 
+from .rewriting import fresh_name
+
 MS_DOMAIN = "com.microsoft"
 STD_DOMAINS = ("", "ai.onnx")
 QDQ_OPS = ("QuantizeLinear", "DequantizeLinear")
@@ -46,6 +48,19 @@ def is_quantized(node) -> bool:
         return node.op_type in INTEGER_OPS
     return node.domain == MS_DOMAIN and (node.op_type.startswith(MS_QUANTIZED) or "Quant" in node.op_type
                                    or "Integer" in node.op_type)
+
+
+def constant_value(node) -> np.ndarray | None:
+    """The value of a standard ``Constant`` node, whichever attribute holds it (None for strings, sparse)."""
+    from onnx import helper, numpy_helper
+
+    if node.op_type != "Constant" or node.domain not in STD_DOMAINS or len(node.attribute) != 1:
+        return None
+    attr = node.attribute[0]
+    if attr.name == "value":
+        return numpy_helper.to_array(attr.t)
+    dtypes = {"value_float": np.float32, "value_floats": np.float32, "value_int": np.int64, "value_ints": np.int64}
+    return np.array(helper.get_attribute_value(attr), dtypes[attr.name]) if attr.name in dtypes else None
 
 
 def walk_graphs(graph):
@@ -102,8 +117,9 @@ class QuantizedGraph:
         self.opset = next((o.version for o in proto.opset_import if o.domain in STD_DOMAINS), 1)
         self.const = {i.name: numpy_helper.to_array(i) for i in self.graph.initializer}
         for node in self.graph.node:
-            if node.op_type == "Constant" and node.attribute and node.attribute[0].name == "value":
-                self.const[node.output[0]] = numpy_helper.to_array(node.attribute[0].t)
+            value = constant_value(node)
+            if value is not None:
+                self.const[node.output[0]] = value
         self.rank = {v.name: len(v.type.tensor_type.shape.dim)
                      for v in itertools.chain(self.graph.input, self.graph.value_info, self.graph.output)
                      if v.type.tensor_type.HasField("shape")}
@@ -113,7 +129,15 @@ class QuantizedGraph:
         self.names = {n for node in self.nodes for n in itertools.chain(node.input, node.output)} | set(self.const)
         self.alias: dict[str, str] = {}
         self.counts: collections.Counter = collections.Counter()
+        self.current = None  # the node a rewrite is looking at (``each``), named if it fails
         self.index()
+
+    def each(self):
+        """The nodes, one by one, each remembered as ``current`` while a rewrite looks at it."""
+        for node in list(self.nodes):
+            self.current = node
+            yield node
+        self.current = None
 
     def index(self):
         """Recompute producer/consumer maps after the node list changed."""
@@ -124,12 +148,7 @@ class QuantizedGraph:
                 self.consumers[name].append(node)
 
     def fresh(self, base: str) -> str:
-        name, k = base, 0
-        while name in self.names:
-            k += 1
-            name = f"{base}_{k}"
-        self.names.add(name)
-        return name
+        return fresh_name(base, self.names)
 
     def add_const(self, base: str, value: np.ndarray, exact: bool = False) -> str:
         from onnx import numpy_helper
@@ -201,6 +220,3 @@ class QuantizedGraph:
         self.nodes.extend(self.node("Identity", [final(o)], [o]) for o in self.outputs if o in self.alias)
         self.alias.clear()
         self.index()
-
-
-# --- dynamic quantization ------------------------------------------------------------------------------

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import collections
 
+from .errors import NotApplicable
+
 
 def _op_counts(proto) -> collections.Counter:
     return collections.Counter(n.op_type for n in proto.graph.node)
@@ -21,10 +23,15 @@ def run(proto) -> list[str]:
     before = _op_counts(proto)
     # onnxsim 0.8 fuses attention into com.microsoft Attention/GroupQueryAttention,
     # which onnx2tf has no handler for (every strategy then fails).
-    simplified, ok = simplify(proto, check_n=0, perform_optimization=True,
-                              skipped_optimizers=["fuse_attention", "fuse_gqa"])
+    try:
+        simplified, ok = simplify(proto, check_n=0, perform_optimization=True,
+                                  skipped_optimizers=["fuse_attention", "fuse_gqa"])
+    except Exception as exc:  # onnxsim folds through onnxruntime, which refuses some graphs
+        text = str(exc).strip()
+        raise NotApplicable(f"onnxsim could not simplify this graph: {type(exc).__name__}"
+                            + (f": {text.splitlines()[0][:160]}" if text else "")) from exc
     if not ok:
-        return []
+        raise NotApplicable("onnxsim's simplified graph did not pass its own check")
     after = _op_counts(simplified)
     if before == after and len(simplified.graph.initializer) == len(proto.graph.initializer):
         return []

@@ -27,6 +27,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .rewriting import fresh_name
+
 
 def channels_last_axis(axis: int, rank: int) -> int:
     """Where onnx2tf puts ONNX ``axis`` of a rank-``rank`` tensor it lays out channels-last."""
@@ -132,14 +134,7 @@ def _namer(proto):
     taken = {n.name for n in proto.graph.node} | {t.name for t in proto.graph.initializer}
     taken |= {name for n in proto.graph.node for name in (*n.input, *n.output)}
 
-    def fresh(base: str) -> str:
-        name, k = base, 1
-        while name in taken:
-            name, k = f"{base}_{k}", k + 1
-        taken.add(name)
-        return name
-
-    return fresh
+    return lambda base: fresh_name(base, taken)
 
 
 def _used_names(graph) -> set[str]:

@@ -10,7 +10,9 @@ from onnx import TensorProto, helper, numpy_helper
 
 from edge_runtime.errors import UserError
 from packager.layout import cosine
-from packager.prepare import dequantize
+from packager.prepare import dequantize, prepare
+from tests.conftest import run_cli
+from tests.fixtures import prequantized
 
 QUANTIZED = {"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "MatMulInteger", "ConvInteger",
              "QLinearConv", "QLinearMatMul"}
@@ -107,28 +109,8 @@ def _run(proto, feeds):
     return session.run(None, feeds)
 
 
-class _Reader:
-    """A tiny CalibrationDataReader (duck-typed: quantize_static only calls get_next)."""
-
-    def __init__(self, proto):
-        self.feeds = iter([_feeds(proto, seed) for seed in range(8)])
-
-    def get_next(self):
-        return next(self.feeds, None)
-
-
 def _quantize(tmp_path, proto, how, **options):
-    from onnxruntime.quantization import QuantFormat, quantize_dynamic, quantize_static
-
-    source, target = tmp_path / "float.onnx", tmp_path / f"{how}.onnx"
-    onnx.save(proto, source)
-    if how == "dynamic":
-        options.setdefault("op_types_to_quantize", ["Conv", "MatMul", "Gemm", "LSTM", "Gather"])
-        quantize_dynamic(source, target, **options)
-    else:
-        fmt = QuantFormat.QDQ if how == "qdq" else QuantFormat.QOperator
-        quantize_static(source, target, _Reader(proto), quant_format=fmt, **options)
-    return onnx.load(target)
+    return prequantized.quantize(proto, how, tmp_path / how, [_feeds(proto, seed) for seed in range(8)], **options)
 
 
 def _dequantize(float_model, quantized, float_bar, quant_bar=0.99):
@@ -262,7 +244,7 @@ def test_quantized_op_it_cannot_undo_is_a_user_error():
     proto = _mlp()
     proto.graph.node.append(helper.make_node("QAttention", ["y", "w1"], ["att"], domain="com.microsoft"))
     proto.graph.output.append(helper.make_tensor_value_info("att", TensorProto.FLOAT, None))
-    with pytest.raises(UserError, match="cannot be turned back into float: QAttention left"):
+    with pytest.raises(UserError, match=r"cannot be turned back into float: QAttention \(att\) left after"):
         dequantize.run(proto)
 
 
@@ -300,3 +282,120 @@ def test_single_quantized_ops_match_onnxruntime(op, attrs, shape):
     assert after.shape == before.shape and np.abs(after - before).max() <= 0.0201  # one output step, at most
     if op == "Pad":
         assert np.isclose(after[0, 0, 0, 0], (200 - 128) * 0.02)
+
+
+# --- weights and scales in Constant nodes, a BiLSTM tagger, quantized ops inside If bodies ------------------
+
+
+def _scalars_as_attributes(proto):
+    """Scalar float Constant nodes written with ``value_float``, as some graph tools leave scales."""
+    for node in proto.graph.node:
+        if node.op_type == "Constant" and node.attribute[0].name == "value":
+            value = numpy_helper.to_array(node.attribute[0].t)
+            if value.shape == () and value.dtype == np.float32:
+                node.ClearField("attribute")
+                node.attribute.append(helper.make_attribute("value_float", float(value)))
+    return proto
+
+
+@pytest.mark.parametrize("how,build", [("dynamic", _convnet), ("dynamic", _mlp), ("dynamic", _embedding),
+                                       ("dynamic", lambda: _lstm("bidirectional")), ("qdq", _convnet),
+                                       ("qdq", _embedding), ("qoperator", _convnet), ("qoperator", _mlp)])
+def test_weights_and_scales_in_constant_nodes(tmp_path, how, build):
+    """Input-less Constant nodes anywhere in the graph (the pass once read their input[0] and was skipped)."""
+    proto = build()
+    quantized = prequantized.with_constant_nodes(_quantize(tmp_path, proto, how))
+    if how == "qdq":
+        _scalars_as_attributes(quantized)
+    assert not quantized.graph.initializer and any(n.op_type == "Constant" for n in quantized.graph.node)
+    float_bar = 0.9 if (how, build) == ("qoperator", _convnet) else 0.999
+    result, ops, _ = _dequantize(proto, quantized, float_bar=float_bar)
+    assert not any(n.op_type in QDQ_KEPT for n in result.graph.node)
+
+
+QDQ_KEPT = ("QuantizeLinear", "DequantizeLinear")
+
+
+def test_bilstm_char_tagger_from_quantize_dynamic(tmp_path):
+    """DynamicQuantizeLSTM, MatMulInteger and a uint8 embedding behind Constant nodes, through the stage:
+    the prepared graph is checked against the quantized original in onnxruntime."""
+    path = prequantized.char_tagger_dynamic(tmp_path / "tagger.onnx")
+    proto = onnx.shape_inference.infer_shapes(onnx.load(path))
+    assert {"DynamicQuantizeLSTM", "MatMulInteger"} <= {n.op_type for n in proto.graph.node}
+    samples = prequantized.tagger_samples(12)
+    before = [_run(proto, {"chars": samples["chars"][i:i + 1]})[0] for i in range(12)]
+    report = prepare(proto, {"chars": samples["chars"][:, None]})
+    assert "dequantize: DynamicQuantizeLSTM -> LSTM x1" in report.changes
+    assert "dequantize: Gather on 8-bit tensors -> float x1" in report.changes
+    assert not any(c.startswith("dequantize: kept") for c in report.changes)
+    assert not any(n.domain == "com.microsoft" or n.op_type in QUANTIZED for n in proto.graph.node)
+    after = [_run(proto, {"chars": samples["chars"][i:i + 1]})[0] for i in range(12)]
+    assert report.cosine["tags"] >= 0.999
+    agree = np.mean([(a.argmax(-1) == b.argmax(-1)).mean() for a, b in zip(before, after)])
+    assert agree >= 0.99  # per-position classes: only the activations' own rounding is gone
+
+
+def _rate_switch_conv():
+    """x [1, 3, 8, 8], mode (int64 scalar) -> If(mode == 1) picks one of two Conv+Relu branches -> Gemm."""
+    rng = np.random.default_rng(9)
+
+    def branch(name):
+        nodes = [helper.make_node("Conv", ["x", f"{name}_w"], [f"{name}_c"], pads=[1, 1, 1, 1]),
+                 helper.make_node("Relu", [f"{name}_c"], [f"{name}_y"])]
+        return helper.make_graph(nodes, name, [], [helper.make_tensor_value_info(f"{name}_y", TensorProto.FLOAT,
+                                                                               [1, 4, 8, 8])],
+                                 [_tensor(f"{name}_w", rng, (4, 3, 3, 3))])
+
+    nodes = [helper.make_node("Equal", ["mode", "one"], ["is_one"]),
+             helper.make_node("If", ["is_one"], ["feat"], then_branch=branch("a"), else_branch=branch("b")),
+             helper.make_node("Reshape", ["feat", "flat"], ["f"]), helper.make_node("Gemm", ["f", "wo"], ["y"])]
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8]),
+                     helper.make_tensor_value_info("mode", TensorProto.INT64, [])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 5])],
+        [numpy_helper.from_array(np.array(1, np.int64), "one"), numpy_helper.from_array(np.array([1, 256]), "flat"),
+         _tensor("wo", rng, (256, 5), 0.1)])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+
+
+def test_conv_integer_inside_the_branch_taken(tmp_path):
+    """quantize_dynamic with EnableSubgraph puts ConvInteger chains inside If bodies: with the condition
+    fixed (a configuration input frozen), the branch joins the main graph first and dequantizes there."""
+    proto = _rate_switch_conv()
+    quantized = _quantize(tmp_path, proto, "dynamic", extra_options={"EnableSubgraph": True})
+    branch = next(a.g for n in quantized.graph.node if n.op_type == "If" for a in n.attribute)
+    assert "ConvInteger" in {n.op_type for n in branch.node}
+    live = onnx.ModelProto()
+    live.CopyFrom(quantized)
+    with pytest.raises(UserError, match=r"DynamicQuantizeLinear \(x_QuantizeLinear\) left after dequantizing; "
+                                        r"ConvInteger \(.+\) inside If/Loop bodies whose condition is not a constant"):
+        dequantize.run(live)  # mode still an input: no branch to take (the x it quantizes is outside them)
+    frozen = onnx.ModelProto()
+    frozen.CopyFrom(quantized)
+    del frozen.graph.input[1]
+    frozen.graph.initializer.append(numpy_helper.from_array(np.array(1, np.int64), "mode"))
+    x = np.random.default_rng(3).uniform(-1, 1, (6, 1, 3, 8, 8)).astype(np.float32)
+    report = prepare(frozen, {"x": x})
+    assert report.changes[:2] == ["branches: 1 If node(s) with a constant condition replaced by the branch taken "
+                                  "(then)", "dequantize: ConvInteger -> Conv x1"]
+    assert not {n.op_type for n in frozen.graph.node} & QUANTIZED
+    for sample in x:
+        reference = _run(proto, {"x": sample, "mode": np.array(1, np.int64)})[0]
+        assert cosine(reference, _run(frozen, {"x": sample})[0]) >= 0.999
+
+
+@pytest.mark.slow
+def test_prequantized_tagger_builds_to_a_bundle_that_holds_the_bar(tmp_path):
+    """The BiLSTM tagger as quantize_dynamic left it (Constant nodes, DynamicQuantizeLSTM): built end to end,
+    our own calibration quantizes the dequantized graph, and the bundle holds the bar."""
+    import json
+
+    model = prequantized.char_tagger_dynamic(tmp_path / "tagger.onnx")
+    np.savez(tmp_path / "calib.npz", **prequantized.tagger_samples(48))
+    run_cli("packager", "build", model, "--target", "rpi4", "--calibration", tmp_path / "calib.npz",
+            "--no-wheels", "-o", tmp_path / "dist")
+    manifest = json.loads((tmp_path / "dist" / "tagger-rpi4" / "manifest.json").read_text())
+    changes = manifest["preparation"]["changes"]
+    assert "dequantize: DynamicQuantizeLSTM -> LSTM x1" in changes and not any("skipped" in c for c in changes)
+    assert manifest["precision"]["meets_bar"] and min(manifest["float_conversion_cosine"].values()) >= 0.999
+    assert manifest["fidelity"]["outputs"]["tags"]["kind"] == "tags"

@@ -7,6 +7,7 @@ import pytest
 
 from edge_runtime.errors import UserError
 from packager.prepare import PASSES, Pass, prepare
+from packager.prepare.errors import NotApplicable
 from tests.fixtures.models import dynamic_conv, switch_on_rate
 
 
@@ -75,14 +76,30 @@ def test_a_pass_that_changes_the_results_stops_the_build_naming_it(tmp_path):
     assert "output 'y' has cosine -1.00000" in message
 
 
-def test_a_pass_that_crashes_leaves_the_graph_as_it_was(tmp_path):
+def test_a_pass_that_crashes_stops_the_build_naming_it(tmp_path):
+    """Never a silent skip: a skipped pass leaves the converters ops they fail on, far from the cause."""
     proto = onnx.load(str(switch_on_rate(tmp_path / "switch.onnx")))
-    before = proto.SerializeToString()
 
     def crash(p):
         del p.graph.node[:]
-        raise RuntimeError("cannot handle this graph")
+        raise IndexError("list index out of range")
 
-    report = prepare(proto, _samples([1, 8]), passes=(Pass("crashing", crash, exact=True),))
+    with pytest.raises(UserError) as err:
+        prepare(proto, _samples([1, 8]), passes=(Pass("crashing", crash, exact=True),))
+    assert err.value.message == ("graph preparation failed: pass 'crashing' raised IndexError: list index out of "
+                                 "range")
+    assert "edgepack bug" in err.value.hint
+
+
+def test_a_pass_that_does_not_apply_says_why_and_leaves_the_graph(tmp_path):
+    proto = onnx.load(str(switch_on_rate(tmp_path / "switch.onnx")))
+    before = proto.SerializeToString()
+
+    def refuse(p):
+        del p.graph.node[:]
+        raise NotApplicable("onnxsim could not simplify this graph: RuntimeError: no kernel")
+
+    report = prepare(proto, _samples([1, 8]), passes=(Pass("refusing", refuse, exact=True),))
     assert proto.SerializeToString() == before
-    assert report.changes == ["crashing: skipped (RuntimeError: cannot handle this graph)"]
+    assert report.changes == ["refusing: does not apply (onnxsim could not simplify this graph: RuntimeError: "
+                              "no kernel)"]
