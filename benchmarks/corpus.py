@@ -20,41 +20,56 @@ sys.path.insert(0, str(ROOT))
 from tests.fixtures.corpus import CORPUS, build_and_compare  # noqa: E402
 
 
+TASKS = (("top1", "top-1", ".1%"), ("exact_match", "strings", ".1%"), ("detection_f1", "det F1", ".3f"),
+         ("f1", "F1", ".3f"))
+
+
+def task(step: dict) -> str:
+    """A step's task figure (the first the bar judged), else its worst cosine."""
+    for key, label, spec in TASKS:
+        if step.get(key) is not None:
+            return f"{label} {format(step[key], spec)}"
+    return "-" if step.get("cosine") is None else f"cos {step['cosine']:.4f}"
+
+
+def kinds(manifest: dict) -> str:
+    return ",".join(sorted({o["kind"]["kind"] for o in manifest["outputs"] if isinstance(o.get("kind"), dict)}))
+
+
 def row(result) -> str:
     m = result.manifest
     prep = m["preparation"]
     float_cos = min(m["float_conversion_cosine"].values())
-    top1 = result.top1()
-    size_kb = (result.bundle / "model.tflite").stat().st_size / 1024
     steps = m["precision"]["steps"]
     first, chosen = steps[0], next(s for s in steps if s["step"] == m["precision"]["step"])
-    latency = chosen["latency_ms"] / first["latency_ms"] if first["latency_ms"] else float("nan")
+    fresh = result.fresh_task()
     return (f"{result.entry.name:<18} {prep['nodes_before']:>4}->{prep['nodes_after']:<4} "
-            f"{m['converter']['strategy']:<20} {float_cos:>8.5f} {chosen['step'][:26]:<26} "
-            f"{first['cosine']:>7.4f} {result.worst_cosine():>7.4f} "
-            f"{'-' if top1 is None else f'{top1 * 100:.1f}%':>7} {chosen['float_ops']:>5} "
-            f"{size_kb:>7.0f} {latency:>6.2f}x {len(steps):>5} {result.build_seconds:>7.1f}")
+            f"{m['converter']['strategy']:<20} {float_cos:>8.5f} {kinds(m)[:20]:<20} {chosen['step'][:26]:<26} "
+            f"{task(first):>14} {task(chosen):>14} {fresh:>14} {chosen.get('float_compute_ops', 0):>5} "
+            f"{chosen['xnnpack_partitions']:>4}/{result.float_partitions():<4} "
+            f"{(result.bundle / 'model.tflite').stat().st_size / 1024:>7.0f} {len(steps):>5} "
+            f"{result.build_seconds:>7.1f}")
 
 
 def ladder(result) -> str:
     def fig(value, spec):
         return "-" if value is None else format(value, spec)
 
-    rows = [f"  {result.entry.name}:"]
+    rows = [f"  {result.entry.name}: {result.manifest['precision']['why']}"]
     for s in result.manifest["precision"]["steps"]:
         chosen = "*" if s["step"] == result.manifest["precision"]["step"] else " "
-        rows.append(f"   {chosen} {s['step'][:34]:<34} cos {fig(s['cosine'], '.4f')} ch {fig(s['channel_cosine'], '.3f')} "
-                    f"top-1 {fig(s['top1'], '.3f')} F1 {fig(s['f1'], '.3f')} float {s['float_ops']:>3} "
-                    f"{s['size'] / 1024:>6.0f} KB {s['latency_ms']:>8.3f} ms part {s['xnnpack_partitions']:>2} "
-                    f"{s['seconds']:>5.1f} s {'holds' if s['meets_bar'] else 'below'}"
-                    f"{'; ' + s['note'][:60] if s['note'] else ''}")
+        verdict = ("passed over: " + s["passed_over"]) if s.get("passed_over") else (
+            "holds" if s["meets_bar"] else "below")
+        rows.append(f"   {chosen} {s['step'][:34]:<34} {task(s):>14} cos {fig(s['cosine'], '.4f')} "
+                    f"float {s.get('float_compute_ops', 0):>3} {s['size'] / 1024:>6.0f} KB "
+                    f"{s['latency_ms']:>8.3f} ms part {s['xnnpack_partitions']:>2} {s['seconds']:>5.1f} s {verdict}")
     return "\n".join(rows)
 
 
 def main(names: list[str]) -> int:
-    header = (f"{'model':<18} {'nodes':>10} {'strategy':<20} {'float cos':>8} {'chosen step':<26} "
-              f"{'before':>7} {'after':>7} {'top-1':>7} {'float':>5} {'size KB':>7} {'vs int8':>7} {'steps':>5} "
-              f"{'build s':>7}")
+    header = (f"{'model':<18} {'nodes':>10} {'strategy':<20} {'float cos':>8} {'output kinds':<20} "
+              f"{'chosen step':<26} {'int8 min/max':>14} {'chosen':>14} {'new samples':>14} {'float':>5} "
+              f"{'parts i/f':>9} {'size KB':>7} {'steps':>5} {'build s':>7}")
     lines, ladders, failed = [header], [], 0
     with tempfile.TemporaryDirectory(prefix="edgepack-corpus-") as tmp:
         for entry in CORPUS:
@@ -73,15 +88,15 @@ def main(names: list[str]) -> int:
             for change in result.manifest["preparation"]["changes"]:
                 print(f"  {entry.name}: {change}", file=sys.stderr)
     print("\n".join(lines))
-    print("\nThe precision ladder per model (host figures; cos = worst output's mean cosine on the build's held-out "
-          "samples; ch = worst channel; F1 = score map; ms = XNNPACK, 2 threads; part = XNNPACK partitions):")
+    print("\nThe precision ladder per model, with why the chosen step won (host figures; the task figure is what the "
+          "bar judges each output by: top-1 for classes and tags, strings for CTC, F1 after NMS for detections, "
+          "per-channel F1 for score maps, else cosine; part = XNNPACK partitions, 2 threads):")
     print("\n".join(ladders))
     print("\nnodes: ONNX nodes before -> after graph preparation; float cos: converted float model vs onnxruntime "
-          "(worst output); chosen step: the precision ladder's first step that holds the bar; before: full int8 with "
-          "min/max ranges (the ladder's first step, build's held-out samples, worst output's mean cosine); after: the "
-          "shipped bundle through edge-run vs float onnxruntime on new samples (each output over all samples; the "
-          "worst output); top-1: argmax agreement for class scores; float: ops left float on purpose; vs int8: host "
-          "latency of the chosen step / full int8 (XNNPACK, 2 threads); steps: ladder steps tried.")
+          "(worst output); output kinds: as the build inferred them; int8 min/max: the ladder's first step, on the "
+          "build's held-out samples; chosen: the shipped step's task figure there; new samples: the bundle through "
+          "edge-run vs float onnxruntime on samples the build never saw; float: float compute ops in the shipped "
+          "model; parts i/f: XNNPACK partitions of the shipped model / of float32; steps: ladder steps tried.")
     return 1 if failed else 0
 
 

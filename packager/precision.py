@@ -176,4 +176,5 @@ def precision_entry(opts, outcome: Outcome, bar: Bar) -> dict:
         "accepted_low_fidelity": not chosen.meets,
         "shortfalls": chosen.missing,
         "steps": [s.row() for s in outcome.steps],
+        "float32_reference": outcome.float32,
     }

@@ -130,10 +130,12 @@ class Ladder:
         return step.meets and not step.passed_over
 
     def _done(self, step: Step | None) -> Outcome:
+        reference = None if self.float32 is None else {k: round(v, 3) if isinstance(v, float) else v
+                                                        for k, v in vars(self.float32).items()}
         if step is None:
-            return Outcome(None, self.steps, "no step held the bar")
+            return Outcome(None, self.steps, "no step held the bar", reference)
         if step is self.steps[0]:
-            return Outcome(step, self.steps, "full int8 with min/max ranges holds the bar")
+            return Outcome(step, self.steps, "full int8 with min/max ranges holds the bar", reference)
         failed = [s for s in self.steps if s is not step and not s.meets]
         slow = [s for s in self.steps if s is not step and s.meets]
         why = f"{step.name} is the first step that holds the bar"
@@ -141,7 +143,7 @@ class Ladder:
             why += f"; below it: {', '.join(s.name for s in failed)}"
         if slow:
             why += "; held it but passed over for speed: " + ", ".join(f"{s.name} ({s.passed_over})" for s in slow)
-        return Outcome(step, self.steps, why)
+        return Outcome(step, self.steps, why, reference)
 
 
 def float_model(tflite: bytes, precision: str) -> Quantized:

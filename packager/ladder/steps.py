@@ -42,6 +42,7 @@ class Outcome:
     chosen: Step | None
     steps: list[Step]
     why: str
+    float32: dict | None = None  # the float32 reference: latency_ms and partitions on this host, board_ms
 
 
 SHOWN = (("top1", "top-1", ".1%"), ("exact_match", "strings", ".1%"), ("f1", "F1", ".3f"),
