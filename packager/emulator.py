@@ -40,9 +40,10 @@ EMULATORS = {
     "aarch64": ("qemu-aarch64-static", "arm64"),
 }
 # What a Raspberry Pi OS Lite image brings that the bundle relies on.
-# openssh-client: ssh-keygen, which checks a signed bundle against the pinned key.
+# openssh-client: ssh-keygen, which checks a signed bundle against the pinned key. tar and gzip: a board unpacks
+# the bundle's .tar.gz (the fleet's Ansible role does, as a user would).
 ROOTFS_PACKAGES = ("python3", "python3-venv", "libstdc++6", "libgcc-s1", "coreutils", "dash", "sed", "grep",
-                   "findutils", "ca-certificates", "openssh-client")
+                   "findutils", "ca-certificates", "openssh-client", "tar", "gzip")
 # What /proc/cpuinfo says on the real board, per profile cpu: (part, features).
 # The host's x86 cpuinfo would crash TFLite's CPU probe (and lie to it).
 CPU_INFO = {
@@ -112,6 +113,21 @@ def rootfs_dir(profile: Profile) -> Path:
     return cache_root() / "rootfs" / f"{profile.os['debian_suite']}-{debian_arch}-{spec}"
 
 
+# proot -q makes this empty, mode-000 file in the tree while a run lasts (and removes it at exit): a tree in use by
+# another run (a fleet of boards, tests side by side) is not a corrupt one.
+PROOT_GLUE = ("etc/ld.so.preload",)
+
+
+def _proot_glue(root: Path, rel: str) -> bool:
+    if rel not in PROOT_GLUE:
+        return False
+    try:
+        info = (root / rel).lstat()
+    except OSError:  # gone since the walk: the run that made it ended
+        return True
+    return info.st_size == 0 and info.st_mode & 0o7777 == 0
+
+
 def check_rootfs(cache: Path, spec: dict) -> str | None:
     """Why the cached tree cannot be used, or None when it is intact."""
     record = cache / CHECKSUMS
@@ -130,7 +146,7 @@ def check_rootfs(cache: Path, spec: dict) -> str | None:
             return f"{rel} is missing"
         if actual[rel] != digest:
             return f"{rel} was modified"
-    extra = sorted(set(actual) - set(expected))
+    extra = sorted(rel for rel in set(actual) - set(expected) if not _proot_glue(cache / "root", rel))
     if extra:
         return f"{extra[0]} appeared"
     return None
@@ -235,15 +251,19 @@ def cpuinfo(profile: Profile) -> str:
     return f"{cpus}\nModel\t\t: {profile.human_name}\n"
 
 
-def _proot(qemu: str, cpu: str, root: Path, binds: list[tuple[str, str]], workdir: str, script: str) -> list[str]:
+def guest_command(qemu: str, cpu: str, root: Path, binds: list[tuple[str, str]], workdir: str,
+                  env: dict[str, str] | None = None) -> list[str]:
+    """The argv that starts a program inside the tree (the caller appends it): proot + QEMU with ``cpu``,
+    the host folders ``binds`` mounted (host, guest), a clean environment plus ``env``."""
     cmd = ["proot", "-q", f"{qemu} -cpu {cpu}", "-r", str(root), "-b", "/proc", "-b", "/sys", "-b", "/dev"]
     for host, guest in binds:
         cmd += ["-b", f"{host}:{guest}"]
-    return cmd + [
-        "-w", workdir,
-        "/usr/bin/env", "-i", "HOME=/root", "PATH=/usr/local/bin:/usr/bin:/bin", "LANG=C.UTF-8",
-        "/bin/sh", "-c", script,
-    ]
+    settings = {"HOME": "/root", "PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", **(env or {})}
+    return cmd + ["-w", workdir, "/usr/bin/env", "-i", *(f"{k}={v}" for k, v in settings.items())]
+
+
+def _proot(qemu: str, cpu: str, root: Path, binds: list[tuple[str, str]], workdir: str, script: str) -> list[str]:
+    return guest_command(qemu, cpu, root, binds, workdir) + ["/bin/sh", "-c", script]
 
 
 def run_on_device(profile: Profile, bundle: Path, script: str, cwd: Path | None = None,
