@@ -124,7 +124,7 @@ class Fleet:
             raise
 
     def _start_board(self, board: Board) -> None:
-        for folder in ("home", "tmp", "opt", "etc/edgepack"):
+        for folder in ("home", "tmp", "etc/edgepack"):
             board.path(folder).mkdir(parents=True, exist_ok=True)
         board.path("cpuinfo").write_text(emulator.cpuinfo(board.profile))
         board.path("passwd").write_text(f"root:x:0:0:root:{board.path('home')}:/bin/sh\n")
@@ -161,11 +161,12 @@ class Fleet:
         qemu, _ = emulator.emulator_for(board.profile)
         state = str(board.state)
         # Every place a board writes is its own: its home (root's, in its own passwd: Ansible's ~root must name
-        # the same path inside and out), /tmp, /var/tmp, /opt. Only paths the tree has are mounted over: proot
-        # makes a placeholder in the tree for any other, and the tree is shared and checked.
-        binds = [(state, state), (f"{state}/passwd", "/etc/passwd"), (f"{state}/home", "/root"),
-                 (f"{state}/tmp", "/tmp"), (f"{state}/tmp", "/var/tmp"), (f"{state}/opt", "/opt"),
-                 (f"{state}/cpuinfo", "/proc/cpuinfo")]
+        # the same path inside and out), /tmp and /var/tmp; what it installs goes under its state folder too. A
+        # folder mounted at a second name would be seen by that name too (pwd -P), where proot cannot translate
+        # every call; and only paths the tree has are mounted over (proot makes a placeholder in the tree for
+        # any other). The tree is shared: stop() checks that no board wrote into it.
+        binds = [(state, state), (f"{state}/passwd", "/etc/passwd"), (f"{state}/tmp", "/tmp"),
+                 (f"{state}/tmp", "/var/tmp"), (f"{state}/cpuinfo", "/proc/cpuinfo")]
         settings = {"HOME": f"{state}/home", "USER": "root", "LOGNAME": "root", "TMPDIR": f"{state}/tmp",
                     "EDGEPACK_TRUST_DIR": f"{state}/etc/edgepack", **board.env}
         command = emulator.guest_command(qemu, board.profile.cpu, emulator.rootfs_dir(board.profile) / "root",
