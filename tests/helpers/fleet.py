@@ -14,8 +14,8 @@ So a board's install prefix is a path under ``board.state``, the same inside and
 
 The board's commands share the host's network namespace (a served model is then reachable on the board's
 address, as on a LAN), and nothing here leaves loopback. ``Fleet.stop()`` ends every process the fleet
-started, sessions and what they left running included (found by a marker in their environment), and
-checks that none is left.
+started, sessions and what they left running included (found by a marker in their environment), checks
+that none is left, and that no board wrote into the shared tree.
 
     with Fleet(tmp, [("pi-01", "rpi4"), ("zero-01", "zero2w")]) as fleet:
         fleet.ssh(fleet.boards[0], "uname -m").stdout  # 'aarch64\\n'
