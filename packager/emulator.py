@@ -41,9 +41,10 @@ EMULATORS = {
     "aarch64": ("qemu-aarch64-static", "arm64"),
 }
 # What a Raspberry Pi OS Lite image brings that the bundle relies on.
-# openssh-client: ssh-keygen, which checks a signed bundle against the pinned key.
+# openssh-client: ssh-keygen, which checks a signed bundle against the pinned key. tar and gzip: a board unpacks
+# the bundle's .tar.gz (the fleet's Ansible role does, as a user would).
 ROOTFS_PACKAGES = ("python3", "python3-venv", "libstdc++6", "libgcc-s1", "coreutils", "dash", "sed", "grep",
-                   "findutils", "ca-certificates", "openssh-client")
+                   "findutils", "ca-certificates", "openssh-client", "tar", "gzip")
 # What /proc/cpuinfo says on the real board, per profile cpu: (part, features).
 # The host's x86 cpuinfo would crash TFLite's CPU probe (and lie to it).
 CPU_INFO = {
@@ -116,6 +117,21 @@ def rootfs_dir(profile: Profile) -> Path:
     return cache_root() / "rootfs" / f"{profile.os['debian_suite']}-{debian_arch}-{spec}"
 
 
+# proot -q makes this empty, mode-000 file in the tree while a run lasts (and removes it at exit): a tree in use by
+# another run (a fleet of boards, tests side by side) is not a corrupt one.
+PROOT_GLUE = ("etc/ld.so.preload",)
+
+
+def _proot_glue(root: Path, rel: str) -> bool:
+    if rel not in PROOT_GLUE:
+        return False
+    try:
+        info = (root / rel).lstat()
+    except OSError:  # gone since the walk: the run that made it ended
+        return True
+    return info.st_size == 0 and info.st_mode & 0o7777 == 0
+
+
 def check_rootfs(cache: Path, spec: dict) -> str | None:
     """Why the cached tree cannot be used, or None when it is intact."""
     record = cache / CHECKSUMS
@@ -134,7 +150,7 @@ def check_rootfs(cache: Path, spec: dict) -> str | None:
             return f"{rel} is missing"
         if actual[rel] != digest:
             return f"{rel} was modified"
-    extra = sorted(set(actual) - set(expected))
+    extra = sorted(rel for rel in set(actual) - set(expected) if not _proot_glue(cache / "root", rel))
     if extra:
         return f"{extra[0]} appeared"
     return None
@@ -312,6 +328,14 @@ def board(profile: Profile, root: Path, binds: list[tuple[str, str]] = (), user:
         (Path(tmp) / "cpuinfo").write_text(cpuinfo(profile))
         mounts = [(f"{tmp}/tmp", "/tmp"), (f"{tmp}/home", "/root"), (f"{tmp}/cpuinfo", "/proc/cpuinfo"), *binds]
         yield lambda argv: proot_command(qemu, profile.cpu, root, mounts, workdir, argv, user)
+
+
+def guest_command(qemu: str, cpu: str, root: Path, binds: list[tuple[str, str]], workdir: str,
+                  env: dict[str, str] | None = None) -> list[str]:
+    """The argv that starts a program inside the tree (the caller appends it): proot + QEMU with ``cpu``,
+    the host folders ``binds`` mounted (host, guest), a clean environment plus ``env``."""
+    settings = {**GUEST_ENV, **(env or {})}
+    return proot_command(qemu, cpu, root, binds, workdir, ["/usr/bin/env", "-i", *(f"{k}={v}" for k, v in settings.items())])
 
 
 def run_on_device(profile: Profile, bundle: Path, script: str, cwd: Path | None = None,

@@ -81,6 +81,19 @@ def digits_bundle(digits_fleet) -> Path:
 
 
 @pytest.fixture(scope="session")
+def fleet_build(digits, tmp_path_factory) -> tuple[Path, Path]:
+    """The example model built once for a fleet of two targets (rpi4, zero2w), signed: (the build's output
+    folder, holding digits-<target>/ and digits-<target>.tar.gz per target; the signing key, KEY.pub beside it)."""
+    out = tmp_path_factory.mktemp("fleet-build")
+    key = out / "release"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "release@build-host", "-f", str(key)],
+                   check=True, stdin=subprocess.DEVNULL)
+    run_cli("packager", "build", digits / "digits.onnx", "--target", "rpi4,zero2w",
+            "--calibration", digits / "calibration.npy", "-o", out / "dist", "--sign", key)
+    return out / "dist", key
+
+
+@pytest.fixture(scope="session")
 def ppocr_model() -> Path:
     path = Path(os.environ.get(PPOCR_ENV, PPOCR_DEFAULT))
     if not path.is_file():

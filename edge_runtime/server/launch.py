@@ -86,7 +86,7 @@ def serve(bundle: str, host: str, port: int, limits: Limits, threads: int | None
     device: where /metrics reads device health (default: /sys, vcgencmd on PATH).
     """
     from .. import load
-    from ..bundle import open_bundle
+    from ..bundle import open_bundle, sha256_file
     from ..interpreter import make_engine
     from ..model import Model
 
@@ -102,7 +102,10 @@ def serve(bundle: str, host: str, port: int, limits: Limits, threads: int | None
         return [first, *rest]
 
     target = manifest.get("target", {})
-    metrics = Metrics({"model": manifest["name"], "target": target.get("name", ""),
+    # version: install.sh --prefix's name for this bundle (<name>-<12 hex of manifest.json's sha256>), so a fleet's
+    # dashboard says which version each board serves.
+    version = f"{manifest['name']}-{sha256_file(folder / 'manifest.json')[:12]}"
+    metrics = Metrics({"model": manifest["name"], "target": target.get("name", ""), "version": version,
                        "source_sha256": manifest["source"]["sha256"][:16]}, model_fidelity(manifest), Drift(manifest),
                       device)
     service = Service(load_models, limits, manifest["name"], metrics)

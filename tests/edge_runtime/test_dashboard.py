@@ -10,37 +10,18 @@ device-health panels read a board the test gives every host: a sysfs tree
 
 import json
 import math
-import shutil
-import subprocess
 import threading
 import time
-import urllib.parse
-import urllib.request
 
 import numpy as np
 import pytest
 
-from tests.conftest import ROOT
-from tests.helpers.serve import Server, free_port, infer_body
 from tests.helpers.device_health import PI_UNDER_VOLTAGE, fake_board
+from tests.helpers.prometheus import DASHBOARD, JOB, Prometheus, panel_queries, wait_for
+from tests.helpers.serve import Server, infer_body
 
-DASHBOARD = ROOT / "dashboards" / "edge-run.json"
-JOB = "edge-run"
-# Grafana's $__rate_interval is at least four scrape intervals: 1 s scrapes here.
-VARIABLES = {"$__rate_interval": "15s", "$job": JOB, "$instance": ".*"}
-
-
-def panel_queries(dashboard: dict) -> list[tuple[str, str]]:
-    """(panel title, PromQL with the template variables filled in) for every target of every panel."""
-    out = []
-    for panel in dashboard["panels"]:
-        for target in panel["targets"]:
-            expr = target["expr"]
-            for name in sorted(VARIABLES, key=len, reverse=True):  # $__rate_interval before any shorter name
-                expr = expr.replace(name, VARIABLES[name])
-            assert "$" not in expr, f"{panel['title']}: a template variable the test does not know: {expr}"
-            out.append((panel["title"], expr))
-    return out
+# Grafana's $__rate_interval is at least four scrape intervals: 1 s scrapes here. One server: every board.
+VARIABLES = {"$__rate_interval": "15s", "$job": JOB, "$board": ".*", "$instance": ".*"}
 
 
 def test_dashboard_is_grafana_importable_json():
@@ -55,14 +36,6 @@ def test_dashboard_is_grafana_importable_json():
             "Delegate in use", "Process memory (RSS)", "Process CPU"} <= titles
 
 
-def query(port: int, expr: str) -> list:
-    url = f"http://127.0.0.1:{port}/api/v1/query?" + urllib.parse.urlencode({"query": expr})
-    with urllib.request.urlopen(url, timeout=10) as resp:
-        reply = json.load(resp)
-    assert reply["status"] == "success", reply
-    return reply["data"]["result"]
-
-
 @pytest.fixture(scope="module")
 def samples(digits):
     return np.load(digits / "test_x.npy")[:2]
@@ -70,46 +43,22 @@ def samples(digits):
 
 @pytest.fixture
 def prometheus(tmp_path):
-    """Start Prometheus; yields a function that points it at a target and returns its HTTP port."""
-    binary = shutil.which("prometheus")
-    if binary is None:
-        pytest.fail("the prometheus server is missing: `make promtool` installs Debian's prometheus package, "
-                    "which provides both /usr/bin/prometheus and promtool")
-    procs, logs = [], []
+    """Start Prometheus; yields a function that points it at a target and returns the running server."""
+    servers = []
 
-    def start(target_port: int) -> int:
-        port = free_port()
-        config = tmp_path / "prometheus.yml"
-        config.write_text(f"global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n"
-                          f"  - job_name: {JOB}\n    static_configs:\n      - targets: ['127.0.0.1:{target_port}']\n")
-        logs.append(open(tmp_path / "prometheus.log", "w"))
-        procs.append(subprocess.Popen(
-            [binary, f"--config.file={config}", f"--storage.tsdb.path={tmp_path / 'data'}",
-             f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn"],
-            stdout=subprocess.DEVNULL, stderr=logs[-1]))
-        return port
+    def start(target_port: int) -> Prometheus:
+        servers.append(Prometheus(tmp_path, f"  - job_name: {JOB}\n    static_configs:\n"
+                                            f"      - targets: ['127.0.0.1:{target_port}']\n"))
+        return servers[-1]
 
     yield start
-    for proc in procs:
-        proc.terminate()
-        proc.wait(timeout=30)
-    for log in logs:
-        log.close()
-
-
-def wait_for(what: str, check, seconds: float = 60):
-    deadline = time.monotonic() + seconds
-    while True:
-        value = check()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.5)
+    for server in servers:
+        server.stop()
 
 
 @pytest.mark.slow
 def test_every_panel_returns_data_from_a_real_prometheus(digits_bundle, samples, prometheus, tmp_path):
-    queries = panel_queries(json.loads(DASHBOARD.read_text()))
+    queries = panel_queries(json.loads(DASHBOARD.read_text()), VARIABLES)
     # A board on every host: sysfs thermal_zone0/temp in millidegrees, and a vcgencmd printing the Pi
     # firmware tool's output for under-voltage (throttled=0x50005).
     board = fake_board(tmp_path, temp="47250", throttled=PI_UNDER_VOLTAGE)
@@ -126,11 +75,11 @@ def test_every_panel_returns_data_from_a_real_prometheus(digits_bundle, samples,
     worker = threading.Thread(target=traffic, daemon=True)
     try:
         worker.start()
-        port = prometheus(srv.port)
-        wait_for("Prometheus to scrape edge-run five times", lambda: _scraped(port, 5))
+        prom = prometheus(srv.port)
+        wait_for("Prometheus to scrape edge-run five times", lambda: prom.scraped(5))
         empty, nan, values = [], [], {}
         for title, expr in queries:
-            result = query(port, expr)
+            result = prom.query(expr)
             values.setdefault(title, []).append([float(r["value"][1]) for r in result])
             if not result:
                 empty.append(f"{title}: {expr}")
@@ -146,19 +95,3 @@ def test_every_panel_returns_data_from_a_real_prometheus(digits_bundle, samples,
         worker.join(timeout=30)
         assert srv.stop() == 0
 
-
-def _ready(port: int) -> bool:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/-/ready", timeout=2) as resp:
-            return resp.status == 200
-    except OSError:
-        return False
-
-
-def _scraped(port: int, scrapes: int) -> bool:
-    """At least ``scrapes`` successful scrapes of edge-run in the last 15 s: every rate() window has samples."""
-    if not _ready(port):
-        return False
-    result = query(port, f'count_over_time(up{{job="{JOB}"}}[15s])')
-    up = query(port, f'up{{job="{JOB}"}}')
-    return bool(result) and float(result[0]["value"][1]) >= scrapes and up[0]["value"][1] == "1"

@@ -140,6 +140,24 @@ def test_corrupt_cached_rootfs_is_rebuilt_offline(tmp_path):
     assert emulator.check_rootfs(copy, emulator._spec(RPI4)) is None
 
 
+def test_a_tree_in_use_is_not_a_corrupt_tree(tmp_path):
+    """proot -q keeps an empty, mode-000 /etc/ld.so.preload in the tree while a run lasts: another run's check
+    (a fleet of boards, tests side by side) must not take it for corruption and rebuild the tree under them."""
+    cache, spec = tmp_path / "tree", emulator._spec(RPI4)
+    (cache / "root" / "etc").mkdir(parents=True)
+    (cache / "root" / "etc" / "hostname").write_text("edgepack-emulated\n")
+    (cache / emulator.CHECKSUMS).write_text(json.dumps({"spec": spec, "files": emulator._tree_checksums(cache / "root")}))
+    glue = cache / "root" / "etc" / "ld.so.preload"
+    glue.touch()
+    glue.chmod(0)
+    assert emulator.check_rootfs(cache, spec) is None
+    glue.chmod(0o644)  # a real file someone left there is a change
+    assert emulator.check_rootfs(cache, spec) == "etc/ld.so.preload appeared"
+    glue.write_text("/usr/lib/evil.so\n")
+    glue.chmod(0)
+    assert emulator.check_rootfs(cache, spec) == "etc/ld.so.preload appeared"
+
+
 def test_profile_cpu_is_what_qemu_emulates():
     info = emulator.cpuinfo(RPI4)
     assert info.count("processor\t:") == 4 and "CPU part\t: 0xd08" in info and "asimddp" not in info
