@@ -23,6 +23,7 @@ from .describe import describe, engine_lines, engine_report
 from .errors import UserError
 from .files import check_output, read_input, write_npz
 from .health import check_sample
+from .native_logs import quiet_process
 from .signals import exit_cleanly
 
 
@@ -275,6 +276,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    quiet_process()  # before a runtime loads (tensorflow.lite's, on a workstation, logs through absl)
     args = build_parser().parse_args(argv)
     try:
         with exit_cleanly():  # before any bundle is unpacked: a signal never leaves its temp folder behind

@@ -134,6 +134,17 @@ def test_bench_text_and_info(digits_bundle):
     assert "image [1, 1, 8, 8] float32 -> tflite [1, 8, 8, 1] int8" in info
 
 
+@pytest.mark.slow
+def test_edge_run_writes_nothing_on_stderr(digits, digits_bundle, tmp_path):
+    """Not a line from the runtime either ("INFO: Created TensorFlow Lite XNNPACK delegate for CPU." every call)."""
+    x = tmp_path / "x.npy"
+    np.save(x, np.load(digits / "test_x.npy")[:1])
+    for args in (("run", digits_bundle, "--input", x, "--output", tmp_path / "y.npz"),
+                 ("bench", digits_bundle, "--runs", "5"), ("info", digits_bundle)):
+        proc = run_cli("edge_runtime", *args)
+        assert proc.stdout and proc.stderr == "", (args, proc.stderr)
+
+
 def test_missing_bundle(capsys, tmp_path):
     err = edge_run_error(capsys, "info", tmp_path / "nothing")
     assert "does not exist" in err
