@@ -75,7 +75,7 @@ def cmd_bench(args) -> int:
         return 0
     lat = result["latency_ms"]
     print(f"model      {result['model']}")
-    print(f"runtime    {result['runtime']}, {result['threads']} threads")
+    print(f"runtime    {result['runtime']}, {threads_text(result['threads'], args.threads, model.manifest)}")
     print(f"engine     {model.engine.summary()}")
     if result["fallback"]:
         print(f"fallback   {result['fallback']}")
@@ -87,6 +87,15 @@ def cmd_bench(args) -> int:
     print(f"throughput {result['throughput_per_s']:.1f} inferences/s")
     print(f"peak RSS   {result['peak_rss_mb']:.1f} MB")
     return 0
+
+
+def threads_text(used: int, asked: int | None, manifest: dict) -> str:
+    """"N threads", and why when the target's default was more than this machine's cores."""
+    default = manifest.get("target", {}).get("default_threads")
+    threads = f"{used} thread{'s' * (used != 1)}"
+    if asked is None and default and used < default:
+        return f"{threads} (the target's default {default}, capped at the {used} core{'s' * (used != 1)} here)"
+    return threads
 
 
 def cmd_info(args) -> int:
