@@ -29,7 +29,7 @@ OCI_TOOLS := umoci skopeo
 TARGETS := rpi4 rpi5 zero2w arm64-trixie coral-usb
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install demo test check test-fast bench corpus corpus-models fixtures wheels emulator-tools oci-tools device \
+.PHONY: install demo readme test check test-fast bench corpus corpus-models fixtures wheels emulator-tools oci-tools device \
 	promtool clean
 
 install: $(STAMP)
@@ -107,6 +107,12 @@ DEMO_TARGET := rpi4
 demo: $(STAMP)
 	@$(PY) -m packager.fetch wheels $(DEMO_TARGET)
 	@$(PY) examples/digits/demo.py --target $(DEMO_TARGET)
+
+# The README's sample outputs, from a real run of its commands (examples/digits/readme_samples.py; the test
+# suite fails when they drift).
+readme: $(STAMP)
+	@$(PY) -m packager.fetch wheels $(DEMO_TARGET)
+	$(PY) examples/digits/readme_samples.py
 
 # The gate CI runs: every capability, two workers (the emulated boards in one group on one of them), then the
 # timing-sensitive tests alone. Prints the slowest tests and writes JUnit XML under build/.
