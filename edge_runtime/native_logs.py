@@ -2,9 +2,9 @@
 
 TensorFlow's libraries log through absl before anything initialises absl,
 and absl then writes every line to fd 2 whatever TF_CPP_MIN_LOG_LEVEL says
-(abseil/abseil-cpp#1718, a fix still unmerged): "All log messages before
+(abseil/abseil-cpp#1957, open): "All log messages before
 absl::InitializeLog() ...", the oneDNN notice, "Could not find cuda
-drivers", twice (two libraries, two copies of absl), and at the first device
+drivers", twice (two of its libraries print them), and at the first device
 look-up "failed call to cuInit" at ERROR level on every machine without a
 GPU (CUDA_VISIBLE_DEVICES="" does not stop it). TFLite announces "INFO:
 Created TensorFlow Lite XNNPACK delegate for CPU." on fd 2 with no switch
@@ -15,7 +15,8 @@ the ones :func:`is_noise` names at the level TF_CPP_MIN_LOG_LEVEL asks for.
 
 :func:`quiet_process` is for the entry points of the processes edgepack
 starts or runs in (the CLIs, the converter's worker, the ladder's process,
-the memory probe): importing this module changes nothing.
+the memory probe, the example's training): importing this module changes
+nothing.
 """
 
 from __future__ import annotations
@@ -52,8 +53,9 @@ def min_level(environ=os.environ) -> int:
 def is_noise(line: bytes, level: int = DEFAULT_LEVEL) -> bool:
     """Whether a native library's line is below ``level`` (TF_CPP_MIN_LOG_LEVEL's scale), or is the no-GPU error.
 
-    FATAL lines, errors other than the no-GPU one and every line that is
-    not a native log line (ours, a delegate's, a traceback) are never noise.
+    FATAL lines, errors other than the no-GPU one, TFLite's warnings and
+    errors, and every line in no native log format (ours, a delegate's, a
+    traceback) are never noise.
     """
     line = line.rstrip(b"\r\n")
     if level < 1:
@@ -82,52 +84,82 @@ def quiet_process(environ=os.environ) -> None:
 
 
 class _Filter:
-    """fd 2 pointed at a pipe; a thread passes on what is not noise to where fd 2 pointed before."""
+    """fd 2 pointed at a pipe; a thread passes on what is not noise to where fd 2 pointed before.
+
+    A process started inside the block may outlive it holding the pipe
+    (multiprocessing's resource tracker, started with the first spawned
+    child, lives as long as this process): the block ends when everything
+    written so far is passed on, not at the pipe's end, and the thread goes
+    on passing on what such a process writes later.
+    """
 
     def __init__(self):
         self.level = min_level()
         sys.stderr.flush()
         self.target = os.dup(2)
         self.read, write = os.pipe()
+        os.set_blocking(self.read, False)
         os.dup2(write, 2)  # inheritable: a child started inside writes through the filter too
         os.close(write)
+        self.wake, self.waker = os.pipe()  # close() -> the thread: this process writes no more
+        self.drained = threading.Event()
         self.users = 1
         self.thread = threading.Thread(target=self._pass_on, name="edgepack-native-logs", daemon=True)
         self.thread.start()
 
     def _write(self, data: bytes) -> None:
-        try:
-            os.write(self.target, data)
-        except OSError:  # nobody reads our stderr any more: keep draining, never block the writers
-            pass
+        if data:
+            try:
+                os.write(self.target, data)
+            except OSError:  # nobody reads our stderr any more: keep draining, never block the writers
+                pass
+
+    def _take(self, pending: bytes) -> tuple[bytes, bool]:
+        """Every line in the pipe now passed on (or dropped): (the unfinished line, whether the pipe ended)."""
+        while True:
+            try:
+                chunk = os.read(self.read, 65536)
+            except BlockingIOError:
+                return pending, False
+            if not chunk:
+                return pending, True
+            *lines, pending = (pending + chunk).split(b"\n")
+            self._write(b"".join(line + b"\n" for line in lines if not is_noise(line, self.level)))
+
+    def _finish(self, pending: bytes) -> None:
+        if not is_noise(pending, self.level):
+            self._write(pending)
 
     def _pass_on(self) -> None:
-        pending = b""
+        pending, ended = b"", False
         try:
-            while True:
-                ready, _, _ = select.select([self.read], [], [], PARTIAL_LINE_WAIT if pending else None)
-                if not ready:  # a line without its newline (a prompt, a last word): as it is
+            while not ended:
+                waiting = [self.read] if self.drained.is_set() else [self.read, self.wake]
+                ready, _, _ = select.select(waiting, [], [], PARTIAL_LINE_WAIT if pending else None)
+                if not ready:  # a line without its newline (a prompt, last words): as it is
                     self._write(pending)
                     pending = b""
                     continue
-                chunk = os.read(self.read, 65536)
-                if not chunk:
-                    break
-                *lines, pending = (pending + chunk).split(b"\n")
-                kept = b"".join(line + b"\n" for line in lines if not is_noise(line, self.level))
-                if kept:
-                    self._write(kept)
-            if pending and not is_noise(pending, self.level):
-                self._write(pending)
+                pending, ended = self._take(pending)
+                if self.wake in ready and not self.drained.is_set():
+                    self._finish(pending)
+                    pending = b""
+                    self.drained.set()
         finally:
-            os.close(self.read)
-            os.close(self.target)
+            self._finish(pending)
+            self.drained.set()
+            for fd in (self.read, self.target, self.wake):
+                os.close(fd)
 
     def close(self) -> None:
         sys.stderr.flush()
-        os.dup2(self.target, 2)  # the pipe's last write end in this process closes: the thread reads to its end
-        # A child still holding the pipe keeps the thread (and its copy of the old fd 2) alive until it exits.
-        self.thread.join(timeout=5)
+        os.dup2(self.target, 2)  # from here on this process writes to the old fd 2: the pipe holds all it wrote
+        try:
+            os.write(self.waker, b".")
+        except BrokenPipeError:  # the pipe ended (no process holds it any more) and the thread is done
+            pass
+        os.close(self.waker)
+        self.drained.wait(timeout=5)
 
 
 _lock = threading.Lock()
@@ -150,5 +182,5 @@ def filtered_stderr():
         with _lock:
             active.users -= 1
             if active.users == 0:
-                active.close()
                 _active = None
+                active.close()

@@ -79,6 +79,26 @@ def test_lines_pass_while_the_block_still_runs(capfd):
         assert seen == "copy_delegate: hanging in tflite_plugin_create_delegate (hang=create)\nprompt> "
 
 
+def test_a_process_that_outlives_the_block_does_not_hold_it_up(capfd):
+    """A child started inside keeps the pipe (multiprocessing's resource tracker does, for the process's life): the
+    block ends once what was written is passed on, and what the child writes later still comes through, filtered."""
+    late = ("import os, time; time.sleep(1.5); "
+            "os.write(2, b'late line\\nINFO: Created TensorFlow Lite XNNPACK delegate for CPU.\\n')")
+    start = time.monotonic()
+    with filtered_stderr():
+        os.write(2, b"ours\n")
+        child = subprocess.Popen([sys.executable, "-c", late])
+    took = time.monotonic() - start
+    seen = capfd.readouterr().err
+    child.wait(timeout=30)
+    deadline = time.monotonic() + 10
+    while "late line" not in seen and time.monotonic() < deadline:
+        time.sleep(0.05)
+        seen += capfd.readouterr().err
+    assert took < 1.5 and child.returncode == 0
+    assert seen == "ours\nlate line\n"
+
+
 def test_level_zero_filters_nothing(capfd, monkeypatch):
     monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "0")
     with filtered_stderr():
