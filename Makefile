@@ -32,17 +32,21 @@ OCI_TOOLS := umoci skopeo
 TARGETS := rpi4 rpi5 zero2w arm64-trixie coral-usb
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install demo test check test-fast bench corpus corpus-models fixtures wheels emulator-tools oci-tools device \
-	promtool fleet-tools clean
+.PHONY: install demo readme test check test-fast bench corpus corpus-models fixtures wheels emulator-tools oci-tools \
+	device promtool fleet-tools clean
 
 install: $(STAMP)
 
+# pip runs --quiet (hundreds of lines otherwise; errors still show), so the wait is announced and timed.
 $(STAMP): pyproject.toml requirements/host.txt requirements/dev.txt
-	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -r requirements/dev.txt
-	$(PY) -m pip install --quiet --no-deps -e .
-	touch $@
+	@echo "installing the host packages into $(VENV) (about 2 minutes; TensorFlow is most of it) ..."
+	@start=$$(date +%s) && \
+	  $(PYTHON) -m venv $(VENV) && \
+	  $(PY) -m pip install --quiet --upgrade pip && \
+	  $(PY) -m pip install --quiet -r requirements/dev.txt && \
+	  $(PY) -m pip install --quiet --no-deps -e . && \
+	  echo "installed the host packages into $(VENV) in $$(( $$(date +%s) - start )) s"
+	@touch $@
 
 $(CLIENTS_STAMP): requirements/clients.txt
 	$(PYTHON) -m venv $(CLIENTS)
@@ -106,16 +110,25 @@ oci-tools:
 # Set-up for the emulated tests: every target's root filesystem and device wheels,
 # both cached under $(CACHE); network is used here, never in the tests.
 wheels: $(STAMP)
-	$(PY) -m packager.wheels $(TARGETS)
-	$(PY) -m packager.runtimes $(TARGETS) tests/fixtures/profiles/rpi4-tflite-runtime.toml
+	$(PY) -m packager.fetch wheels $(TARGETS)
+	$(PY) -m packager.fetch runtimes $(TARGETS) tests/fixtures/profiles/rpi4-tflite-runtime.toml
 
 # The emulated boards' trees, and the OCI image's base tree (bookworm arm64: the tests' rpi4 image).
 device: wheels emulator-tools oci-tools
 	$(PY) -m packager.emulator $(TARGETS)
 	$(PY) -m packager.oci.base rpi4
 
-demo: wheels
-	$(PY) examples/digits/demo.py
+# The demo builds for one board: only its wheels are fetched (once; cached).
+DEMO_TARGET := rpi4
+demo: $(STAMP)
+	@$(PY) -m packager.fetch wheels $(DEMO_TARGET)
+	@$(PY) examples/digits/demo.py --target $(DEMO_TARGET)
+
+# The README's sample outputs, from a real run of its commands (examples/digits/readme_samples.py; the test
+# suite fails when they drift).
+readme: $(STAMP)
+	@$(PY) -m packager.fetch wheels $(DEMO_TARGET)
+	$(PY) examples/digits/readme_samples.py
 
 # The gate CI runs: every capability, two workers (the emulated boards in one group on one of them), then the
 # timing-sensitive tests alone. Prints the slowest tests and writes JUnit XML under build/.

@@ -23,6 +23,7 @@ from .describe import describe, engine_lines, engine_report
 from .errors import UserError
 from .files import check_output, read_input, write_npz
 from .health import check_sample
+from .native_logs import quiet_process
 from .signals import exit_cleanly
 
 
@@ -74,7 +75,7 @@ def cmd_bench(args) -> int:
         return 0
     lat = result["latency_ms"]
     print(f"model      {result['model']}")
-    print(f"runtime    {result['runtime']}, {result['threads']} threads")
+    print(f"runtime    {result['runtime']}, {threads_text(result['threads'], args.threads, model.manifest)}")
     print(f"engine     {model.engine.summary()}")
     if result["fallback"]:
         print(f"fallback   {result['fallback']}")
@@ -86,6 +87,15 @@ def cmd_bench(args) -> int:
     print(f"throughput {result['throughput_per_s']:.1f} inferences/s")
     print(f"peak RSS   {result['peak_rss_mb']:.1f} MB")
     return 0
+
+
+def threads_text(used: int, asked: int | None, manifest: dict) -> str:
+    """"N threads", and why when the target's default was more than this machine's cores."""
+    default = manifest.get("target", {}).get("default_threads")
+    threads = f"{used} thread{'s' * (used != 1)}"
+    if asked is None and default and used < default:
+        return f"{threads} (the target's default {default}, capped at the {used} core{'s' * (used != 1)} here)"
+    return threads
 
 
 def cmd_info(args) -> int:
@@ -275,6 +285,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    quiet_process()  # before a runtime loads (tensorflow.lite's, on a workstation, logs through absl)
     args = build_parser().parse_args(argv)
     try:
         with exit_cleanly():  # before any bundle is unpacked: a signal never leaves its temp folder behind

@@ -204,7 +204,8 @@ def engine_report(bundle, threads: int | None, delegate: str | None, delegate_op
 def engine_lines(report: dict) -> list[str]:
     if not report["loaded"]:
         return [f"engine     not loaded here: {report['error']}"]
-    lines = [f"engine     {report['runtime']}, {report['threads']} threads, {report['summary']}"]
+    threads = report["threads"]
+    lines = [f"engine     {report['runtime']}, {threads} thread{'s' * (threads != 1)}, {report['summary']}"]
     if report["fallback"]:
         lines.append(f"fallback   {report['fallback']}")
     return lines

@@ -13,6 +13,7 @@ import os
 
 from .delegates import EDGETPU_LIBRARY, Choice, coverage, one_line, open_delegate
 from .errors import UserError
+from .native_logs import filtered_stderr
 
 RUNTIMES = (
     ("ai_edge_litert", "ai_edge_litert.interpreter"),
@@ -125,8 +126,16 @@ def make_engine(model_path: str, threads: int, delegate: str | Choice = "xnnpack
         or applied the model runs on the CPU with XNNPACK and ``fallback``
         says why. An external or Edge TPU delegate's share of the graph is in
         ``delegate_nodes`` of ``total_nodes``; XNNPACK still takes what it
-        leaves (it is applied after it, at allocation).
+        leaves (it is applied after it, at allocation). The runtime's INFO
+        lines on stderr ("Created TensorFlow Lite XNNPACK delegate for CPU.")
+        are dropped; its warnings and errors, and a delegate's own lines,
+        pass (edge_runtime.native_logs).
     """
+    with filtered_stderr():
+        return _engine(model_path, threads, delegate, delegate_model)
+
+
+def _engine(model_path: str, threads: int, delegate: str | Choice, delegate_model: str | None) -> Engine:
     choice = delegate if isinstance(delegate, Choice) else Choice(delegate)
     name, mod = runtime_module()
     fallback = None

@@ -206,13 +206,30 @@ def _finite(x: np.ndarray) -> bool:
             return True
     return bool(np.all(np.isfinite(x)))
 
+
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity, as a container or taskset limits it), at least 1."""
+    if hasattr(os, "process_cpu_count"):  # Python 3.13
+        return os.process_cpu_count() or 1
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0)) or 1
+    return os.cpu_count() or 1
+
+
+def default_threads(target: dict) -> int:
+    """The target profile's default_threads, but no more than the cores here: more threads than cores only
+    queue behind each other (a Pi 4 bundle benchmarked on a 2-core host)."""
+    return min(target.get("default_threads") or usable_cores(), usable_cores())
+
+
 def load(bundle: str | os.PathLike, threads: int | None = None, delegate: str | None = None,
          delegate_options: list[str] | None = None) -> Model:
     """Verify a bundle and load its model.
 
     Args:
         bundle: the bundle folder or its .tar.gz.
-        threads: CPU threads; default: the target profile's.
+        threads: CPU threads; default: the target profile's, at most the
+            cores this process may use (:func:`default_threads`).
         delegate: "xnnpack", "cpu", "edgetpu" or the path of an external
             delegate library; default: the target's first (its
             ``external_delegate`` for "external").
@@ -226,7 +243,7 @@ def load(bundle: str | os.PathLike, threads: int | None = None, delegate: str | 
     """
     folder, manifest = open_bundle(bundle)
     target = manifest.get("target", {})
-    threads = threads or target.get("default_threads") or os.cpu_count() or 1
+    threads = threads or default_threads(target)
     if threads < 1:
         raise UserError(f"--threads must be at least 1, found {threads}")
     choice = choose(delegate, delegate_options, target)

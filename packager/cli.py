@@ -13,6 +13,7 @@ import sys
 import click
 
 from edge_runtime.errors import UserError
+from edge_runtime.native_logs import quiet_process
 
 EXIT_USER_ERROR = 2
 
@@ -309,6 +310,8 @@ def main(argv: list[str] | None = None) -> int:
 
     argv = list(sys.argv[1:] if argv is None else argv)
     verbose = "-v" in argv or "--verbose" in argv
+    if not verbose:  # before TensorFlow loads, here and in every process the build starts (they inherit it)
+        quiet_process()
     try:
         with stop_on_signals():
             cli.main(args=argv, prog_name="edgepack", standalone_mode=False)

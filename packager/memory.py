@@ -34,6 +34,8 @@ _PROBE = r"""
 import json, sys
 import numpy as np
 sys.path.insert(0, sys.argv[1])
+from edge_runtime.native_logs import quiet_process
+quiet_process()  # before the runtime loads: the failure message below quotes the last lines of stderr
 from edge_runtime.errors import UserError
 from edge_runtime.interpreter import make_engine
 import edge_runtime.cli  # what `edge-run run|bench` holds besides the model

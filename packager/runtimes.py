@@ -91,17 +91,3 @@ def python_for(profile, log=lambda text: None) -> str:
             shutil.rmtree(work, ignore_errors=True)
     # A venv's python is a symlink to the interpreter that made it; the venv is what is wanted.
     return str(python)
-
-
-def main(argv: list[str]) -> int:
-    """`python -m packager.runtimes TARGET...`: make the host venvs the targets' runtimes need (set-up step)."""
-    from .profiles import load_profile
-
-    for target in argv:
-        profile = load_profile(target)
-        print(f"runtime of {profile.name} on this host: {python_for(profile, log=print)}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))

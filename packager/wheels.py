@@ -55,7 +55,8 @@ def pip_platform_args(profile: Profile) -> list[str]:
     return args
 
 
-def _cache_dir(profile: Profile) -> Path:
+def wheel_cache(profile: Profile) -> Path:
+    """Where a profile's wheels are kept: one folder per arch, glibc and Python."""
     return cache_root() / "wheels" / f"{profile.arch}-glibc{profile.os['glibc']}-cp{profile.os['python'].replace('.', '')}"
 
 
@@ -76,7 +77,7 @@ def fetch_wheels(profile: Profile, log_dir: Path, images: bool = False) -> list[
     Raises:
         UserError: the wheels are neither cached nor downloadable.
     """
-    cache = _cache_dir(profile)
+    cache = wheel_cache(profile)
     cache.mkdir(parents=True, exist_ok=True)
     dest = log_dir / "wheels"
     dest.mkdir()
@@ -157,21 +158,3 @@ def pinned(wheels: list[Path], profile: Profile) -> list[str]:
             raise UserError(f"the fetched wheels lack {req}", "check the profile's runtime entries")
         pins.append(f"{req}=={names[key]}")
     return pins
-
-
-def main(argv: list[str]) -> int:
-    """`python -m packager.wheels TARGET...`: fill the wheel cache (set-up step)."""
-    import tempfile
-
-    from .profiles import load_profile
-
-    for target in argv or ["rpi4"]:
-        profile = load_profile(target)
-        with tempfile.TemporaryDirectory() as tmp:
-            wheels = fetch_wheels(profile, Path(tmp), images=True)  # image bundles' wheels too: a superset
-        print(f"device wheels for {target}: {', '.join(w.name for w in wheels)}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -17,8 +18,11 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
 
 
+START = time.monotonic()
+
+
 def step(text: str) -> None:
-    print(f"\n== {text}", flush=True)
+    print(f"\n== {text} (at {time.monotonic() - START:.0f} s)", flush=True)
 
 
 def run(*cmd) -> None:
@@ -74,6 +78,7 @@ def main() -> int:
     run(sys.executable, "-m", "packager", "evaluate", bundle, "--data", data / "test_x.npy",
         "--labels", data / "test_y.npy", "--model", data / "digits.onnx")
     print(f"\nbundle: {bundle}  (copy {bundle.name}.tar.gz to the device, then: ./edge-run run . --input x.npy)")
+    print(f"demo done in {time.monotonic() - START:.0f} s")
     return 0
 
 

@@ -13,7 +13,6 @@ form users bring to edgepack. Also writes the data splits:
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
@@ -34,7 +33,14 @@ def load_splits():
 
 
 def train_keras(train_x, train_y):
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from edge_runtime.native_logs import filtered_stderr, quiet_process
+
+    quiet_process()
+    with filtered_stderr():  # TensorFlow's lines no log level turns off (loading it; the GPU look-up)
+        return _fit(train_x, train_y)
+
+
+def _fit(train_x, train_y):
     import keras
 
     keras.utils.set_random_seed(SEED)

@@ -138,8 +138,6 @@ def convert(onnx_path: Path, workdir: Path, samples: dict[str, np.ndarray], verb
     log = workdir / "onnx2tf.log"
     env = dict(os.environ)
     env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
-    if not verbose:
-        env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     # The worker is importable from wherever this package is.
     env["PYTHONPATH"] = str(Path(__file__).resolve().parents[2]) + os.pathsep + env.get("PYTHONPATH", "")
     cmd = [sys.executable, "-m", "packager.convert.onnx2tf_worker", str(model), str(out_dir), json.dumps(options or {})]

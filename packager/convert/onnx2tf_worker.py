@@ -15,6 +15,8 @@ import json
 import socket
 import sys
 
+from edge_runtime.native_logs import quiet_process
+
 
 class NetworkBlocked(RuntimeError):
     pass
@@ -37,6 +39,8 @@ def main(argv: list[str]) -> int:
     model, out_dir = args[0], args[1]
     options = json.loads(args[2]) if len(args) > 2 else {}
     block_network()
+    if not verbose:  # before onnx2tf imports TensorFlow
+        quiet_process()
 
     import onnx2tf
 

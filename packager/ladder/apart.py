@@ -10,12 +10,15 @@ already measured, up to MAX_CRASHES times. A crash outside any rung (the float
 export itself) is a one-line error naming the step and the signal.
 
 The child is started with ``spawn`` (never fork: TensorFlow and onnxruntime
-hold threads), inherits stderr (its progress lines are the build's) and is
-killed with the build on any exception, a signal included.
+hold threads), inherits stderr (its progress lines are the build's; the
+build drops TensorFlow's lines that no log level turns off, see
+edge_runtime.native_logs) and is killed with the build on any exception, a
+signal included.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import multiprocessing
@@ -23,6 +26,7 @@ import signal
 import sys
 
 from edge_runtime.errors import UserError
+from edge_runtime.native_logs import filtered_stderr, quiet_process
 
 from ..quantize import Quantized
 from .steps import Step
@@ -64,6 +68,8 @@ def _child(conn, job: Job) -> None:
 
     from ..precision import choose_precision
 
+    if not job.opts.verbose:
+        quiet_process()
     if job.temp_root:
         os.makedirs(job.temp_root, exist_ok=True)
         os.environ["TMPDIR"] = tempfile.tempdir = job.temp_root
@@ -93,6 +99,13 @@ def choose_apart(job: Job) -> tuple[object, dict]:
     Raises:
         UserError: what the ladder raised; or a crash outside any rung, or more than MAX_CRASHES crashes.
     """
+    # The child writes to our stderr; TensorFlow's lines that no log level turns off are dropped here, in the
+    # process that outlives a crash, so the child's last words before one always get through.
+    with contextlib.nullcontext() if job.opts.verbose else filtered_stderr():
+        return _run_apart(job)
+
+
+def _run_apart(job: Job) -> tuple[object, dict]:
     context = multiprocessing.get_context("spawn")
     crashes = 0
     while True:

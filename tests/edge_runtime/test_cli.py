@@ -6,6 +6,8 @@ manifests written by hand.
 
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +17,8 @@ import edge_runtime
 from edge_runtime.bundle import open_bundle
 from edge_runtime.cli import main
 from edge_runtime.describe import describe
-from tests.conftest import run_cli
+from edge_runtime.model import usable_cores
+from tests.conftest import ROOT, run_cli
 from tests.helpers.manifests import BAR, hand_manifest, reseal_below_the_bar
 
 
@@ -132,6 +135,41 @@ def test_bench_text_and_info(digits_bundle):
     assert "latency" in text and "median" in text and "peak RSS" in text
     info = run_cli("edge_runtime", "info", digits_bundle).stdout
     assert "image [1, 1, 8, 8] float32 -> tflite [1, 8, 8, 1] int8" in info
+
+
+@pytest.mark.slow
+def test_edge_run_writes_nothing_on_stderr(digits, digits_bundle, tmp_path):
+    """Not a line from the runtime either ("INFO: Created TensorFlow Lite XNNPACK delegate for CPU." every call)."""
+    x = tmp_path / "x.npy"
+    np.save(x, np.load(digits / "test_x.npy")[:1])
+    for args in (("run", digits_bundle, "--input", x, "--output", tmp_path / "y.npz"),
+                 ("bench", digits_bundle, "--runs", "5"), ("info", digits_bundle)):
+        proc = run_cli("edge_runtime", *args)
+        assert proc.stdout and proc.stderr == "", (args, proc.stderr)
+
+
+# edge-run on one core of this machine (its CPU affinity cut to one, as taskset or a container's cpuset does)
+ON_ONE_CORE = ("import os, sys; os.sched_setaffinity(0, {min(os.sched_getaffinity(0))}); "
+               "from edge_runtime.cli import main; sys.exit(main(sys.argv[1:]))")
+
+
+def on_one_core(*args) -> str:
+    proc = subprocess.run([sys.executable, "-c", ON_ONE_CORE, *map(str, args)], capture_output=True, text=True,
+                          cwd=ROOT, stdin=subprocess.DEVNULL)
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout
+
+
+@pytest.mark.slow
+def test_threads_default_to_the_targets_but_never_more_than_the_cores_here(digits_bundle):
+    assert json.loads((digits_bundle / "manifest.json").read_text())["target"]["default_threads"] == 4
+    assert edge_runtime.load(digits_bundle).engine.threads == min(4, usable_cores())
+    text = on_one_core("bench", digits_bundle, "--runs", "3")
+    assert ", 1 thread (the target's default 4, capped at the 1 core here)\n" in text
+    assert json.loads(on_one_core("bench", digits_bundle, "--runs", "3", "--json"))["threads"] == 1
+    assert "ai_edge_litert 2.3.0, 1 thread, delegate xnnpack" in on_one_core("info", digits_bundle)
+    # what the user asks for is what runs
+    assert json.loads(on_one_core("bench", digits_bundle, "--runs", "3", "--threads", "3", "--json"))["threads"] == 3
 
 
 def test_missing_bundle(capsys, tmp_path):

@@ -8,6 +8,7 @@ import onnxruntime as ort
 import pytest
 
 from tests.conftest import ROOT, accuracy, run_cli
+from tests.helpers.stderr_lines import not_ours
 
 pytestmark = pytest.mark.slow
 
@@ -25,6 +26,14 @@ def test_int8_accuracy_within_one_point_of_float(digits, digits_bundle, tmp_path
     int8_acc = accuracy(scores, test_y)
     assert float_acc > 0.95, "the example model did not train"
     assert abs(int8_acc - float_acc) <= 0.01, (float_acc, int8_acc)
+
+
+def test_the_build_prints_only_its_own_lines(digits_fleet):
+    """Nothing from TensorFlow, absl, CUDA, oneDNN or TFLite, in the build or in the processes it starts (the
+    converter, the ladder, the memory probes): tests/helpers/stderr_lines lists what they printed before."""
+    stderr = digits_fleet[2]
+    assert "[6/9] choosing the precision" in stderr and "[9/9] writing" in stderr
+    assert not_ours(stderr) == []
 
 
 def test_bundle_layout_and_manifest(digits, digits_bundle):
