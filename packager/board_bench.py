@@ -1,9 +1,10 @@
 """`--bench-on USER@HOST`: the ladder's candidates timed on the target board itself, over SSH.
 
 The board's own runtime times each candidate model as it will run there:
-the runtime it already has (``python3 -c 'import ai_edge_litert'``), else a
-temporary venv made from the bundle's own wheels (offline, hash-checked, as
-install.sh makes it). Only the runner's timing entry point and the model
+the runtime it already has (``--bench-python``, default ``python3``, if it
+imports ai_edge_litert), else a temporary venv made from the bundle's own
+wheels (offline, hash-checked, as install.sh makes it). ``EDGEPACK_SSH_CONFIG``
+names an ssh_config file to use instead of the user's own (``ssh -F``). Only the runner's timing entry point and the model
 travel (OpenSSH's ``ssh``, key auth, BatchMode: no password prompt can hang
 a build); everything lands in one ``mktemp -d`` folder on the board, removed
 at the end of the build, whatever happens.
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import shlex
 import subprocess
 import tarfile
@@ -52,12 +54,17 @@ def parse_target(value: str) -> tuple[list[str], str]:
     return ([*(["-p", port] if port else []), f"{user}@{host}"], value)
 
 
-def reach_board(target: str, profiles: list) -> "BoardBench":
+def _ssh(address: list[str], command: str) -> list[str]:
+    config = os.environ.get("EDGEPACK_SSH_CONFIG")
+    return ["ssh", *(["-F", config] if config else []), *SSH_OPTIONS, *address, command]
+
+
+def reach_board(target: str, profiles: list, python: str | None = None) -> "BoardBench":
     """The board of a one-target build, reached once over SSH before any work (seconds, not minutes later)."""
     if len(profiles) != 1:
         raise UserError(f"--bench-on times candidates on one board, and --target names {len(profiles)} targets",
                         "build the board's target alone with --bench-on, or drop --bench-on")
-    board = BoardBench(target, profiles[0].default_threads)
+    board = BoardBench(target, profiles[0].default_threads, python=python)
     arch = board.ssh("uname -m", what="reaching the board").strip()
     if arch != profiles[0].arch:
         raise UserError(f"--bench-on {board.name} is a {arch} machine, target {profiles[0].name} is {profiles[0].arch}",
@@ -68,15 +75,16 @@ def reach_board(target: str, profiles: list) -> "BoardBench":
 class BoardBench:
     """One board reached over SSH, with a work folder of its own for this build."""
 
-    def __init__(self, target: str, threads: int, runs: int = 30, warmup: int = 5):
+    def __init__(self, target: str, threads: int, runs: int = 30, warmup: int = 5, python: str | None = None):
         self.address, self.name = parse_target(target)
         self.threads, self.runs, self.warmup = threads, runs, warmup
         self.folder: str | None = None
-        self.python = "python3"
+        self.given = python
+        self.python = python or "python3"
 
     def ssh(self, command: str, data: bytes | None = None, what: str = "a command") -> str:
         try:
-            proc = subprocess.run(["ssh", *SSH_OPTIONS, *self.address, command], input=data,
+            proc = subprocess.run(_ssh(self.address, command), input=data,
                                   capture_output=True, timeout=TIMEOUT, stdin=None if data is not None else
                                   subprocess.DEVNULL)
         except subprocess.TimeoutExpired:
@@ -93,10 +101,13 @@ class BoardBench:
         self.folder = self.ssh("mktemp -d /tmp/edgepack-bench.XXXXXX", what="making a work folder").strip()
         folder = shlex.quote(self.folder)
         self.ssh(f"tar -x -C {folder}", _tar(runner_root / "edge_runtime", "edge_runtime", TIMER), "copying the runner")
-        has = self.ssh("python3 -I -c 'import ai_edge_litert, numpy' >/dev/null 2>&1 && echo yes || echo no",
-                       what="looking for a runtime").strip()
+        has = self.ssh(f"{shlex.quote(self.python)} -I -c 'import ai_edge_litert, numpy' >/dev/null 2>&1 && echo yes "
+                       "|| echo no", what="looking for a runtime").strip()
         if has == "yes":
-            return "the board's installed runtime"
+            return f"the board's installed runtime ({self.python})"
+        if self.given:
+            raise UserError(f"--bench-python {self.given} on {self.name} does not import ai_edge_litert and numpy",
+                            "name the python of a venv install.sh made there, or leave --bench-python out")
         if not wheels:
             raise UserError(f"--bench-on {self.name}: the board has no TFLite runtime and the build has no wheels",
                             "install the bundle there once, or build without --no-wheels")
@@ -126,7 +137,7 @@ class BoardBench:
     def close(self) -> None:
         """Remove the work folder from the board (best effort: the build's own result does not depend on it)."""
         if self.folder:
-            subprocess.run(["ssh", *SSH_OPTIONS, *self.address, f"rm -rf {shlex.quote(self.folder)}"],
+            subprocess.run(_ssh(self.address, f"rm -rf {shlex.quote(self.folder)}"),
                            capture_output=True, timeout=60, stdin=subprocess.DEVNULL)
             self.folder = None
 

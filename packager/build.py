@@ -65,6 +65,7 @@ class BuildOptions:
     sign: str | None = None  # an OpenSSH private key: manifest.json.sig
     input_format: str = "tensor"  # or "image-uint8": camera frames in, normalisation folded into the model
     bench_on: str | None = None  # USER@HOST[:PORT]: time the ladder's candidates on that board over SSH
+    bench_python: str | None = None  # the board's python with a TFLite runtime (default: python3, else a venv)
 
 
 @dataclasses.dataclass
@@ -96,7 +97,7 @@ def build_all(opts: BuildOptions, say: Callable[[int, str], None] = _say) -> lis
     plan = preflight(opts)  # seconds, before minutes of conversion; so are the next three
     signer = check_key(opts.sign) if opts.sign else None
     check_accelerators(plan.profiles, opts)
-    board = reach_board(opts.bench_on, plan.profiles) if opts.bench_on else None
+    board = reach_board(opts.bench_on, plan.profiles, opts.bench_python) if opts.bench_on else None
     try:
         return _run(opts, plan, signer, board, say)
     finally:

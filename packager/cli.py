@@ -88,11 +88,13 @@ def cli():
 @click.option("--bench-on", metavar="USER@HOST[:PORT]",
               help="Time the precision candidates on this board over SSH (key authentication) with its own runtime "
                    "(or a temporary venv from the bundle's wheels), and choose by those timings.")
+@click.option("--bench-python", metavar="PATH",
+              help="With --bench-on: the board's python that has a TFLite runtime (e.g. a venv install.sh made).")
 @click.option("-v", "--verbose", is_flag=True, help="Show the converters' logs and tracebacks.")
 def build(model, target, calibration, out_dir, input_shapes, mean, std, input_format, io_dtype, per_tensor, precision,
           output_kinds, min_top1, min_exact_match, min_f1, min_detection_f1, min_cosine, min_channel_cosine,
           accept_low_fidelity, no_wheels, strategy_timeout, max_memory, require_edgetpu, sign_key, bench_on,
-          verbose):
+          bench_python, verbose):
     """Build MODEL.onnx into a bundle for --target."""
     from .build import BuildOptions, build_all
 
@@ -101,6 +103,7 @@ def build(model, target, calibration, out_dir, input_shapes, mean, std, input_fo
         mean=mean, std=std, io_dtype=io_dtype, per_tensor=per_tensor, precision=precision, min_cosine=min_cosine,
         min_top1=min_top1, min_f1=min_f1, min_channel_cosine=min_channel_cosine, min_detection_f1=min_detection_f1,
         min_exact_match=min_exact_match, output_kinds=output_kinds, bench_on=bench_on, max_memory=max_memory,
+        bench_python=bench_python,
         accept_low_fidelity=accept_low_fidelity, wheels=not no_wheels, verbose=verbose,
         require_edgetpu=require_edgetpu, sign=sign_key, input_format=input_format,
     )

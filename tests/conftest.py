@@ -35,11 +35,11 @@ def reseal(folder: Path, manifest: dict) -> dict:
     return manifest
 
 
-def run_cli(module: str, *args, check: bool = True) -> subprocess.CompletedProcess:
-    """Run `python -m packager|edge_runtime ARGS` as a user would, offline env untouched."""
+def run_cli(module: str, *args, check: bool = True, env: dict | None = None) -> subprocess.CompletedProcess:
+    """Run `python -m packager|edge_runtime ARGS` as a user would, offline env untouched (or ``env``)."""
     proc = subprocess.run(
         [sys.executable, "-m", module, *map(str, args)],
-        capture_output=True, text=True, cwd=ROOT, stdin=subprocess.DEVNULL,
+        capture_output=True, text=True, cwd=ROOT, stdin=subprocess.DEVNULL, env=env,
     )
     if check and proc.returncode != 0:
         raise AssertionError(f"{module} {' '.join(map(str, args))} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
