@@ -127,7 +127,7 @@ def convert(proto, workdir: Path, samples: dict[str, np.ndarray], check, *, budg
     Raises:
         UserError: no strategy produced a faithful float model.
     """
-    limits = limits or default_limits()
+    limits = dataclasses.replace(limits or default_limits(), seconds=budget)
     attempts: list[Attempt] = []
     for index, strategy in enumerate(s for s in strategies if s.applies(proto)):
         same = _fails_the_same_way(strategy, attempts, strategies)

@@ -61,31 +61,40 @@ def _input_names(proto) -> list[str]:
 
 @dataclasses.dataclass(frozen=True)
 class Limits:
-    """What an attempt may take: memory for the converter (--max-memory, in MB)."""
+    """What an attempt may take: memory for the converter (--max-memory, MB) and time (--strategy-timeout, s)."""
 
     max_memory_mb: int
+    seconds: float | None = None
 
 
-# What onnx2tf takes to convert an unrolled graph, per node and in all (peak RSS of its worker; measured on the
-# CRNN fixture's two BiLSTMs unrolled over 48 and 192 steps, see the README's Budgets section).
-MB_PER_NODE = 0.35
-BASE_MB = 900
+# What onnx2tf takes to convert an unrolled graph: its worker's peak RSS and time, measured on the CRNN fixture's
+# two bidirectional LSTMs unrolled over 48 and 192 steps (2,311 and 9,223 nodes: 1,017 and 1,835 MB, 240 and
+# 2,171 s, on this 2-core machine under load). Memory grows with the nodes; time about with their square.
+MB_PER_NODE = 0.12
+BASE_MB = 750
+SECONDS_PER_NODE_SQUARED = 2.5e-5
 
 
 def _unroll(proto, limits: Limits) -> list[str]:
-    """Recurrent layers unrolled, after the estimate of what it makes fits the memory budget."""
+    """Recurrent layers unrolled, after the estimate of what it makes fits the memory and time budgets."""
     from edge_runtime.errors import UserError
 
     from . import recurrent
 
     size = recurrent.estimate(proto, MB_PER_NODE, BASE_MB)
+    seconds = SECONDS_PER_NODE_SQUARED * size.nodes ** 2
+    what = (f"unrolling {'; '.join(size.layers)} makes about {size.nodes:,} nodes, an estimated {size.megabytes:,} MB "
+            f"and {seconds:,.0f} s to convert")
     if size.megabytes > limits.max_memory_mb:
-        raise UserError(f"unrolling {'; '.join(size.layers)} makes about {size.nodes:,} nodes, an estimated "
-                        f"{size.megabytes:,} MB to convert, over the budget of {limits.max_memory_mb:,} MB",
+        raise UserError(f"{what}, over the budget of {limits.max_memory_mb:,} MB",
                         "raise --max-memory on a machine that has it, or export the model with fewer steps "
                         "(a shorter fixed sequence: --input-shape)")
+    if limits.seconds is not None and seconds > limits.seconds:
+        raise UserError(f"{what}, over the time budget of {limits.seconds:,.0f} s an attempt",
+                        "raise --strategy-timeout, or export the model with fewer steps (--input-shape)")
     notes = recurrent.run(proto)
-    return notes + [f"unrolled graph: {size.nodes:,} nodes, about {size.megabytes:,} MB to convert (estimated)"]
+    return notes + [f"unrolled graph: {size.nodes:,} nodes, about {size.megabytes:,} MB and {seconds:,.0f} s to "
+                    "convert (estimated)"]
 
 
 INTEGER_TYPES = (2, 3, 4, 5, 6, 7, 12, 13)  # onnx.TensorProto uint8..int64

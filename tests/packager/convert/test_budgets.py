@@ -28,6 +28,9 @@ def test_unrolling_over_the_budget_is_refused_before_it_starts_with_the_figures(
     text = str(refused.value)
     assert "unrolling LSTM" in text and "nodes, an estimated" in text and "over the budget of 100 MB" in text
     assert proto.SerializeToString() == before  # nothing was unrolled
+    with pytest.raises(Exception, match=r"s to convert, over the time budget of 0 s an attempt"):
+        _unroll(proto, Limits(max_memory_mb=10**6, seconds=1e-6))
+    assert proto.SerializeToString() == before
     assert _unroll(proto, Limits(max_memory_mb=10**6))[-1].startswith("unrolled graph: ")
 
 
