@@ -132,8 +132,8 @@ readme: $(STAMP)
 
 # The gate CI runs: every capability, two workers (the emulated boards in one group on one of them), then the
 # timing-sensitive tests alone. Prints the slowest tests and writes JUnit XML under build/.
-TEST_ENV := EDGEPACK_PPOCR_CLS=$(PPOCR_CLS) EDGEPACK_CLIENTS_PYTHON=$(CLIENTS)/bin/python \
-	EDGEPACK_KUBERNETES_VALIDATE=$(K8S)/bin/kubernetes-validate EDGEPACK_FLEET_BIN=$(FLEET)/bin
+TEST_ENV := EDGEPACK_PPOCR_CLS=$(PPOCR_CLS) EDGEPACK_CLIENTS_PYTHON=$(CURDIR)/$(CLIENTS)/bin/python \
+	EDGEPACK_KUBERNETES_VALIDATE=$(CURDIR)/$(K8S)/bin/kubernetes-validate EDGEPACK_FLEET_BIN=$(CURDIR)/$(FLEET)/bin
 test: $(STAMP) $(PPOCR_CLS) $(CORPUS_MODELS) device $(CLIENTS_STAMP) $(K8S_STAMP) promtool fleet-tools
 	@mkdir -p build
 	$(TEST_ENV) $(PY) -m pytest -m "not serial" -n 2 --dist loadgroup --durations=30 --junitxml=build/test-results.xml
@@ -142,7 +142,7 @@ test: $(STAMP) $(PPOCR_CLS) $(CORPUS_MODELS) device $(CLIENTS_STAMP) $(K8S_STAMP
 # Unit tests: no converter, no emulated board (a few minutes).
 check: $(STAMP) $(K8S_STAMP) $(FLEET_STAMP)
 	@mkdir -p build
-	EDGEPACK_KUBERNETES_VALIDATE=$(K8S)/bin/kubernetes-validate EDGEPACK_FLEET_BIN=$(FLEET)/bin \
+	EDGEPACK_KUBERNETES_VALIDATE=$(CURDIR)/$(K8S)/bin/kubernetes-validate EDGEPACK_FLEET_BIN=$(CURDIR)/$(FLEET)/bin \
 	  $(PY) -m pytest -m "not slow and not emulated" -n 2 --durations=10 --junitxml=build/check-results.xml
 
 test-fast: check

@@ -122,7 +122,7 @@ def guest_command(qemu: str, cpu: str, root: Path, binds: list[tuple[str, str]],
 
 def run_on_device(profile: Profile, bundle: Path, script: str, cwd: Path | None = None,
                   log=stderr_log, capture: bool = False, reuse_env: bool = False,
-                  collect=None) -> tuple[subprocess.CompletedProcess, str]:
+                  collect=None, binds: tuple = ()) -> tuple[subprocess.CompletedProcess, str]:
     """Copy a bundle into the emulated device and run a shell script there.
 
     The script gets the bundle's in-device path as ``$BUNDLE``; the host's
@@ -132,7 +132,8 @@ def run_on_device(profile: Profile, bundle: Path, script: str, cwd: Path | None 
     board (packager.device_envs); with ``reuse_env`` the copy starts with the
     cached one, which install.sh still checks before using it.
     ``collect``, when given, is called with the bundle copy (host path) once
-    the script has run, before the copy goes.
+    the script has run, before the copy goes. ``binds``: more (host, guest)
+    folders to mount (e.g. a library at a system path, the tree untouched).
 
     Returns:
         (the finished process, the bundle's path inside the device).
@@ -151,7 +152,7 @@ def run_on_device(profile: Profile, bundle: Path, script: str, cwd: Path | None 
             device_envs.seed(key, copy)
         shell = ["/usr/bin/env", "-i", *(f"{k}={v}" for k, v in GUEST_ENV.items()), "/bin/sh", "-c",
                  f"BUNDLE={shlex.quote(str(copy))}; export BUNDLE; {script}"]
-        with board(profile, root, [(str(copy), str(copy)), (str(cwd), str(cwd))], workdir=str(cwd)) as command:
+        with board(profile, root, [(str(copy), str(copy)), (str(cwd), str(cwd)), *binds], workdir=str(cwd)) as command:
             proc = subprocess.run([*network_isolation(), *command(shell)], stdin=subprocess.DEVNULL, text=True,
                                   capture_output=capture)
         device_envs.keep(key, copy)

@@ -22,13 +22,32 @@ def workspace(out_dir: Path, first_name: str):
     out_dir.mkdir(parents=True, exist_ok=True)
     private = Path(tempfile.mkdtemp(prefix=f".{first_name}.", dir=out_dir))
     try:
-        with tempfile.TemporaryDirectory(prefix="edgepack-") as work:
+        with tempfile.TemporaryDirectory(prefix="edgepack-") as work, temp_home(Path(work)):
             yield private, Path(work)
     except BaseException:
         shutil.rmtree(private, ignore_errors=True)
         remove_empty(new_dirs)
         raise
     shutil.rmtree(private, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def temp_home(work: Path):
+    """TMPDIR points into ``work`` for the duration, in this process and every worker it starts: files a
+    killed worker could not remove (TensorFlow's autograph modules, removed only at a normal exit) go with
+    the work folder."""
+    folder = work / "tmp"
+    folder.mkdir()
+    old_env, old_dir = os.environ.get("TMPDIR"), tempfile.tempdir
+    os.environ["TMPDIR"] = tempfile.tempdir = str(folder)
+    try:
+        yield
+    finally:
+        tempfile.tempdir = old_dir
+        if old_env is None:
+            os.environ.pop("TMPDIR", None)
+        else:
+            os.environ["TMPDIR"] = old_env
 
 
 def missing_dirs(out_dir: Path) -> list[Path]:

@@ -21,7 +21,7 @@ COLLECTION = ROOT / "deploy" / "ansible"
 
 def fleet_bin() -> Path:
     """The bin folder of the venv with ansible-core and ansible-lint; fails the test when it is missing."""
-    folder = Path(os.environ.get("EDGEPACK_FLEET_BIN", ROOT / ".venv-fleet" / "bin"))
+    folder = ROOT / os.environ.get("EDGEPACK_FLEET_BIN", ".venv-fleet/bin")  # a relative name: from the repo
     if not (folder / "ansible-playbook").is_file():
         pytest.fail(f"ansible-playbook is not in {folder}: `make fleet-tools` makes .venv-fleet from "
                     "requirements/fleet.txt (make test does)")

@@ -84,10 +84,14 @@ def test_failed_hanging_and_truncated_updates_leave_current(digits_bundle, copy_
     np.savez(buffer, **wrong)
     bad = variant(digits_bundle, tmp_path / "bad" / digits_bundle.name, "2000-01-01T00:00:00+00:00",
                   {"health/expected.npz": buffer.getvalue()})
-    delegate = shutil.copy2(copy_delegate_aarch64, tmp_path / "libcopy_delegate.so")  # same path on the device
+    # a bundle may name a delegate only in a system library folder: the board sees this one in /usr/local/lib
+    (tmp_path / "lib").mkdir()
+    shutil.copy2(copy_delegate_aarch64, tmp_path / "lib" / "libcopy_delegate.so")
+    system = "/usr/local/lib/edgepack-test"
     hung = variant(digits_bundle, tmp_path / "hung" / digits_bundle.name, "2001-01-01T00:00:00+00:00",
                    target={"delegates": ["external", "xnnpack"],
-                           "external_delegate": {"library": str(delegate), "options": {"hang": "create"}}})
+                           "external_delegate": {"library": f"{system}/libcopy_delegate.so",
+                                                 "options": {"hang": "create"}}})
     # A .tar.gz cut in half, unpacked as far as it goes (the device's own tar stops there too, on its own terms)
     archive = (digits_bundle.parent / f"{digits_bundle.name}.tar.gz").read_bytes()
     with pytest.raises((EOFError, tarfile.ReadError)), tarfile.open(fileobj=io.BytesIO(archive[: len(archive) // 2])) as tar:
@@ -100,7 +104,8 @@ def test_failed_hanging_and_truncated_updates_leave_current(digits_bundle, copy_
         f'sh "cut/{digits_bundle.name}/install.sh" --prefix "$P" 2>cut.err; echo "CUT $? $(readlink "$P/current")"; '
         'ls "$P/versions"; [ ! -e "$P/previous" ] && echo NO-PREVIOUS; "$P/bin/edge-run" health "$P/current"'
     )
-    proc, _ = emulator.run_on_device(RPI4, digits_bundle, script, cwd=tmp_path, capture=True)
+    proc, _ = emulator.run_on_device(RPI4, digits_bundle, script, cwd=tmp_path, capture=True,
+                                     binds=((str(tmp_path / "lib"), system),))
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     lines = proc.stdout.splitlines()
     one = version(digits_bundle)

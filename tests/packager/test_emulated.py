@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from edge_runtime.errors import UserError
-from packager import emulator
+from packager import emulator, rootfs
 from packager.profiles import DEVICES_DIR, load_profile
 from tests.conftest import ROOT, run_cli
 from tests.helpers.board import Board, within_one_step
@@ -146,7 +146,7 @@ def test_a_tree_in_use_is_not_a_corrupt_tree(tmp_path):
     cache, spec = tmp_path / "tree", emulator._spec(RPI4)
     (cache / "root" / "etc").mkdir(parents=True)
     (cache / "root" / "etc" / "hostname").write_text("edgepack-emulated\n")
-    (cache / emulator.CHECKSUMS).write_text(json.dumps({"spec": spec, "files": emulator._tree_checksums(cache / "root")}))
+    (cache / emulator.CHECKSUMS).write_text(json.dumps({"spec": spec, "files": rootfs._tree_checksums(cache / "root")}))
     glue = cache / "root" / "etc" / "ld.so.preload"
     glue.touch()
     glue.chmod(0)

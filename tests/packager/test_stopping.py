@@ -16,11 +16,13 @@ pytestmark = pytest.mark.slow
 
 
 def _leftovers(marker: str) -> list[str]:
-    """Processes whose environment carries the build's private TMPDIR (the build and every worker it started)."""
+    """Processes whose TMPDIR is the build's private one or inside it (the build, and every worker it started
+    with TMPDIR in its work folder)."""
     found = []
     for proc in psutil.process_iter(["pid", "cmdline"]):
         try:
-            if proc.environ().get("TMPDIR") == marker:
+            tmp = proc.environ().get("TMPDIR", "")
+            if tmp == marker or tmp.startswith(marker + os.sep):
                 found.append(f"{proc.pid} {' '.join(proc.info['cmdline'] or [])[:120]}")
         except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
             continue
