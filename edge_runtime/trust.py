@@ -9,10 +9,13 @@ Python from the bundle runs; the runner checks it again here, so a bundle
 opened by ``edge_runtime.load`` (no launcher) meets the same rule. The
 cryptography is ssh-keygen's, never ours; with no key pinned nothing changes.
 
-Where the pin lives (verify-bundle and install.sh follow the same rule):
-``$EDGEPACK_TRUST_DIR/allowed_signers`` when that is set, else
-``/etc/edgepack/allowed_signers`` when it exists (root's pin binds every
-user and the systemd service), else ``~/.config/edgepack/allowed_signers``.
+Which pin is in effect (verify-bundle follows the same rule), failing
+closed: the first that exists of ``/etc/edgepack/allowed_signers`` (root's
+pin binds every user and the systemd service),
+``$EDGEPACK_TRUST_DIR/allowed_signers`` and
+``~/.config/edgepack/allowed_signers``. An environment variable can name a
+pin but never switch one off; a folder it names must exist, and a pin that
+exists must be a readable file, or nothing runs.
 """
 
 from __future__ import annotations
@@ -36,14 +39,23 @@ REBUILD = "rebuild it with edgepack build --sign KEY (the key pinned with instal
 
 
 def trust_file() -> Path | None:
-    """The pinned-key file in effect, or None when no key is pinned (signatures are not checked)."""
-    if os.environ.get("EDGEPACK_TRUST_DIR"):
-        path = Path(os.environ["EDGEPACK_TRUST_DIR"]) / TRUST_FILE
-    elif SYSTEM_TRUST.exists():
-        path = SYSTEM_TRUST
-    else:
-        path = Path(os.environ.get("HOME") or "/nonexistent") / ".config" / "edgepack" / TRUST_FILE
-    return path if path.exists() else None
+    """The pinned-key file in effect, or None when no key is pinned (signatures are not checked).
+
+    Raises:
+        UserError: EDGEPACK_TRUST_DIR names no readable folder, or the pin in effect cannot be read.
+    """
+    named = os.environ.get("EDGEPACK_TRUST_DIR")
+    if named and not (os.path.isdir(named) and os.access(named, os.R_OK | os.X_OK)):
+        raise UserError(f"EDGEPACK_TRUST_DIR names {named}, which is not a folder this user can read",
+                        "create it (install.sh --trust KEY.pub pins a key there) or unset the variable")
+    home = Path(os.environ.get("HOME") or "/nonexistent") / ".config" / "edgepack" / TRUST_FILE
+    for path in (SYSTEM_TRUST, *([Path(named) / TRUST_FILE] if named else []), home):
+        if os.path.lexists(path):
+            if not (path.is_file() and os.access(path, os.R_OK)):
+                raise UserError(f"a key is pinned in {path}, but it is not a file this user can read; so no "
+                                "bundle may run", "fix its permissions, or pin again with install.sh --trust KEY.pub")
+            return path
+    return None
 
 
 def _ssh_keygen(args: list[str], data: bytes) -> subprocess.CompletedProcess:

@@ -10,7 +10,8 @@
 #                    it (edgepack build --sign KEY) install and run. It goes to
 #                    /etc/edgepack/allowed_signers as root (every user), else
 #                    ~/.config/edgepack/allowed_signers ($EDGEPACK_TRUST_DIR
-#                    overrides both). The pin is exactly the keys given: it
+#                    names another folder; /etc's pin, once there, stays in
+#                    effect whatever a variable says). The pin is exactly the keys given: it
 #                    replaces the keys pinned before. Give --trust twice to
 #                    rotate keys (--trust NEW.pub --trust OLD.pub), and NEW alone
 #                    once no version signed by OLD is installed
@@ -137,6 +138,8 @@ if [ -n "$TRUST_KEYS" ]; then
     [ ! -e /etc/edgepack/allowed_signers ] || die "a key is pinned for every user in /etc/edgepack/allowed_signers; change it as root (sudo $0 --trust KEY.pub)"
     trust_dir="${HOME:?}/.config/edgepack"
   fi
+  [ "$trust_dir" = /etc/edgepack ] || [ ! -e /etc/edgepack/allowed_signers ] \
+    || die "a key is pinned for every user in /etc/edgepack/allowed_signers, and it stays in effect; change it as root without EDGEPACK_TRUST_DIR (sudo $0 --trust KEY.pub)"
   mkdir -p "$trust_dir"
   pin_entries > "$trust_dir/allowed_signers.tmp"
   unset IFS; set +f

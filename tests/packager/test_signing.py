@@ -66,6 +66,7 @@ def bundle(signed_build, tmp_path) -> Path:
 def trust(tmp_path, monkeypatch) -> Path:
     """A pin-less trust folder for this test, for the scripts and for open_bundle alike."""
     folder = tmp_path / "trust"
+    folder.mkdir()
     monkeypatch.setenv("EDGEPACK_TRUST_DIR", str(folder))
     return folder
 
@@ -156,6 +157,40 @@ def test_unsigned_bundle_is_refused_once_a_key_is_pinned(digits_bundle, bundle, 
     assert_refused(unsigned, tmp_path, NOT_SIGNED)
     (bundle / SIGNATURE).unlink()  # a signed bundle stripped of its signature
     assert_refused(bundle, tmp_path, NOT_SIGNED)
+
+
+def test_pins_fail_closed_no_variable_switches_a_pin_off(bundle, keys, tmp_path, monkeypatch):
+    """A key pinned in the user's folder binds although EDGEPACK_TRUST_DIR names a folder with no pin (it used
+    to replace the user's and the system's pin, so an unsigned bundle ran); a trust folder named but missing, or
+    a pin that is no readable file (a dangling link), refuses every bundle rather than checking none."""
+    monkeypatch.setenv("HOME", str(tmp_path))  # device_env's HOME for the scripts, the same for open_bundle
+    user_pin = tmp_path / ".config" / "edgepack" / "allowed_signers"
+    user_pin.parent.mkdir(parents=True)
+    monkeypatch.setenv("EDGEPACK_TRUST_DIR", str(user_pin.parent))  # as root install.sh would pin in /etc
+    pin(bundle, keys[0], cwd=tmp_path)
+    monkeypatch.delenv("EDGEPACK_TRUST_DIR")
+    assert user_pin.is_file() and trust_file() == user_pin
+    (bundle / SIGNATURE).unlink()
+    empty = tmp_path / "no-pin-here"
+    empty.mkdir()
+    monkeypatch.setenv("EDGEPACK_TRUST_DIR", str(empty))
+    assert trust_file() == user_pin
+    assert_refused(bundle, tmp_path, f"{NOT_SIGNED} {user_pin}")
+    monkeypatch.setenv("EDGEPACK_TRUST_DIR", str(tmp_path / "missing"))
+    said = f"EDGEPACK_TRUST_DIR names {tmp_path / 'missing'}, which is not a folder this user can read"
+    for proc in (launch(bundle, "info", str(bundle), cwd=tmp_path), install(bundle, cwd=tmp_path)):
+        assert proc.returncode == 1 and said in proc.stderr, proc.stderr
+    with pytest.raises(UserError, match=re.escape(said)):
+        open_bundle(bundle)
+    monkeypatch.delenv("EDGEPACK_TRUST_DIR")
+    user_pin.unlink()
+    user_pin.symlink_to(tmp_path / "gone")  # a pin that cannot be read is no reason to check nothing
+    said = f"a key is pinned in {user_pin}, but it is not a file this user can read"
+    for proc in (launch(bundle, "info", str(bundle), cwd=tmp_path), install(bundle, cwd=tmp_path)):
+        assert proc.returncode == 1 and said in proc.stderr, proc.stderr
+    with pytest.raises(UserError, match=re.escape(said)):
+        open_bundle(bundle)
+    assert not (bundle / ".venv").exists()
 
 
 def test_bundle_signed_by_another_key_is_refused(bundle, keys, trust, tmp_path):
@@ -249,7 +284,7 @@ def test_trust_refuses_what_is_not_a_public_key(bundle, keys, trust, tmp_path):
     assert proc.returncode == 1 and "nope.pub: no such file" in proc.stderr
     proc = install(bundle, "--trust", f"{keys[0]}.pub", "--trust", str(keys[1]), cwd=tmp_path)  # one bad of two
     assert proc.returncode == 1 and f"--trust {keys[1]} is not one OpenSSH public key line" in proc.stderr
-    assert not trust.exists()
+    assert not (trust / "allowed_signers").exists()
 
 
 @pytest.mark.parametrize("case", ["missing", "not-a-key", "passphrase"])
