@@ -45,8 +45,8 @@ def trust_file() -> Path | None:
         UserError: EDGEPACK_TRUST_DIR names no readable folder, or the pin in effect cannot be read.
     """
     named = os.environ.get("EDGEPACK_TRUST_DIR")
-    if named and not (os.path.isdir(named) and os.access(named, os.R_OK | os.X_OK)):
-        raise UserError(f"EDGEPACK_TRUST_DIR names {named}, which is not a folder this user can read",
+    if named and not (os.path.isdir(named) and os.access(named, os.X_OK)):
+        raise UserError(f"EDGEPACK_TRUST_DIR names {named}, which is not a folder this user can enter",
                         "create it (install.sh --trust KEY.pub pins a key there) or unset the variable")
     home = Path(os.environ.get("HOME") or "/nonexistent") / ".config" / "edgepack" / TRUST_FILE
     for path in (SYSTEM_TRUST, *([Path(named) / TRUST_FILE] if named else []), home):

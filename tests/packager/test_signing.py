@@ -177,7 +177,7 @@ def test_pins_fail_closed_no_variable_switches_a_pin_off(bundle, keys, tmp_path,
     assert trust_file() == user_pin
     assert_refused(bundle, tmp_path, f"{NOT_SIGNED} {user_pin}")
     monkeypatch.setenv("EDGEPACK_TRUST_DIR", str(tmp_path / "missing"))
-    said = f"EDGEPACK_TRUST_DIR names {tmp_path / 'missing'}, which is not a folder this user can read"
+    said = f"EDGEPACK_TRUST_DIR names {tmp_path / 'missing'}, which is not a folder this user can enter"
     for proc in (launch(bundle, "info", str(bundle), cwd=tmp_path), install(bundle, cwd=tmp_path)):
         assert proc.returncode == 1 and said in proc.stderr, proc.stderr
     with pytest.raises(UserError, match=re.escape(said)):
