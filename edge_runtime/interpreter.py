@@ -13,7 +13,7 @@ import os
 
 from .delegates import EDGETPU_LIBRARY, Choice, coverage, one_line, open_delegate
 from .errors import UserError
-from .native_logs import filtered_stderr
+from .native_logs import filtered_stderr, unfiltered
 
 RUNTIMES = (
     ("ai_edge_litert", "ai_edge_litert.interpreter"),
@@ -128,8 +128,8 @@ def make_engine(model_path: str, threads: int, delegate: str | Choice = "xnnpack
         ``delegate_nodes`` of ``total_nodes``; XNNPACK still takes what it
         leaves (it is applied after it, at allocation). The runtime's INFO
         lines on stderr ("Created TensorFlow Lite XNNPACK delegate for CPU.")
-        are dropped; its warnings and errors, and a delegate's own lines,
-        pass (edge_runtime.native_logs).
+        are dropped; its warnings and errors pass (edge_runtime.native_logs),
+        and a delegate's own lines while it loads go straight to stderr.
     """
     with filtered_stderr():
         return _engine(model_path, threads, delegate, delegate_model)
@@ -140,7 +140,8 @@ def _engine(model_path: str, threads: int, delegate: str | Choice, delegate_mode
     name, mod = runtime_module()
     fallback = None
     if choice.name in ("edgetpu", "external"):
-        loaded, why = open_delegate(mod, choice, os.path.dirname(os.path.abspath(model_path)))
+        with unfiltered():  # a delegate that hangs in its create call has said so first: straight to stderr
+            loaded, why = open_delegate(mod, choice, os.path.dirname(os.path.abspath(model_path)))
         path = delegate_model or model_path
         if loaded is not None:
             try:

@@ -184,3 +184,24 @@ def filtered_stderr():
             if active.users == 0:
                 _active = None
                 active.close()
+
+
+@contextlib.contextmanager
+def unfiltered():
+    """fd 2 as it was before any filter, for the block: for native code that may never return while it holds
+    the GIL (ctypes.PyDLL, as the runtimes load a delegate), whose last words the filter's thread could not
+    pass on. Nothing changes outside a filtered block."""
+    with _lock:
+        active = _active
+    if active is None:
+        yield
+        return
+    sys.stderr.flush()
+    through_filter = os.dup(2)
+    os.dup2(active.target, 2)
+    try:
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(through_filter, 2)
+        os.close(through_filter)

@@ -45,17 +45,35 @@ def trust_file() -> Path | None:
         UserError: EDGEPACK_TRUST_DIR names no readable folder, or the pin in effect cannot be read.
     """
     named = os.environ.get("EDGEPACK_TRUST_DIR")
-    if named and not (os.path.isdir(named) and os.access(named, os.X_OK)):
+    if named and not _can_enter(named):
         raise UserError(f"EDGEPACK_TRUST_DIR names {named}, which is not a folder this user can enter",
                         "create it (install.sh --trust KEY.pub pins a key there) or unset the variable")
     home = Path(os.environ.get("HOME") or "/nonexistent") / ".config" / "edgepack" / TRUST_FILE
     for path in (SYSTEM_TRUST, *([Path(named) / TRUST_FILE] if named else []), home):
         if os.path.lexists(path):
-            if not (path.is_file() and os.access(path, os.R_OK)):
+            if not _can_read(path):
                 raise UserError(f"a key is pinned in {path}, but it is not a file this user can read; so no "
                                 "bundle may run", "fix its permissions, or pin again with install.sh --trust KEY.pub")
             return path
     return None
+
+
+def _can_enter(folder: str) -> bool:
+    """A folder whose entries this user can look up: tried, not asked with os.access (proot, which runs the
+    emulated boards, does not translate faccessat2's path)."""
+    try:
+        os.stat(os.path.join(folder, "."))
+    except OSError:
+        return False
+    return os.path.isdir(folder)
+
+
+def _can_read(path: Path) -> bool:
+    try:
+        with open(path, "rb"):
+            return path.is_file()
+    except OSError:
+        return False
 
 
 def _ssh_keygen(args: list[str], data: bytes) -> subprocess.CompletedProcess:
