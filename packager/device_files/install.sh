@@ -295,17 +295,24 @@ BUNDLE=$HERE
 if [ -n "$ROOT" ]; then
   prepare_prefix
   check_forward
-  if [ -d "$BUNDLE" ]; then
-    # Left by an earlier run: kept only while it is current or previous (its environment is checked below).
-    [ "$VERSION" = "$CURRENT" ] || [ "$VERSION" = "$(version_of previous)" ] || [ "$BUNDLE" = "$HERE" ] || made "$BUNDLE"
-  else
+  rm -rf "$BUNDLE/.venv.partial"
+  # A folder left by an earlier run is checked by this bundle's own verify-bundle (the same bytes, or none
+  # runs): kept when it passes (its environment is checked below), else made again unless it is in use.
+  in_use=0
+  [ "$VERSION" != "$CURRENT" ] && [ "$VERSION" != "$(version_of previous)" ] && [ "$BUNDLE" != "$HERE" ] || in_use=1
+  if [ -d "$BUNDLE" ] && [ "$in_use" = 0 ]; then
+    made "$BUNDLE"
+    cmp -s "$HERE/verify-bundle" "$BUNDLE/verify-bundle" && sh "$BUNDLE/verify-bundle" --all 2>/dev/null \
+      || rm -rf "$BUNDLE" || refuse "left by an earlier run, could not be removed from $ROOT/versions"
+  fi
+  if [ ! -d "$BUNDLE" ]; then
     made "$BUNDLE.partial"
     rm -rf "$BUNDLE.partial"
     mkdir "$BUNDLE.partial" && (cd "$HERE" && tar --exclude=./.venv --exclude=./.venv.partial -cf - .) | (cd "$BUNDLE.partial" && tar -xf -) \
       && mv "$BUNDLE.partial" "$BUNDLE" || refuse "could not be copied to $BUNDLE"
     made "$BUNDLE"
   fi
-  rm -rf "$BUNDLE/.venv.partial"
+  cmp -s "$HERE/verify-bundle" "$BUNDLE/verify-bundle" || refuse "is in $BUNDLE with another verify-bundle; remove that folder"
   sh "$BUNDLE/verify-bundle" --all || refuse "failed its check once copied (above)"
   PREFIX="$BUNDLE/.venv"
   REQS="$BUNDLE/wheels/requirements.txt"
