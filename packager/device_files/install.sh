@@ -109,7 +109,7 @@ case "$HEALTH_TIMEOUT" in ''|*[!0-9]*|0) die "EDGEPACK_HEALTH_TIMEOUT must be a 
 # DIR/current and DIR/previous name versions/<version>: each is changed by
 # renaming a new link over it (rename(2), mv -T), so it is never missing.
 point() {
-  ln -sfn "versions/$2" "$ROOT/.$1.new" && mv -T "$ROOT/.$1.new" "$ROOT/$1"
+  rm -rf "$ROOT/.$1.new" && ln -sfn "versions/$2" "$ROOT/.$1.new" && mv -T "$ROOT/.$1.new" "$ROOT/$1"
 }
 # The version DIR/$1 names: empty unless it is a link to versions/<plain name>.
 version_of() {
@@ -270,6 +270,7 @@ while IFS='=' read -r key value; do
   esac
 done < "$HERE/install.conf"
 [ -n "$NAME" ] && [ -n "$WANT_ARCH" ] && [ -n "$WANT_PYTHON" ] || die "install.conf lacks name, arch or python; rebuild the bundle"
+case "$NAME" in [A-Za-z0-9]*[!A-Za-z0-9._+-]*|[!A-Za-z0-9]*) die "install.conf: name '$NAME' is not a plain name (letters, digits, . _ + -, a letter or digit first); rebuild the bundle" ;; esac
 
 arch=$(uname -m)
 [ "$arch" = "$WANT_ARCH" ] || die "this bundle's wheels are for $WANT_ARCH, this machine is $arch; rebuild with a --target profile for this device"
