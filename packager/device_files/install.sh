@@ -155,8 +155,10 @@ make_env() {
   env=$1
   if [ -e "$env" ] || [ -L "$env" ]; then
     if [ -d "$env" ] && [ ! -L "$env" ] && env_checks "$env" "$2"; then
-      stamp "$env" || die "could not write $env/.edgepack-install (is the disk full?)"
-      echo "install.sh: the environment in $env checks out against the bundle's wheels (verify-env): kept"
+      # (a stamp already right is left as it is: its time is the install's, which edgepack oci dates layers by)
+      [ "$(cat "$env/.edgepack-install" 2>/dev/null)" = "$STAMP_TEXT" ] || stamp "$env" \
+        || die "could not write $env/.edgepack-install (is the disk full?)"
+      echo "install.sh: already installed in $env (checked against the bundle's wheels by verify-env)"
       return 0
     fi
     [ -L "$env" ] || [ -f "$env/pyvenv.cfg" ] || die "$env exists and is not a Python environment; remove it or choose another --venv"
