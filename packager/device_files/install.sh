@@ -132,6 +132,10 @@ restart_service() {
 env_checks() {
   "$PYTHON" -I "$HERE/verify-env" "$1" "$2/wheels" 2>"$TMPD/verify-env.err"
 }
+# Two files with the same bytes (sha256sum: a board may have no cmp).
+same_file() {
+  [ -f "$1" ] && [ -f "$2" ] && [ "$(sha256sum < "$1")" = "$(sha256sum < "$2")" ]
+}
 stamp() {
   rm -f "$1/.edgepack-install" && printf '%s\n' "$STAMP_TEXT" > "$1/.edgepack-install"
 }
@@ -140,7 +144,7 @@ stamp() {
 reuse_env() {
   for from in ${CURRENT:+"$ROOT/versions/$CURRENT/.venv"} "$HERE/.venv"; do
     [ "$from" != "$1" ] && [ "$from" != "$BUNDLE/.venv" ] && [ -f "$from/.edgepack-install" ] || continue
-    cmp -s "$(dirname "$from")/wheels/requirements.txt" "$2/wheels/requirements.txt" || continue
+    same_file "$(dirname "$from")/wheels/requirements.txt" "$2/wheels/requirements.txt" || continue
     if { cp -al "$from" "$1" 2>/dev/null || { rm -rf "$1" && cp -a "$from" "$1"; }; } \
         && rm -f "$1/.edgepack-install" && env_checks "$1" "$2"; then
       echo "install.sh: the same wheels as $from: its environment reused (hard links), checked by verify-env"
@@ -305,7 +309,7 @@ if [ -n "$ROOT" ]; then
   [ "$VERSION" != "$CURRENT" ] && [ "$VERSION" != "$(version_of previous)" ] && [ "$BUNDLE" != "$HERE" ] || in_use=1
   if [ -d "$BUNDLE" ] && [ "$in_use" = 0 ]; then
     made "$BUNDLE"
-    cmp -s "$HERE/verify-bundle" "$BUNDLE/verify-bundle" && sh "$BUNDLE/verify-bundle" --all 2>/dev/null \
+    same_file "$HERE/verify-bundle" "$BUNDLE/verify-bundle" && sh "$BUNDLE/verify-bundle" --all 2>/dev/null \
       || rm -rf "$BUNDLE" || refuse "left by an earlier run, could not be removed from $ROOT/versions"
   fi
   if [ ! -d "$BUNDLE" ]; then
@@ -315,7 +319,7 @@ if [ -n "$ROOT" ]; then
       && mv "$BUNDLE.partial" "$BUNDLE" || refuse "could not be copied to $BUNDLE"
     made "$BUNDLE"
   fi
-  cmp -s "$HERE/verify-bundle" "$BUNDLE/verify-bundle" || refuse "is in $BUNDLE with another verify-bundle; remove that folder"
+  same_file "$HERE/verify-bundle" "$BUNDLE/verify-bundle" || refuse "is in $BUNDLE with another verify-bundle; remove that folder"
   sh "$BUNDLE/verify-bundle" --all || refuse "failed its check once copied (above)"
   PREFIX="$BUNDLE/.venv"
   REQS="$BUNDLE/wheels/requirements.txt"
