@@ -175,7 +175,7 @@ make_env() {
     "$PYTHON" -I -m venv "$env.partial" || die "could not create a venv with $PYTHON in $env.partial (apt install python3-venv; is the disk full?)"
     # Exactly the wheels the manifest pins, by sha256 (pip refuses any other).
     "$env.partial/bin/python" -I -m pip --isolated install --quiet --no-index --no-cache-dir --disable-pip-version-check \
-      --require-hashes --only-binary=:all: --find-links "$2/wheels" -r "$2/wheels/requirements.txt" \
+      --require-hashes --only-binary=:all: --find-links "$2/wheels" -r "$REQS" \
       || die "pip could not install $PACKAGES from $2/wheels (hash-checked against wheels/requirements.txt)"
     echo "install.sh: installed $PACKAGES into $env"
   fi
