@@ -110,7 +110,7 @@ oci-tools:
 # Set-up for the emulated tests: every target's root filesystem and device wheels,
 # both cached under $(CACHE); network is used here, never in the tests.
 wheels: $(STAMP)
-	$(PY) -m packager.fetch wheels $(TARGETS)
+	$(PY) -m packager.fetch wheels $(TARGETS) tests/fixtures/profiles/host-x86_64.toml
 	$(PY) -m packager.fetch runtimes $(TARGETS) tests/fixtures/profiles/rpi4-tflite-runtime.toml
 
 # The emulated boards' trees, and the OCI image's base tree (bookworm arm64: the tests' rpi4 image).

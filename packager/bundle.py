@@ -30,7 +30,7 @@ DASHBOARD = Path(__file__).resolve().parent.parent / "dashboards" / "edge-run.js
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,99}$")
 # The device scripts: fixed text, identical in every bundle (nothing is pasted
 # into them); what differs per bundle is data in install.conf.
-DEVICE_SCRIPTS = ("edge-run", "install.sh", "verify-bundle")
+DEVICE_SCRIPTS = ("edge-run", "install.sh", "install-versions.sh", "verify-bundle", "verify-env")
 # install.sh's health check (edge-run health): one held-out input, and the outputs the build got for it.
 HEALTH_SAMPLE, HEALTH_EXPECTED = "health/sample.npz", "health/expected.npz"
 

@@ -80,6 +80,24 @@ def digits_bundle(digits_fleet) -> Path:
     return digits_fleet[0] / "digits-rpi4"
 
 
+HOST_PROFILE = ROOT / "tests" / "fixtures" / "profiles" / "host-x86_64.toml"
+
+
+@pytest.fixture(scope="session")
+def host_bundle(digits, tmp_path_factory) -> Path:
+    """The digits bundle for this test machine (x86-64, Python 3.11; its wheels come with `make wheels`):
+    install.sh installs its real wheels here, without emulation."""
+    from packager.bundle import DEVICE_FILES
+
+    def make(out: Path) -> None:
+        run_cli("packager", "build", digits / "digits.onnx", "--target", HOST_PROFILE,
+                "--calibration", digits / "calibration.npy", "-o", out / "dist")
+
+    scripts = sorted(DEVICE_FILES.iterdir())
+    return once(tmp_path_factory, "digits-host", make, digits / "digits.onnx", HOST_PROFILE, *scripts) / "dist" \
+        / "digits-host-x86_64"
+
+
 @pytest.fixture(scope="session")
 def fleet_build(digits, tmp_path_factory) -> tuple[Path, Path]:
     """The example model built once for a fleet of two targets (rpi4, zero2w), signed: (the build's output

@@ -3,7 +3,7 @@
 # bundle's own wheels (no network, pip's hash-checking mode), and the
 # edge-run launcher. Safe to run again: an intact install is left as it is.
 #
-#   ./install.sh [--trust KEY.pub]... [--prefix DIR | --venv DIR] [--python PYTHON] [--service [--host H] [--port N]]
+#   ./install.sh [--trust KEY.pub]... [--prefix DIR [--allow-downgrade] | --venv DIR] [--python PYTHON] [--service [--host H] [--port N]]
 #   ./install.sh --rollback --prefix DIR
 #
 #   --trust KEY.pub  pin this public key: from now on only bundles signed with
@@ -18,9 +18,13 @@
 #   --prefix DIR     A/B install: the bundle is copied to DIR/versions/<name>-<digest>
 #                    with its venv, health-checked (its stored sample gives the
 #                    build's outputs within EDGEPACK_HEALTH_TIMEOUT seconds, 120;
-#                    with --service the server answers /v2/health/ready too), and
+#                    with --service its own server, on a port the kernel picks, answers
+#                    /v2/health/ready and names this model and version), and
 #                    only then DIR/current points at it (DIR/previous at the one
-#                    before); DIR/bin/edge-run runs DIR/current. Without it: in place
+#                    before); DIR/bin/edge-run runs DIR/current. Without it: in place.
+#                    Versions only move forward: DIR/newest records the newest
+#                    creation time installed, and an older bundle is refused
+#   --allow-downgrade  install an older bundle than DIR/newest anyway
 #   --rollback       point DIR/current back at DIR/previous (and the other way),
 #                    once DIR/previous passes verify-bundle (the pin of now)
 #   --venv DIR       in place: where the venv goes (default: .venv inside the bundle)
@@ -29,6 +33,12 @@
 #                    `edge-run serve` (needs root; EDGE_RUN_UNIT_DIR only writes it there)
 #   --host H         the address the service listens on (default 127.0.0.1:
 #                    this device only; 0.0.0.0 opens it to the network)
+#
+# Nothing found on the device is trusted: an environment is made in a temp
+# folder beside its place, stamped complete last and renamed into place; one
+# found there (or the current version's, reused by hard links when the wheels
+# are the same) is used only once verify-env proves it is what the bundle's
+# hash-pinned wheels install. A failure removes whatever this run made.
 #
 # This script is the same in every bundle: what differs (name, arch, Python,
 # packages) is data in install.conf, read and checked, never executed.
@@ -43,9 +53,31 @@ PORT="8080"
 TRUST_KEYS=""  # one per line
 ROOT=""
 ROLLBACK=0
+ALLOW_DOWNGRADE=0
 HEALTH_TIMEOUT="${EDGEPACK_HEALTH_TIMEOUT:-120}"
+CURRENT=""
+nl='
+'
+umask 022
 
+# One cleanup path: whatever this run made (MADE, one path a line) goes on any failure, a signal or a step
+# that failed under set -e included; DIR/current and DIR/previous change only as the last steps.
+MADE="" TMPD="" FINISHED=0 DIED=0
+made() { MADE="$MADE$1$nl"; }
+cleanup() {
+  rc=$?
+  set +e
+  [ -z "$TMPD" ] || rm -rf "$TMPD"
+  [ "$FINISHED" = 0 ] && [ "$rc" != 0 ] || return 0
+  set -f; IFS=$nl
+  for path in $MADE; do rm -rf "$path"; done
+  unset IFS; set +f
+  [ "$DIED" = 1 ] || echo "install.sh: error: a step failed (above); removed what this run made${ROOT:+ (${CURRENT:-no version} is still current in $ROOT)}" >&2
+}
+trap cleanup EXIT
+trap 'die "interrupted by a signal; removed what this run made"' INT TERM HUP
 die() {
+  DIED=1
   echo "install.sh: error: $*" >&2
   exit 1
 }
@@ -55,20 +87,19 @@ shquote() {
   printf "'%s'" "$(printf '%s' "$1" | sed "s/'/'\\\\''/g")"
 }
 
-nl='
-'
 while [ $# -gt 0 ]; do
   case "$1" in
     --prefix) [ $# -ge 2 ] || die "--prefix needs a folder"; ROOT=$2; shift 2 ;;
     --venv) [ $# -ge 2 ] || die "--venv needs a folder"; PREFIX=$2; shift 2 ;;
     --rollback) ROLLBACK=1; shift ;;
+    --allow-downgrade) ALLOW_DOWNGRADE=1; shift ;;
     --python) [ $# -ge 2 ] || die "--python needs an interpreter"; PYTHON=$2; shift 2 ;;
     --service) SERVICE=1; shift ;;
     --host) [ $# -ge 2 ] || die "--host needs an address"; HOST=$2; shift 2 ;;
     --port) [ $# -ge 2 ] || die "--port needs a number"; PORT=$2; shift 2 ;;
     --trust) [ $# -ge 2 ] || die "--trust needs a public key file (KEY.pub)"; TRUST_KEYS="$TRUST_KEYS$2$nl"; shift 2 ;;
-    -h|--help) sed -n '2,33p' "$0"; exit 0 ;;
-    *) die "unknown option '$1' (expected --trust KEY.pub, --prefix DIR, --rollback, --venv DIR, --python PYTHON, --service, --host H, --port N)" ;;
+    -h|--help) sed -n '2,43p' "$0"; exit 0 ;;
+    *) die "unknown option '$1' (expected --trust KEY.pub, --prefix DIR, --rollback, --allow-downgrade, --venv DIR, --python PYTHON, --service, --host H, --port N)" ;;
   esac
 done
 
@@ -79,10 +110,13 @@ case "$HEALTH_TIMEOUT" in ''|*[!0-9]*|0) die "EDGEPACK_HEALTH_TIMEOUT must be a 
 # DIR/current and DIR/previous name versions/<version>: each is changed by
 # renaming a new link over it (rename(2), mv -T), so it is never missing.
 point() {
-  ln -sfn "versions/$2" "$ROOT/.$1.new" && mv -T "$ROOT/.$1.new" "$ROOT/$1"
+  rm -rf "$ROOT/.$1.new" && ln -sfn "versions/$2" "$ROOT/.$1.new" && mv -T "$ROOT/.$1.new" "$ROOT/$1"
 }
+# The version DIR/$1 names: empty unless it is a link to versions/<plain name>.
 version_of() {
   v=$(readlink "$ROOT/$1" 2>/dev/null) || v=""
+  case "$v" in versions/*/*|versions/.|versions/..) v="" ;; versions/[A-Za-z0-9]*) ;; *) v="" ;; esac
+  case "${v#versions/}" in *[!A-Za-z0-9._+-]*) v="" ;; esac
   printf '%s' "${v#versions/}"
 }
 # A running service (its unit runs DIR/bin/edge-run serve DIR/current) restarts on the version now current.
@@ -92,6 +126,69 @@ restart_service() {
     systemctl try-restart "$unit" || die "systemctl could not restart $unit on $(version_of current) (journalctl -u $unit)"
     echo "install.sh: restarted $unit"
   fi
+}
+
+# Environments: made in DIR.partial beside their place, stamped last, renamed into place; a found one is used
+# only once verify-env (the system Python's, never the environment's) proves it is what the wheels install.
+env_checks() {
+  "$PYTHON" -I "$HERE/verify-env" "$1" "$2/wheels" 2>"$TMPD/verify-env.err"
+}
+# Two files with the same bytes (sha256sum: a board may have no cmp).
+same_file() {
+  [ -f "$1" ] && [ -f "$2" ] && [ "$(sha256sum < "$1")" = "$(sha256sum < "$2")" ]
+}
+stamp() {
+  rm -f "$1/.edgepack-install" && printf '%s\n' "$STAMP_TEXT" > "$1/.edgepack-install"
+}
+# A model-only update: an environment of the same wheels (the current version's, or one beside the bundle),
+# copied to $1 by hard links and checked there.
+reuse_env() {
+  for from in ${CURRENT:+"$ROOT/versions/$CURRENT/.venv"} "$HERE/.venv"; do
+    [ "$from" != "$1" ] && [ "$from" != "$BUNDLE/.venv" ] && [ -f "$from/.edgepack-install" ] || continue
+    same_file "$(dirname "$from")/wheels/requirements.txt" "$2/wheels/requirements.txt" || continue
+    if { cp -al "$from" "$1" 2>/dev/null || { rm -rf "$1" && cp -a "$from" "$1"; }; } \
+        && rm -f "$1/.edgepack-install" && env_checks "$1" "$2"; then
+      echo "install.sh: the same wheels as $from: its environment reused (hard links), checked by verify-env"
+      return 0
+    fi
+    echo "install.sh: the environment in $from does not check out ($(head -c 300 "$TMPD/verify-env.err")): not reused"
+    rm -rf "$1"
+  done
+  return 1
+}
+make_env() {
+  env=$1
+  if [ -e "$env" ] || [ -L "$env" ]; then
+    if [ -d "$env" ] && [ ! -L "$env" ] && env_checks "$env" "$2"; then
+      # (a stamp already right is left as it is: its time is the install's, which edgepack oci dates layers by)
+      [ "$(cat "$env/.edgepack-install" 2>/dev/null)" = "$STAMP_TEXT" ] || stamp "$env" \
+        || die "could not write $env/.edgepack-install (is the disk full?)"
+      echo "install.sh: already installed in $env (checked against the bundle's wheels by verify-env)"
+      return 0
+    fi
+    [ -L "$env" ] || [ -f "$env/pyvenv.cfg" ] || die "$env exists and is not a Python environment; remove it or choose another --venv"
+    echo "install.sh: the environment in $env is not what this bundle's wheels install ($(head -c 300 "$TMPD/verify-env.err")): removed, making a fresh one"
+    rm -rf "$env" || die "could not remove $env"
+  fi
+  made "$env.partial"
+  rm -rf "$env.partial"
+  if ! reuse_env "$env.partial" "$2"; then
+    "$PYTHON" -I -m venv "$env.partial" || die "could not create a venv with $PYTHON in $env.partial (apt install python3-venv; is the disk full?)"
+    # Exactly the wheels the manifest pins, by sha256 (pip refuses any other).
+    "$env.partial/bin/python" -I -m pip --isolated install --quiet --no-index --no-cache-dir --disable-pip-version-check \
+      --require-hashes --only-binary=:all: --find-links "$2/wheels" -r "$REQS" \
+      || die "pip could not install $PACKAGES from $2/wheels (hash-checked against wheels/requirements.txt)"
+    echo "install.sh: installed $PACKAGES into $env"
+  fi
+  stamp "$env.partial" || die "could not write $env.partial/.edgepack-install (is the disk full?)"
+  mv "$env.partial" "$env" || die "could not move $env.partial to $env"
+  [ -n "$ROOT" ] || made "$env"
+}
+write_launcher() {
+  {
+    echo '#!/bin/sh'
+    echo "EDGE_RUN_PYTHON=$(shquote "$2") exec $(shquote "$3") \"\$@\""
+  } > "$1.tmp" && chmod +x "$1.tmp" && mv "$1.tmp" "$1" || die "could not write $1 (is the disk full?)"
 }
 
 if [ "$ROLLBACK" = 1 ]; then
@@ -158,9 +255,12 @@ if [ -n "$TRUST_KEYS" ]; then
   [ -z "$dropped" ] || echo "install.sh: no longer pinned: $dropped (--trust replaces the pin with exactly the keys given): bundles signed only by it no longer install or run, installed versions included; to rotate keys, pin the new and the old together (--trust NEW.pub --trust OLD.pub) until every version in use is signed by the new one"
 fi
 
+# An environment an interrupted run left half made (never used: it has no stamp and no place).
+[ -n "$ROOT" ] || rm -rf "$PREFIX.partial"
 # Every file checked (system tools only) before any Python from the bundle runs.
 sh "$HERE/verify-bundle" --all || die "the bundle failed its check (above); nothing was installed"
 trust=$(sh "$HERE/verify-bundle" --trust-file)
+. "$HERE/install-versions.sh"
 if [ -n "$trust" ]; then
   echo "install.sh: signature checked against the key pinned in $trust"
 else
@@ -179,6 +279,7 @@ while IFS='=' read -r key value; do
   esac
 done < "$HERE/install.conf"
 [ -n "$NAME" ] && [ -n "$WANT_ARCH" ] && [ -n "$WANT_PYTHON" ] || die "install.conf lacks name, arch or python; rebuild the bundle"
+case "$NAME" in [A-Za-z0-9]*[!A-Za-z0-9._+-]*|[!A-Za-z0-9]*) die "install.conf: name '$NAME' is not a plain name (letters, digits, . _ + -, a letter or digit first); rebuild the bundle" ;; esac
 
 arch=$(uname -m)
 [ "$arch" = "$WANT_ARCH" ] || die "this bundle's wheels are for $WANT_ARCH, this machine is $arch; rebuild with a --target profile for this device"
@@ -189,66 +290,50 @@ have=$("$PYTHON" -I -c 'import sys; print("%d.%d" % sys.version_info[:2])') || d
 
 REQS="$HERE/wheels/requirements.txt"
 [ -f "$REQS" ] || die "this bundle has no wheels/ (built with --no-wheels); install $PACKAGES yourself, or rebuild without --no-wheels"
-
-BUNDLE=$HERE
-if [ -n "$ROOT" ]; then
-  mkdir -p "$ROOT/versions" "$ROOT/bin" || die "cannot create $ROOT/versions"
-  ROOT=$(cd "$ROOT" && pwd -P)
-  VERSION="$NAME-$(sha256sum "$HERE/manifest.json" | cut -c1-12)"
-  BUNDLE="$ROOT/versions/$VERSION"
-  CURRENT=$(version_of current)
-  # Refused or failed: the running version and the links are as they were.
-  refuse() {
-    if [ "$VERSION" != "$CURRENT" ] && [ "$VERSION" != "$(version_of previous)" ] && [ "$BUNDLE" != "$HERE" ]; then
-      rm -rf "$BUNDLE"
-    fi
-    die "$VERSION $1; nothing changed: ${CURRENT:-no version} is still current in $ROOT"
-  }
-  if [ ! -d "$BUNDLE" ]; then
-    rm -rf "$BUNDLE.partial"
-    mkdir "$BUNDLE.partial" && (cd "$HERE" && tar --exclude=./.venv -cf - .) | (cd "$BUNDLE.partial" && tar -xf -) \
-      && mv "$BUNDLE.partial" "$BUNDLE" || { rm -rf "$BUNDLE.partial"; refuse "could not be copied to $BUNDLE"; }
-  fi
-  sh "$BUNDLE/verify-bundle" --all || refuse "failed its check once copied (above)"
-  PREFIX="$BUNDLE/.venv"
-  REQS="$BUNDLE/wheels/requirements.txt"
-fi
-
-STAMP="$PREFIX/.edgepack-install"
-want_stamp="$(sha256sum "$REQS" | cut -d' ' -f1) $PACKAGES"
-if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$want_stamp" ] && "$PREFIX/bin/python" -I -c "import numpy" >/dev/null 2>&1; then
-  echo "install.sh: already installed in $PREFIX"
-else
-  if [ ! -x "$PREFIX/bin/python" ]; then
-    "$PYTHON" -I -m venv "$PREFIX" || die "could not create a venv with $PYTHON (apt install python3-venv)"
-  fi
-  # Exactly the wheels the manifest pins, by sha256 (pip refuses any other).
-  "$PREFIX/bin/python" -I -m pip --isolated install --quiet --no-index --no-cache-dir --disable-pip-version-check \
-    --require-hashes --only-binary=:all: --find-links "$BUNDLE/wheels" -r "$REQS" \
-    || die "pip could not install $PACKAGES from $BUNDLE/wheels (hash-checked against wheels/requirements.txt)"
-  echo "$want_stamp" > "$STAMP"
-  echo "install.sh: installed $PACKAGES into $PREFIX"
-fi
-
-# The installed launcher: paths as quoted shell words, never pasted raw.
-mkdir -p "$PREFIX/bin"
-{
-  echo '#!/bin/sh'
-  echo "EDGE_RUN_PYTHON=$(shquote "$PREFIX/bin/python") exec $(shquote "$BUNDLE/edge-run") \"\$@\""
-} > "$PREFIX/bin/edge-run.tmp"
-chmod +x "$PREFIX/bin/edge-run.tmp"
-mv "$PREFIX/bin/edge-run.tmp" "$PREFIX/bin/edge-run"
-[ -n "$ROOT" ] || echo "install.sh: run it with $HERE/edge-run (or $PREFIX/bin/edge-run)"
-
 if [ "$SERVICE" = 1 ]; then
   case "$PORT" in ''|*[!0-9]*) die "--port must be a number, found '$PORT'" ;; esac
   [ "$PORT" -ge 1 ] && [ "$PORT" -le 65535 ] || die "--port must be 1..65535, found $PORT"
   case "$HOST" in ''|*[!A-Za-z0-9.:-]*) die "--host must be an address or host name, found '$HOST'" ;; esac
   # A unit file has its own quoting (and %-specifiers): only plain paths go in.
-  case "$HERE$PREFIX" in
-    *[!A-Za-z0-9._/+-]*) die "--service needs the bundle and venv at plain paths (letters, digits, . _ / + -); found $HERE and $PREFIX; move the bundle" ;;
+  case "$HERE$PREFIX$ROOT" in
+    *[!A-Za-z0-9._/+-]*) die "--service needs the bundle, venv and --prefix at plain paths (letters, digits, . _ / + -); found $HERE, $PREFIX, $ROOT; move them" ;;
   esac
 fi
+TMPD=$(mktemp -d) || die "cannot make a temp folder (mktemp -d); is the disk full?"
+
+BUNDLE=$HERE
+if [ -n "$ROOT" ]; then
+  prepare_prefix
+  check_forward
+  rm -rf "$BUNDLE/.venv.partial"
+  # A folder left by an earlier run is checked by this bundle's own verify-bundle (the same bytes, or none
+  # runs): kept when it passes (its environment is checked below), else made again unless it is in use.
+  in_use=0
+  [ "$VERSION" != "$CURRENT" ] && [ "$VERSION" != "$(version_of previous)" ] && [ "$BUNDLE" != "$HERE" ] || in_use=1
+  if [ -d "$BUNDLE" ] && [ "$in_use" = 0 ]; then
+    made "$BUNDLE"
+    same_file "$HERE/verify-bundle" "$BUNDLE/verify-bundle" && sh "$BUNDLE/verify-bundle" --all 2>/dev/null \
+      || rm -rf "$BUNDLE" || refuse "left by an earlier run, could not be removed from $ROOT/versions"
+  fi
+  if [ ! -d "$BUNDLE" ]; then
+    made "$BUNDLE.partial"
+    rm -rf "$BUNDLE.partial"
+    mkdir "$BUNDLE.partial" && (cd "$HERE" && tar --exclude=./.venv --exclude=./.venv.partial -cf - .) | (cd "$BUNDLE.partial" && tar -xf -) \
+      && mv "$BUNDLE.partial" "$BUNDLE" || refuse "could not be copied to $BUNDLE"
+    made "$BUNDLE"
+  fi
+  same_file "$HERE/verify-bundle" "$BUNDLE/verify-bundle" || refuse "is in $BUNDLE with another verify-bundle; remove that folder"
+  sh "$BUNDLE/verify-bundle" --all || refuse "failed its check once copied (above)"
+  PREFIX="$BUNDLE/.venv"
+  REQS="$BUNDLE/wheels/requirements.txt"
+fi
+
+STAMP_TEXT="$(sha256sum "$REQS" | cut -d' ' -f1) $PACKAGES"
+make_env "$PREFIX" "$BUNDLE"
+
+# The installed launcher: paths as quoted shell words, never pasted raw.
+write_launcher "$PREFIX/bin/edge-run" "$PREFIX/bin/python" "$BUNDLE/edge-run"
+[ -n "$ROOT" ] || echo "install.sh: run it with $HERE/edge-run (or $PREFIX/bin/edge-run)"
 
 if [ -n "$ROOT" ]; then
   echo "install.sh: health check of $VERSION: its stored sample, at most ${HEALTH_TIMEOUT}s"
@@ -259,43 +344,20 @@ if [ -n "$ROOT" ]; then
     124|137) refuse "failed its health check: it did not finish within ${HEALTH_TIMEOUT}s (EDGEPACK_HEALTH_TIMEOUT)" ;;
     *) refuse "failed its health check (above)" ;;
   esac
-  if [ "$SERVICE" = 1 ]; then
-    # edge-run serve on a spare loopback port until /v2/health/ready answers 200.
-    probe="${EDGEPACK_HEALTH_PORT:-18080}"
-    case "$probe" in ''|*[!0-9]*) die "EDGEPACK_HEALTH_PORT must be a port number, found '$probe'" ;; esac
-    timeout -k 5 "$HEALTH_TIMEOUT" "$PREFIX/bin/edge-run" serve "$BUNDLE" --host 127.0.0.1 --port "$probe" >/dev/null 2>&1 &
-    server=$!
-    status=0
-    "$PREFIX/bin/python" -I -c '
-import sys, time, urllib.request
-url, deadline = sys.argv[1], time.monotonic() + float(sys.argv[2])
-while time.monotonic() < deadline:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as reply:
-            sys.exit(0 if reply.status == 200 else 1)
-    except OSError:
-        time.sleep(0.5)
-sys.exit(1)' "http://127.0.0.1:$probe/v2/health/ready" "$HEALTH_TIMEOUT" || status=$?
-    kill "$server" 2>/dev/null || true
-    wait "$server" 2>/dev/null || true
-    [ "$status" = 0 ] || refuse "failed its health check: edge-run serve was not ready (GET /v2/health/ready on port $probe) within ${HEALTH_TIMEOUT}s"
-    echo "install.sh: edge-run serve $VERSION answered /v2/health/ready"
-  fi
-  {
-    echo '#!/bin/sh'
-    echo "EDGE_RUN_PYTHON=$(shquote "$ROOT/current/.venv/bin/python") exec $(shquote "$ROOT/current/edge-run") \"\$@\""
-  } > "$ROOT/bin/edge-run.tmp"
-  chmod +x "$ROOT/bin/edge-run.tmp"
-  mv "$ROOT/bin/edge-run.tmp" "$ROOT/bin/edge-run"
+  [ "$SERVICE" = 0 ] || probe_service
+  write_launcher "$ROOT/bin/edge-run" "$ROOT/current/.venv/bin/python" "$ROOT/current/edge-run"
   if [ "$CURRENT" = "$VERSION" ]; then
     echo "install.sh: $VERSION is already current in $ROOT"
   else
     if [ -n "$CURRENT" ]; then
       point previous "$CURRENT" || refuse "could not point $ROOT/previous at $CURRENT"
     fi
-    point current "$VERSION" || die "could not point $ROOT/current at $VERSION; it still names ${CURRENT:-nothing}"
+    point current "$VERSION" || refuse "could not point $ROOT/current at it"
+    FINISHED=1
     echo "install.sh: current is $VERSION${CURRENT:+ (previous: $CURRENT; install.sh --rollback --prefix $ROOT returns to it)}"
   fi
+  FINISHED=1
+  record_newest
   echo "install.sh: run it with $ROOT/bin/edge-run run $ROOT/current ..."
   # The unit runs whatever is current.
   BUNDLE="$ROOT/current" PREFIX="$ROOT"
