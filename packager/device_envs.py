@@ -25,7 +25,7 @@ from pathlib import Path
 
 from .wheels import cache_root
 
-INSTALLER_FILES = ("install.sh", "verify-env")
+INSTALLER_FILES = ("install.sh", "install-versions.sh", "verify-env")
 VENV = ".venv"
 
 

@@ -188,13 +188,12 @@ def test_a_rollout_over_its_failure_budget_stops_and_touches_no_further_board(ro
     plain = host_vars.read_text()
     host_vars.write_text(plain + f"edgepack_service: true\nedgepack_service_host: {failing.address}\n"
                                  f"edgepack_service_port: {free_port(failing.address)}\nedgepack_ready_timeout: 5\n")
-    rollouts.fleet.set_env(failing, EDGE_RUN_UNIT_DIR=str(failing.path("units")),
-                           EDGEPACK_HEALTH_PORT=str(free_port("127.0.0.1")))  # install.sh's own probe
+    rollouts.fleet.set_env(failing, EDGE_RUN_UNIT_DIR=str(failing.path("units")))
     try:
         run = rollouts.run("rollout", "v3", *BATCHES, *OVER_BUDGET)
     finally:
         host_vars.write_text(plain)
-        rollouts.fleet.set_env(failing, EDGE_RUN_UNIT_DIR=None, EDGEPACK_HEALTH_PORT=None)
+        rollouts.fleet.set_env(failing, EDGE_RUN_UNIT_DIR=None)
     assert run.returncode == 2, run
     assert batches(run) == [["pi-01"], ["pi-02", "zero-01"]]  # 1 of 2 failed, over 25%: no third batch
     assert "PLAY [Fleet summary]" not in run.stdout  # the playbook stopped there; status (below) tells the rest

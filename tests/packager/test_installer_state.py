@@ -211,7 +211,7 @@ def test_health_probe_checks_its_own_server(bundle, tmp_path, server):
     try:
         proc = install(bundle, "--prefix", tmp_path / "ab", "--service", tmp_path=tmp_path,
                        PATH=f"{bin_dir}:{os.environ['PATH']}", EDGE_RUN_UNIT_DIR=str(tmp_path / "units"),
-                       EDGEPACK_HEALTH_PORT=str(port), EDGEPACK_HEALTH_TIMEOUT="20")
+                       EDGEPACK_HEALTH_TIMEOUT="20")
     finally:
         impostor.shutdown()
         impostor.server_close()
