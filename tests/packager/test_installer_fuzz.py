@@ -39,6 +39,7 @@ def installed_bundle(host_bundle, tmp_path) -> Path:
 
 
 def run(bundle: Path, tmp_path: Path, *args) -> subprocess.CompletedProcess:
+    (tmp_path / "trust").mkdir(exist_ok=True)  # an empty trust folder: no key pinned
     env = {**os.environ, "EDGEPACK_TRUST_DIR": str(tmp_path / "trust")}
     return subprocess.run(["sh", str(bundle / "install.sh"), *map(str, args)], cwd=tmp_path, env=env,
                           capture_output=True, text=True, stdin=subprocess.DEVNULL)

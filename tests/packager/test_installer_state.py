@@ -32,7 +32,8 @@ def bundle(host_bundle, tmp_path) -> Path:
 
 
 def env_of(tmp_path: Path, **extra) -> dict:
-    """The test's environment: no pinned key (a trust folder of its own), no systemd."""
+    """The test's environment: no pinned key (an empty trust folder of its own), no systemd."""
+    (tmp_path / "trust").mkdir(exist_ok=True)
     return {**os.environ, "EDGEPACK_TRUST_DIR": str(tmp_path / "trust"), **extra}
 
 
