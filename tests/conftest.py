@@ -158,6 +158,7 @@ def accuracy(scores: np.ndarray, labels: np.ndarray) -> float:
     return float((scores.reshape(len(labels), -1).argmax(1) == labels).mean())
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist's own hook reads the groups
 def pytest_collection_modifyitems(items):
     """The emulated boards take turns on one pytest-xdist worker (QEMU runs one core each; two boards at once
     would only slow both and the other worker's converters)."""

@@ -268,14 +268,16 @@ else
 fi
 
 NAME="" WANT_ARCH="" WANT_PYTHON="" PACKAGES=""
+# What a line of install.conf held, as one printable line (every other character shown as ?).
+shown() { printf '%s' "$1" | head -c 80 | tr -c 'A-Za-z0-9._+<>=!,~ -' '?'; }
 while IFS='=' read -r key value; do
-  case "$value" in *[!A-Za-z0-9._+\<\>=!,~\ -]*) die "install.conf: $key holds characters it may not ($value)" ;; esac
+  case "$value" in *[!A-Za-z0-9._+\<\>=!,~\ -]*) die "install.conf: $(shown "$key") holds characters it may not ($(shown "$value"))" ;; esac
   case "$key" in
     name) NAME=$value ;;
     arch) WANT_ARCH=$value ;;
     python) WANT_PYTHON=$value ;;
     packages) PACKAGES=$value ;;
-    *) die "install.conf: unknown key '$key'" ;;
+    *) die "install.conf: unknown key '$(shown "$key")'" ;;
   esac
 done < "$HERE/install.conf"
 [ -n "$NAME" ] && [ -n "$WANT_ARCH" ] && [ -n "$WANT_PYTHON" ] || die "install.conf lacks name, arch or python; rebuild the bundle"

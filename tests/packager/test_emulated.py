@@ -36,7 +36,7 @@ def test_digits_installs_offline_runs_and_matches_host(digits, digits_bundle, tm
     )
     out = Board("rpi4").run(digits_bundle, script, tmp_path, fresh_env=True).check().stdout
     assert not list(tmp_path.rglob("PWNED"))
-    assert "SERVICE-REFUSED" in out and "--service needs the bundle and venv at plain paths" in (
+    assert "SERVICE-REFUSED" in out and "--service needs the bundle, venv and --prefix at plain paths" in (
         tmp_path / "service.err").read_text()
     assert not (tmp_path / "units").exists()
     assert "installed ai-edge-litert==2.3.0 numpy==" in out
