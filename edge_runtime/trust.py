@@ -69,9 +69,12 @@ def _can_enter(folder: str) -> bool:
 
 
 def _can_read(path: Path) -> bool:
+    """A regular file (asked first: opening a FIFO would wait for a writer) this user can open."""
+    if not path.is_file():
+        return False
     try:
         with open(path, "rb"):
-            return path.is_file()
+            return True
     except OSError:
         return False
 

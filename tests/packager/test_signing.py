@@ -190,6 +190,12 @@ def test_pins_fail_closed_no_variable_switches_a_pin_off(bundle, keys, tmp_path,
         assert proc.returncode == 1 and said in proc.stderr, proc.stderr
     with pytest.raises(UserError, match=re.escape(said)):
         open_bundle(bundle)
+    user_pin.unlink()
+    os.mkfifo(user_pin)  # nor a pin no one writes to: it is refused, never waited on
+    for proc in (launch(bundle, "info", str(bundle), cwd=tmp_path), install(bundle, cwd=tmp_path)):
+        assert proc.returncode == 1 and said in proc.stderr, proc.stderr
+    with pytest.raises(UserError, match=re.escape(said)):
+        open_bundle(bundle)
     assert not (bundle / ".venv").exists()
 
 
