@@ -232,11 +232,10 @@ if [ -n "$TRUST_KEYS" ]; then
   elif [ "$(id -u)" = 0 ]; then
     trust_dir=/etc/edgepack
   else
-    [ ! -e /etc/edgepack/allowed_signers ] || die "a key is pinned for every user in /etc/edgepack/allowed_signers; change it as root (sudo $0 --trust KEY.pub)"
     trust_dir="${HOME:?}/.config/edgepack"
   fi
   [ "$trust_dir" = /etc/edgepack ] || [ ! -e /etc/edgepack/allowed_signers ] \
-    || die "a key is pinned for every user in /etc/edgepack/allowed_signers, and it stays in effect; change it as root without EDGEPACK_TRUST_DIR (sudo $0 --trust KEY.pub)"
+    || die "a key is pinned for every user in /etc/edgepack/allowed_signers, and it stays in effect; change it as root (sudo $0 --trust KEY.pub, without EDGEPACK_TRUST_DIR)"
   mkdir -p "$trust_dir"
   pin_entries > "$trust_dir/allowed_signers.tmp"
   unset IFS; set +f
