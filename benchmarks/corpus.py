@@ -17,7 +17,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.fixtures.corpus import CORPUS, build_and_compare  # noqa: E402
+from tests.fixtures.corpus import CORPUS  # noqa: E402
+from tests.fixtures.corpus_run import build_and_compare  # noqa: E402
 
 
 TASKS = (("top1", "top-1", ".1%"), ("exact_match", "strings", ".1%"), ("detection_f1", "det F1", ".3f"),

@@ -18,7 +18,8 @@ from packager.fidelity import Bar, compare, shortfalls
 from packager.kinds import OutputKind
 
 from tests.conftest import ROOT
-from tests.fixtures.corpus import CORPUS, HELD_OUT, build_and_compare
+from tests.fixtures.corpus import CORPUS
+from tests.fixtures.corpus_run import build_and_compare
 
 pytestmark = pytest.mark.slow
 
@@ -37,7 +38,7 @@ def test_corpus_model_builds_and_runs(entry, tmp_path, record_property):
     assert all(not a["ok"] for a in conversion["attempts"][:-1])
     for name, ref in result.reference.items():
         got = result.int8[name]
-        assert got.shape == ref.shape and got.shape[0] == HELD_OUT
+        assert got.shape == ref.shape and got.shape[0] == entry.counts[1]
         assert np.isfinite(got).all()
     precision = manifest["precision"]
     assert precision["meets_bar"] and not precision["accepted_low_fidelity"], precision["shortfalls"]
@@ -47,7 +48,7 @@ def test_corpus_model_builds_and_runs(entry, tmp_path, record_property):
     assert all(not s["meets_bar"] or s["passed_over"] for s in steps[:chosen])
     # New samples (another seed): the shipped model holds the bar there too, within sampling slack.
     kinds = {o["name"]: OutputKind.from_dict(o["kind"]) for o in manifest["outputs"]}
-    fresh = compare(result.reference, {n: result.int8[n] for n in result.reference}, HELD_OUT, kinds)
+    fresh = compare(result.reference, {n: result.int8[n] for n in result.reference}, entry.counts[1], kinds)
     slack = Bar(min_cosine=0.98, min_top1=0.95, min_f1=0.9, min_detection_f1=0.95, min_exact_match=0.95)
     assert shortfalls(fresh, slack) == []
     worst = result.worst_cosine()
