@@ -19,7 +19,7 @@ from .accelerators import check_accelerators
 from .board_bench import RUNNER_ROOT, reach_board
 from .bundle import bundle_name, publish_all
 from .convert import DEFAULT_BUDGET
-from .fidelity import format_table
+from .fidelity import format_table, unresolved
 from .graph import convert_graph, prepare_graph, same_strategy
 from .input_stats import input_statistics
 from .manifest import Shipped, input_entries
@@ -145,6 +145,9 @@ def _choose(opts, plan, source, samples, graph, conversion, work: Path, say, boa
     candidates = Candidates(conversion, samples.calib, plan.io_dtype, opts.per_tensor, opts.verbose, pinned,
                             same_strategy(source, graph, samples, opts, work, conversion).reconvert, graph.proto)
     bench = make_bench(conversion, source, graph.fixed_entries, samples, opts.verbose)
+    too_few = unresolved(bench.kinds, held_out, bar_of(opts))
+    for text in too_few:
+        warn(text)
     outcome, split = choose_apart(Job(opts, candidates, bench, board, tuple(plan.profiles), str(work / "ladder")))
     chosen, q = outcome.chosen, outcome.chosen.model
     if source.image:
@@ -167,7 +170,7 @@ def _choose(opts, plan, source, samples, graph, conversion, work: Path, say, boa
     statistics = input_statistics(as_frames(samples.data, source.image),
                                   input_entries(q, conversion, source.image))
     return Shipped(opts, source.model, plan.io_dtype, q, samples.counts, graph.preparation, conversion, source.image,
-                   graph.fixed_entries, samples.warnings, precision_entry(opts, outcome, bar_of(opts)), bench.kinds,
+                   graph.fixed_entries, samples.warnings, precision_entry(opts, outcome, bar_of(opts), too_few), bench.kinds,
                    chosen.report, ops, statistics)
 
 

@@ -324,17 +324,26 @@ def _all_uniform(samples: np.ndarray) -> bool:
                                    for axis in long_axes)
 
 
-def split_holdout(data: Calibration, fraction: float = 0.2, max_holdout: int = 200) -> tuple[Calibration, Calibration]:
+MAX_CALIBRATION = 500  # samples that calibrate: int8 ranges settle long before (TensorFlow suggests 100-500)
+
+
+def split_holdout(data: Calibration, fraction: float = 0.2, max_holdout: int = 300,
+                  max_calibration: int = MAX_CALIBRATION) -> tuple[Calibration, Calibration]:
     """Split into (calibration, held-out) sets; held-out samples never calibrate.
 
     Every k-th sample is held out, so a folder sorted by class still gives
-    both sets every class.
+    both sets every class; of the rest, at most ``max_calibration`` evenly
+    spread samples calibrate (each calibration pass runs the model on every
+    one, and the ladder calibrates up to three times).
     """
     count = len(next(iter(data.values())))
     n_hold = max(2, min(max_holdout, int(round(count * fraction))))
     hold_idx = np.linspace(0, count - 1, n_hold).round().astype(int)
     mask = np.zeros(count, dtype=bool)
     mask[hold_idx] = True
-    calib = {k: v[~mask] for k, v in data.items()}
+    rest = np.flatnonzero(~mask)
+    if len(rest) > max_calibration:
+        rest = rest[np.linspace(0, len(rest) - 1, max_calibration).round().astype(int)]
+    calib = {k: v[rest] for k, v in data.items()}
     hold = {k: v[mask] for k, v in data.items()}
     return calib, hold

@@ -135,6 +135,31 @@ def criteria(name: str, m: dict, bar: Bar) -> list[Criterion]:
     return out
 
 
+# With no miss among n samples, the miss rate can still be 3/n (the rule of three, a 95% bound).
+RULE_OF_THREE = 3.0
+HELD_OUT_SHARE = 5  # one calibration sample in five is held out (packager.calibration.split_holdout)
+
+
+def unresolved(kinds: dict[str, OutputKind], samples: int, bar: Bar) -> list[str]:
+    """Outputs whose rate bar (top-1 of classes, exact CTC strings) ``samples`` held-out samples cannot show.
+
+    A rate is counted over samples, so 24 samples all agreeing still allow 12% of new ones to differ: the
+    bar judges what it can, and the build says how far that goes and how many samples would show it.
+    """
+    lines = []
+    for name, kind in kinds.items():
+        rate = {"classes": bar.min_top1, "ctc": bar.min_exact_match}.get(kind.kind)
+        if rate is None or rate >= 1 or RULE_OF_THREE / max(1, samples) <= 1 - rate:
+            continue
+        need = math.ceil(RULE_OF_THREE / (1 - rate))
+        what = "its strings" if kind.kind == "ctc" else "its top-1"
+        lines.append(f"{name}: {what} judged on {samples} held-out samples: all agreeing still allows "
+                     f"{RULE_OF_THREE / max(1, samples):.0%} of new ones to differ (95% bound), so the "
+                     f"{rate:.0%} bar is not shown; {need} held-out samples show it "
+                     f"(--calibration with {need * HELD_OUT_SHARE} samples)")
+    return lines
+
+
 def _channel_text(name: str, m: dict, c: dict, bar: Bar) -> str:
     regions = c.get("regions")
     extra = f"; regions matched {regions['matched']} of {regions['regions']}" if regions else ""

@@ -17,7 +17,7 @@ import numpy as np
 from edge_runtime.errors import UserError
 
 from .fidelity import Bar
-from .ladder import VALIDATION, Bench, Ladder, Outcome, float_model
+from .ladder import RATE_VALIDATION, VALIDATION, Bench, Ladder, Outcome, float_model
 from .quantize import (
     Calibrated,
     Quantized,
@@ -100,12 +100,14 @@ def make_bench(conversion, source, fixed_entries: list[dict], samples, verbose: 
 
     calib, holdout = samples.calib, samples.holdout
     count = len(next(iter(calib.values())))
-    take = max(1, min(VALIDATION, count // 4))
-    validation = {k: v[count - take:] for k, v in calib.items()}
     with captured_output(show=verbose):
         refs = source.reference.stacked(holdout)
         kinds = infer_kinds(source.model.proto, [(m.spec.name, m.shape) for m in conversion.in_maps],
                             [(m.spec.name, m.shape) for m in conversion.out_maps], refs, source.declared)
+        # a rate over samples (top-1 of classes, CTC strings) on 24 moves in 4% steps: the searches need more
+        wanted = RATE_VALIDATION if any(k.kind in ("classes", "ctc") for k in kinds.values()) else VALIDATION
+        take = max(1, min(wanted, count // 4))
+        validation = {k: v[count - take:] for k, v in calib.items()}
         bench = Bench(conversion.in_maps, conversion.out_maps, fixed_entries, holdout, refs, validation,
                       source.reference.stacked(validation), kinds)
     for name, kind in kinds.items():
@@ -163,8 +165,9 @@ def bar_text(bar: Bar) -> str:
     return ", ".join(f"{what} {figure} >= {value}" for figure, value, what in parts if value is not None)
 
 
-def precision_entry(opts, outcome: Outcome, bar: Bar) -> dict:
-    """The manifest's ``precision``: the bar, every step tried with its figures, the chosen one and why."""
+def precision_entry(opts, outcome: Outcome, bar: Bar, unresolved: list[str] = ()) -> dict:
+    """The manifest's ``precision``: the bar, every step tried with its figures, the chosen one and why;
+    ``unresolved``: the outputs whose bar the held-out samples are too few to show (packager.fidelity)."""
     chosen = outcome.chosen
     return {
         "requested": opts.precision,
@@ -177,4 +180,5 @@ def precision_entry(opts, outcome: Outcome, bar: Bar) -> dict:
         "shortfalls": chosen.missing,
         "steps": [s.row() for s in outcome.steps],
         "float32_reference": outcome.float32,
+        "unresolved": list(unresolved),
     }

@@ -20,7 +20,7 @@ from .inputs.image import plan as plan_image_input
 from .kinds import parse_declared
 from .onnx_model import load_onnx
 from .reference import Reference
-from .report import warn
+from .report import detail, warn
 from .shapes import fix_shapes, resolve_shapes
 
 
@@ -69,8 +69,12 @@ def read_samples(opts, source: Source) -> Samples:
              "NOTHING. Use real samples for anything you ship.")
     data = load_calibration(opts.calibration, source.model.inputs, source.shapes, opts.mean, opts.std, source.image)
     warnings = calibration_warnings(opts, data)
-    calib, holdout = split_holdout(data)
-    return Samples(data, calib, holdout, warnings)
+    samples = Samples(data, *split_holdout(data), warnings)
+    total, (calibrating, held) = len(next(iter(data.values()))), samples.counts
+    if calibrating + held < total:
+        detail(f"{total} samples: {held} held out to judge; {calibrating} of the other {total - held}, evenly spread, "
+               "calibrate (more would not move the int8 ranges, and each calibration runs the model on every one)")
+    return samples
 
 
 def calibration_warnings(opts, data: dict) -> list[str]:

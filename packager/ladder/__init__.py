@@ -25,8 +25,10 @@ from .steps import Outcome, Step, line, not_integer
 
 MAX_SHOWN = 4  # shortfalls shown under a step on the console
 VALIDATION = 24  # calibration samples the searches are judged on (held-out samples judge the steps)
+RATE_VALIDATION = 100  # the same for an output judged by a rate over samples (classes, CTC strings)
 
-__all__ = ["Bench", "Ladder", "Outcome", "PRECISIONS", "Step", "VALIDATION", "float_model", "margin"]
+__all__ = ["Bench", "Ladder", "Outcome", "PRECISIONS", "RATE_VALIDATION", "Step", "VALIDATION", "float_model",
+           "margin"]
 
 
 def _say(text: str) -> None:

@@ -83,3 +83,11 @@ def test_holdout_is_disjoint_and_spread():
     assert len(hold["x"]) == 20 and len(calib["x"]) == 80
     assert not set(hold["x"].ravel()) & set(calib["x"].ravel())
     assert hold["x"].min() == 0 and hold["x"].max() == 99
+
+
+def test_a_large_set_holds_out_300_and_calibrates_on_500_spread_over_the_rest():
+    data = {"x": np.arange(2000)[:, None]}
+    calib, hold = split_holdout(data)
+    assert len(hold["x"]) == 300 and len(calib["x"]) == 500
+    assert not set(hold["x"].ravel()) & set(calib["x"].ravel())
+    assert calib["x"].min() < 10 and calib["x"].max() > 1990

@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from packager.fidelity import Bar, compare, format_table, margin, shortfalls, summary, worst_channel
+from packager.fidelity import Bar, compare, format_table, margin, shortfalls, summary, unresolved, worst_channel
 from packager.kinds import OutputKind
 
 RNG = np.random.default_rng(0)
@@ -161,3 +161,17 @@ def test_summary_margin_and_table():
     assert max(len(line) for line in lines) <= 100
     assert lines[2].split()[:2] == ["scores", "classes"] and lines[2].endswith("top-1 70.0%")
     assert lines[3].split()[:2] == ["features", "regression"] and "rel err" in lines[3]
+
+
+def test_a_held_out_set_too_small_to_show_a_rate_bar_is_said_with_what_would_show_it():
+    kinds = {"logits": OutputKind("ctc", blank=0, axis=1), "probs": OutputKind("classes", axis=0),
+             "mask": OutputKind("scores", threshold=0.3), "tags": OutputKind("tags", axis=1)}
+    lines = unresolved(kinds, 24, Bar())
+    assert len(lines) == 2  # rates over samples only: per-position tags and score maps count far more
+    strings, top1 = lines
+    assert strings.startswith("logits: its strings judged on 24 held-out samples") and "12%" in strings
+    assert "300 held-out samples show it (--calibration with 1500 samples)" in strings
+    assert top1.startswith("probs: its top-1 judged on 24")
+    assert unresolved(kinds, 300, Bar()) == []  # none wrong of 300: at most 1% differ, the bar is shown
+    assert unresolved(kinds, 60, Bar(min_top1=0.95, min_exact_match=None)) == []  # 3/60 = 5%
+    assert len(unresolved(kinds, 59, Bar(min_top1=0.95, min_exact_match=None))) == 1
