@@ -123,6 +123,20 @@ def op_scopes(tflite: bytes) -> list[tuple[str, str]]:
     return out
 
 
+def op_graph(tflite: bytes) -> tuple[list[tuple[str, list[str], list[str]]], set[str]]:
+    """(op type, input tensor names, output tensor names) of each op in execution order, and the model's
+    output tensor names; an op's scope (op_scopes) is its output names joined as 'a;b;'."""
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    interp = Interpreter(
+        model_content=tflite, experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+    )
+    names = {d["index"]: d["name"] for d in interp.get_tensor_details()}
+    ops = [(op["op_name"], [names[i] for i in op["inputs"] if i >= 0 and i in names],
+            [names[i] for i in op["outputs"] if i >= 0 and i in names]) for op in interp._get_ops_details()]
+    return ops, {d["name"] for d in interp.get_output_details()}
+
+
 def scope_regex(scopes: list[str]) -> str:
     """One regex matching exactly these op scopes (LiteRT Quantizer uses re.search on 'name;...;')."""
     return "^(?:" + "|".join(re.escape(s) for s in scopes) + ")"

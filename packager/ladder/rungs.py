@@ -11,7 +11,8 @@ wins. Families:
   differently and wins on some small models); ranges chosen per tensor;
 * ``repaired``: full int8 of the repaired float graph (packager.repairs),
   when a repair applies;
-* ``islands``: int8 with the fewest float islands;
+* ``islands``: int8 with float islands: output joins of ranges far apart
+  (no search), then the fewest blocks a search finds;
 * ``float``: int8 weights with float activations (dynamic range), float16,
   float32.
 
@@ -25,6 +26,7 @@ from typing import Callable
 
 from ..fidelity import Bar, margin
 from ..quantize import Calibrated, Quantized, QuantizerFailed
+from .joins import JOIN_SPREAD, Joins, output_joins
 from .searches import float_islands, ranges_per_tensor
 from .steps import Step
 
@@ -50,6 +52,7 @@ class Climb:
     cal: Calibrated | None = None  # the calibrated graph the islands start from (the repaired one when better)
     _repaired: object = dataclasses.field(default=None, repr=False)
     _repaired_tried: bool = False
+    _joins: Joins | None = None
 
     @property
     def met(self) -> bool:
@@ -61,6 +64,12 @@ class Climb:
             self._repaired_tried = True
             self._repaired = self.candidates.repaired()
         return self._repaired
+
+    def joins(self) -> Joins:
+        """The output joins to leave float (packager.ladder.joins), found once."""
+        if self._joins is None:
+            self._joins = output_joins(self.cal or self.candidates.calibrated)
+        return self._joins
 
     def note(self, step: Step, family: str) -> None:
         """Keep the closest full-int8 step, and the graph it came from."""
@@ -111,6 +120,11 @@ RUNGS = (
     Rung("int8 repaired, min/max", "repaired", _repairable, lambda c: Made(c.repaired().int8())),
     Rung("int8 repaired, ranges per tensor", "repaired", _repairable,
          lambda c: Made(*ranges_per_tensor(c.repaired(), c.judge))),
+    Rung("output joins float", "islands", lambda c: _floats_allowed(c) and not c.met and bool(c.joins().tail),
+         lambda c: _joins(c, c.joins().tail, "")),
+    Rung("output joins and their decode float", "islands",
+         lambda c: _floats_allowed(c) and not c.met and len(c.joins().decode) > len(c.joins().tail),
+         lambda c: _joins(c, c.joins().decode, ", and the unweighted ops that decode the head before them")),
     Rung("float islands", "islands", lambda c: _floats_allowed(c) and not c.met, lambda c: _islands(c)),
     Rung("dynamic range", "float", _floats_allowed, lambda c: Made(c.candidates.calibrated.dynamic())),
     Rung("float16", "float", _floats_allowed, lambda c: Made(c.candidates.float16())),
@@ -123,3 +137,11 @@ def _islands(climb: Climb) -> Made:
     ranges = climb.best.model.ranges if climb.best is not None else None
     model, note = float_islands(cal, ranges, climb.judge)
     return Made(model, note=note, name=f"int8 + {len(model.float_ops)} float ops")
+
+
+def _joins(climb: Climb, scopes: list[str], decode: str) -> Made:
+    cal = climb.cal or climb.candidates.calibrated
+    ranges = climb.best.model.ranges if climb.best is not None else None
+    note = (f"joins of ranges {climb.joins().spread:.0f}x apart (>= {JOIN_SPREAD:.0f}x) left float, with the "
+            f"layout ops after them{decode}: each input keeps its own int8 scale")
+    return Made(cal.int8(ranges, scopes), note=note, name=f"int8 + {len(scopes)} float ops")

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from packager import ranges as ranges_module
+from packager.ladder import joins as joins_module
 from packager.ladder import searches as searches_module
 from packager.fidelity import Bar, compare
 from packager.ladder import Ladder, margin
@@ -78,6 +79,9 @@ class FakeCandidates:
 def no_histograms(monkeypatch):
     monkeypatch.setattr(ranges_module, "collect", lambda *a, **k: {})
     monkeypatch.setattr(searches_module, "op_scopes", lambda tflite: [("CONV_2D", f"s{i};") for i in range(16)])
+    # 16 convolutions in a row, one output: no join (packager.ladder.joins has a test of its own)
+    monkeypatch.setattr(joins_module, "op_graph",
+                        lambda tflite: ([("CONV_2D", [f"t{i}"], [f"t{i + 1}"]) for i in range(16)], {"t16"}))
 
 
 def _climb(noise, precision="auto", speed=None, board=None, ops=None):
