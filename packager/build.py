@@ -169,9 +169,9 @@ def _choose(opts, plan, source, samples, graph, conversion, work: Path, say, boa
         warn(split_warning(chosen.partitions, split))
     statistics = input_statistics(as_frames(samples.data, source.image),
                                   input_entries(q, conversion, source.image))
+    precision = precision_entry(opts, outcome, bar_of(opts), too_few)
     return Shipped(opts, source.model, plan.io_dtype, q, samples.counts, graph.preparation, conversion, source.image,
-                   graph.fixed_entries, samples.warnings, precision_entry(opts, outcome, bar_of(opts), too_few), bench.kinds,
-                   chosen.report, ops, statistics)
+                   graph.fixed_entries, samples.warnings, precision, bench.kinds, chosen.report, ops, statistics)
 
 
 def _chosen_file(shipped: Shipped, work: Path) -> Path:
