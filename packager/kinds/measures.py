@@ -23,7 +23,7 @@ def measure(ref: np.ndarray, got: np.ndarray, kind: OutputKind) -> dict:
         cosines = [cosine(r, o) for r, o in zip(ref, got)]
         err = np.abs(ref - got)
         relative = float(np.linalg.norm(ref - got) / max(np.linalg.norm(ref), 1e-12))
-    common = {"kind": kind.kind, "cosine": float(np.mean(cosines)), "min_cosine": float(np.min(cosines)),
+    common = {"kind": kind.kind, "samples": len(ref), "cosine": float(np.mean(cosines)), "min_cosine": float(np.min(cosines)),
               "max_abs_error": float(err.max()), "mean_abs_error": float(err.mean()), "relative_error": relative}
     return {**common, **_task(ref, got, kind)}
 

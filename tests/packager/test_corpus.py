@@ -14,7 +14,7 @@ import os
 import numpy as np
 import pytest
 
-from packager.fidelity import Bar, compare, shortfalls
+from packager.fidelity import Bar, compare, criteria
 from packager.kinds import OutputKind
 
 from tests.conftest import ROOT
@@ -50,7 +50,9 @@ def test_corpus_model_builds_and_runs(entry, tmp_path, record_property):
     kinds = {o["name"]: OutputKind.from_dict(o["kind"]) for o in manifest["outputs"]}
     fresh = compare(result.reference, {n: result.int8[n] for n in result.reference}, entry.counts[1], kinds)
     slack = Bar(min_cosine=0.98, min_top1=0.95, min_f1=0.9, min_detection_f1=0.95, min_exact_match=0.95)
-    assert shortfalls(fresh, slack) == []
+    # the slack is the sampling allowance: the figures as measured, not at one standard error below them
+    below = [c.text for name, m in fresh["outputs"].items() for c in criteria(name, m, slack) if not c.value >= c.bar]
+    assert below == []
     worst = result.worst_cosine()
     record_property("precision", precision["chosen"])
     record_property("worst_cosine", worst)
