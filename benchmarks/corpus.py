@@ -85,7 +85,7 @@ def main(names: list[str]) -> int:
                 print(traceback.format_exc(), file=sys.stderr)
                 continue
             lines.append(row(result))
-            ladders.append(ladder(result))
+            ladders.append("\n".join([ladder(result)] + [f"     {line}" for line in result.regions()]))
             for change in result.manifest["preparation"]["changes"]:
                 print(f"  {entry.name}: {change}", file=sys.stderr)
     print("\n".join(lines))
