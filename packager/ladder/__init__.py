@@ -137,7 +137,9 @@ class Ladder:
         if step is None:
             return Outcome(None, self.steps, "no step held the bar", reference)
         if step is self.steps[0]:
-            return Outcome(step, self.steps, "full int8 with min/max ranges holds the bar", reference)
+            what = "full int8" if step.model.strict or step.model.precision != "int8" else (
+                f"int8 ({not_integer(step.model).removeprefix('not full integer (')[:-1]} left by the quantizer)")
+            return Outcome(step, self.steps, f"{what} with min/max ranges holds the bar", reference)
         failed = [s for s in self.steps if s is not step and not s.meets]
         slow = [s for s in self.steps if s is not step and s.meets]
         why = f"{step.name} is the first step that holds the bar"
