@@ -61,6 +61,9 @@ def output_joins(cal: Calibrated) -> Joins:
 
 
 def _span(stats: dict) -> float:
+    """max - min of a calibrated tensor; 0 (not judged) when the Quantizer kept no range for it."""
+    if "min" not in stats or "max" not in stats:
+        return 0.0
     return float(np.max(stats["max"]) - np.min(stats["min"]))
 
 
