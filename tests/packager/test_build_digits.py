@@ -116,6 +116,10 @@ def test_quantized_by_litert_quantizer_with_its_recipe_in_the_bundle(digits_bund
     assert precision["bar"] == {"min_top1": 0.99, "min_exact_match": 0.99, "min_f1": 0.95, "min_detection_f1": 0.98,
                                 "min_cosine": 0.99, "min_channel_cosine": None, "min_positives": 20,
                                 "min_detections": 5}
+    # 60 held-out samples cannot show a 99% top-1: the build says so, and the manifest keeps it
+    assert precision["unresolved"] == [
+        "scores: its top-1 judged on 60 held-out samples: all 60 agreeing shows 98.4% at one standard error, so the "
+        "99% bar is not shown; 100 held-out samples show it (--calibration with 500 samples)"]
     scores = next(o for o in manifest["outputs"] if o["name"] == "scores")
     assert scores["kind"] == {"kind": "classes", "why": "class scores from a softmax", "axis": 1}
     assert manifest["fidelity"]["outputs"]["scores"]["kind"] == "classes"
