@@ -154,8 +154,9 @@ def _choose(opts, plan, source, samples, graph, conversion, work: Path, say, boa
         key = next(m.key for m in conversion.in_maps if m.spec.name == source.image.name)
         detail(frame_path(q.io[key], IMAGE_FORMAT))
     if q.respelled:
-        detail("respelled for int8 XNNPACK (same values in float): "
-               + ", ".join(f"{op} x{n}" for op, n in sorted(q.respelled.items())) + " -> MUL/ADD with fused RELU6")
+        detail("respelled for int8 (same values in float): "
+               + ", ".join(f"{op} x{n}" for op, n in sorted(q.respelled.items()))
+               + " -> ops LiteRT Quantizer and XNNPACK take in int8 (MUL/ADD with fused RELU6, MAX_POOL_2D)")
     say(7, f"fidelity of the chosen model ({chosen.name}) on {held_out} held-out samples")
     block(format_table(chosen.report, q.precision))
     if samples.warnings:

@@ -89,7 +89,7 @@ def _quantization(shipped: Shipped) -> dict:
         "float_ops_kept": len(q.float_ops),
         "per_channel": not opts.per_tensor,
         "full_integer": q.strict,
-        # ops respelled for the int8 path (HARD_SWISH, RELU_0_TO_1 -> MUL/ADD with fused RELU6), by type
+        # ops respelled for the int8 path (packager.int8_spelling), by type
         "respelled": q.respelled or {},
         "calibration": {
             "source": "random" if opts.calibration == "random" else Path(opts.calibration).name,

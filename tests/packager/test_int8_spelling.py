@@ -112,3 +112,33 @@ def test_pp_lcnet_style_classifier_is_full_int8_in_no_more_xnnpack_pieces_than_f
     assert len(float32) == 1, build.stderr
     float_partitions = int(re.search(r"(\d+) XNNPACK partition", float32[0]).group(1))
     assert 1 <= full_int8["xnnpack_partitions"] <= float_partitions, (full_int8, float32)
+
+
+def _global_max_pool(keepdims: bool) -> bytes:
+    """x [1, 6, 5, 8] -> relu -> max over height and width -> y, from the TFLite converter (REDUCE_MAX)."""
+    import tensorflow as tf
+
+    class Pool(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([1, 6, 5, 8], tf.float32, name="x")])
+        def __call__(self, x):
+            return {"y": tf.reduce_max(tf.nn.relu(x) * 2.0, axis=[1, 2], keepdims=keepdims)}
+
+    pool = Pool()
+    return tf.lite.TFLiteConverter.from_concrete_functions([pool.__call__.get_concrete_function()], pool).convert()
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning:ai_edge_litert.*")
+@pytest.mark.parametrize("keepdims", [False, True])
+def test_a_global_max_pool_becomes_a_whole_plane_max_pool_and_full_int8(keepdims):
+    """LiteRT Quantizer has no int8 REDUCE_MAX: it stayed float between a DEQUANTIZE and a QUANTIZE."""
+    model = _global_max_pool(keepdims)
+    assert "REDUCE_MAX" in _ops(model)
+    respelled, counts = respell(model)
+    assert counts == {"REDUCE_MAX": 1} and "REDUCE_MAX" not in _ops(respelled) and "MAX_POOL_2D" in _ops(respelled)
+    x = np.random.default_rng(3).normal(0, 1, (1, 6, 5, 8)).astype(np.float32)
+    np.testing.assert_array_equal(_run(respelled, x), _run(model, x))  # the same values, in float
+    shape = [1, 6, 5, 8]
+    samples = {"x": np.random.default_rng(4).normal(0, 1, (16, *shape)).astype(np.float32)}
+    cal = Calibrated(model, [TensorMap(TensorSpec("x", shape, "float32"), shape, "x", [0, 1, 2, 3])], samples)
+    q = cal.int8()
+    assert cal.respelled == {"REDUCE_MAX": 1} and q.strict and op_report(q.tflite)["float_ops"] == []
