@@ -141,6 +141,7 @@ def criteria(name: str, m: dict, bar: Bar) -> list[Criterion]:
 # bar: 297 of 300 strings (99.0%) do not show 99%, 300 of 300 do. Fewer samples are judged by what was seen (one
 # miss among fewer than 1/(1 - bar) is below the bar anyway), and the build says the bar is not shown.
 STANDARD_ERRORS = 1.0
+RATES = {"classes": "min_top1", "ctc": "min_exact_match"}  # the kinds judged by a rate over samples: their bar
 HELD_OUT_SHARE = 5  # one calibration sample in five is held out (packager.calibration.split_holdout)
 
 
@@ -175,7 +176,7 @@ def unresolved(kinds: dict[str, OutputKind], samples: int, bar: Bar) -> list[str
     """
     lines = []
     for name, kind in kinds.items():
-        rate = {"classes": bar.min_top1, "ctc": bar.min_exact_match}.get(kind.kind)
+        rate = getattr(bar, RATES[kind.kind]) if kind.kind in RATES else None
         if rate is None or rate >= 1 or samples >= samples_to_show(rate):
             continue
         need = samples_to_show(rate)

@@ -77,11 +77,14 @@ class _Editor:
                                                   len(self.model.buffers) - 1)
         return self._constants[value]
 
+    def name(self, index: int) -> str:
+        t = self.sub.tensors[index]
+        return t.name.decode(errors="replace") if isinstance(t.name, bytes) else str(t.name)
+
     def like(self, index: int, suffix: str) -> int:
         """A new float32 tensor of the shape of tensor ``index``."""
         t = self.sub.tensors[index]
-        name = t.name.decode(errors="replace") if isinstance(t.name, bytes) else str(t.name)
-        new = self._tensor(f"{name};edgepack_{suffix}", list(t.shape), 0)
+        new = self._tensor(f"{self.name(index)};edgepack_{suffix}", list(t.shape), 0)
         if t.shapeSignature is not None:
             self.sub.tensors[new].shapeSignature = list(t.shapeSignature)
         return new
@@ -121,8 +124,7 @@ class _Editor:
         if len(shape) != 4 or axes is None or sorted(a % 4 for a in axes) != [1, 2] or min(shape[1:3]) < 1:
             return None
         keep = bool(op.builtinOptions.keepDims) if op.builtinOptions is not None else False
-        pooled = y if keep else self._tensor(f"{self.sub.tensors[y].name.decode(errors='replace')};edgepack_pool",
-                                             [shape[0], 1, 1, shape[3]], 0)
+        pooled = y if keep else self._tensor(f"{self.name(y)};edgepack_pool", [shape[0], 1, 1, shape[3]], 0)
         pool = s.OperatorT()
         pool.opcodeIndex, pool.inputs, pool.outputs = self.opcode(s.BuiltinOperator.MAX_POOL_2D), [x], [pooled]
         pool.builtinOptionsType, pool.builtinOptions = s.BuiltinOptions.Pool2DOptions, s.Pool2DOptionsT()

@@ -16,7 +16,7 @@ import numpy as np
 
 from edge_runtime.errors import UserError
 
-from .fidelity import Bar
+from .fidelity import RATES, Bar
 from .ladder import RATE_VALIDATION, VALIDATION, Bench, Ladder, Outcome, float_model
 from .quantize import (
     Calibrated,
@@ -105,7 +105,7 @@ def make_bench(conversion, source, fixed_entries: list[dict], samples, verbose: 
         kinds = infer_kinds(source.model.proto, [(m.spec.name, m.shape) for m in conversion.in_maps],
                             [(m.spec.name, m.shape) for m in conversion.out_maps], refs, source.declared)
         # a rate over samples (top-1 of classes, CTC strings) on 24 moves in 4% steps: the searches need more
-        wanted = RATE_VALIDATION if any(k.kind in ("classes", "ctc") for k in kinds.values()) else VALIDATION
+        wanted = RATE_VALIDATION if any(k.kind in RATES for k in kinds.values()) else VALIDATION
         take = max(1, min(wanted, count // 4))
         validation = {k: v[count - take:] for k, v in calib.items()}
         bench = Bench(conversion.in_maps, conversion.out_maps, fixed_entries, holdout, refs, validation,

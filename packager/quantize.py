@@ -110,22 +110,18 @@ def _first_line(exc: Exception) -> str:
 
 def op_scopes(tflite: bytes) -> list[tuple[str, str]]:
     """(op type, scope) of each op in execution order; the scope is what recipe regexes match."""
-    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+    return [(kind, scope(outputs)) for kind, _, outputs in op_graph(tflite)[0]]
 
-    interp = Interpreter(
-        model_content=tflite, experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
-    )
-    names = {d["index"]: d["name"] for d in interp.get_tensor_details()}
-    out = []
-    for op in interp._get_ops_details():
-        tensors = [names[i] for i in op["outputs"] if i >= 0 and names.get(i)]
-        out.append((op["op_name"], ";".join(tensors) + ";" if tensors else ""))
-    return out
+
+def scope(outputs: list[str]) -> str:
+    """An op's scope: its named output tensors joined as 'a;b;' ('' when none has a name)."""
+    named = [name for name in outputs if name]
+    return ";".join(named) + ";" if named else ""
 
 
 def op_graph(tflite: bytes) -> tuple[list[tuple[str, list[str], list[str]]], set[str]]:
     """(op type, input tensor names, output tensor names) of each op in execution order, and the model's
-    output tensor names; an op's scope (op_scopes) is its output names joined as 'a;b;'."""
+    output tensor names."""
     from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
     interp = Interpreter(

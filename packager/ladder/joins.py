@@ -17,7 +17,7 @@ import dataclasses
 
 import numpy as np
 
-from ..quantize import Calibrated, op_graph
+from ..quantize import Calibrated, op_graph, scope
 
 JOINS = {"CONCATENATION", "PACK"}
 LAYOUT = JOINS | {"RESHAPE", "TRANSPOSE", "SQUEEZE", "EXPAND_DIMS"}  # ops that move values, never change them
@@ -56,7 +56,7 @@ def output_joins(cal: Calibrated) -> Joins:
     computing = [i for i, (kind, _, _) in enumerate(ops) if kind not in LAYOUT]
     if len(before.intersection(computing)) > MAX_DECODE_SHARE * len(computing):
         before = set()
-    scopes = [";".join(outs) + ";" if outs else "" for _, _, outs in ops]
+    scopes = [scope(outs) for _, _, outs in ops]
     return Joins([scopes[k] for k in sorted(after)], [scopes[k] for k in sorted(after | before)], widest)
 
 

@@ -132,16 +132,19 @@ RUNGS = (
 )
 
 
+def _island_start(climb: Climb) -> tuple[Calibrated, dict | None]:
+    """The calibrated graph islands are cut from, and the ranges of the closest full-int8 step."""
+    return climb.cal or climb.candidates.calibrated, climb.best.model.ranges if climb.best is not None else None
+
+
 def _islands(climb: Climb) -> Made:
-    cal = climb.cal or climb.candidates.calibrated
-    ranges = climb.best.model.ranges if climb.best is not None else None
+    cal, ranges = _island_start(climb)
     model, note = float_islands(cal, ranges, climb.judge)
     return Made(model, note=note, name=f"int8 + {len(model.float_ops)} float ops")
 
 
 def _joins(climb: Climb, scopes: list[str], decode: str) -> Made:
-    cal = climb.cal or climb.candidates.calibrated
-    ranges = climb.best.model.ranges if climb.best is not None else None
+    cal, ranges = _island_start(climb)
     note = (f"joins of ranges {climb.joins().spread:.0f}x apart (>= {JOIN_SPREAD:.0f}x) left float, with the "
             f"layout ops after them{decode}: each input keeps its own int8 scale")
     return Made(cal.int8(ranges, scopes), note=note, name=f"int8 + {len(scopes)} float ops")
