@@ -13,6 +13,12 @@ Checked in this order, the first that fits wins (``--output-kind`` first of all)
   scores      a map of two or more axes with every value in [0, 1] (sigmoid or
               softmax maps); its channel axis is the softmax's axis, or axis 1
               of the convolution that made it, carried through transposes
+  tags        a segmenter's logits: a plane of 4..1000 channels from a
+              convolution (through elementwise ops and resizes), no score
+              output beside it, and decisive: at most positions the best
+              channel leads the second by >= 1% of the output's span (a
+              keypoint heatmap's flat background, an image's RGB, a box map
+              beside a score map stay regression); a class per pixel
   classes     a vector [1, K] from a softmax (or whose rows sum to 1), or raw
               logits when no other output is a softmax
   scores      a vector from a sigmoid (independent labels, threshold 0.5)
@@ -31,6 +37,10 @@ PASSTHROUGH = {"Identity", "Cast", "Reshape", "Squeeze", "Unsqueeze", "Flatten",
 ELEMENTWISE = {"Sigmoid", "Relu", "Clip", "HardSigmoid", "Add", "Mul", "Sub", "Div", "Identity", "Cast",
                "BatchNormalization", "Transpose", "LeakyRelu", "PRelu"}
 SOFTMAX = {"Softmax", "LogSoftmax"}
+RESIZE = {"Resize", "Upsample"}
+SEGMENT_CLASSES = (4, 1000)  # fewer: an image's channels or a flow field as likely as classes
+DECISIVE = 0.01  # median lead of the best channel over the second, as a share of the output's span
+# (a trained colour segmenter: 5%, its far classes' logits stretch the span; a heatmap's background: ~0)
 LINEAR = {"MatMul", "Gemm", "Add", "MatMulInteger", "QLinearMatMul"}
 CHANNELS_FIRST = {"Conv", "ConvTranspose", "ConvInteger", "QLinearConv"}
 BLANK_SHARE, MIN_RUNS = 0.3, 2.0
@@ -78,12 +88,13 @@ def infer_kinds(proto, inputs: list[tuple[str, list[int]]], outputs: list[tuple[
     graph = Graph(proto)
     declared = declared or {}
     softmaxed = {name for name, shape in outputs if _class_axis(graph, name, shape, refs[name]) is not None}
+    scored = softmaxed | {name for name, _ in outputs if _unit(refs[name])}
     kinds = {}
     for name, shape in outputs:
         if name in declared:
             kinds[name] = _declared(graph, name, shape, refs[name], *declared[name])
         else:
-            kinds[name] = _infer(graph, name, list(shape), refs[name], inputs, softmaxed - {name})
+            kinds[name] = _infer(graph, name, list(shape), refs[name], inputs, softmaxed - {name}, scored - {name})
     return kinds
 
 
@@ -93,6 +104,8 @@ def _declared(graph: Graph, name: str, shape, ref, kind: str, threshold: float |
         return OutputKind(kind, "declared", threshold if threshold is not None else found.threshold, found.axis,
                           found.blank, found.alphabet, found.layout)
     axis = _class_axis(graph, name, shape, ref)
+    if kind == "tags" and axis is None and len([d for d in shape if d > 1]) >= 3:
+        axis = _channel_axis(graph, name, shape, ref)  # a segmenter's logits: the convolution's channels
     layout = _detection_layout(list(shape), ref) if kind == "detections" else None
     if kind == "detections" and layout is None:
         layout = "columns" if shape[-2] < shape[-1] else "rows"
@@ -102,7 +115,12 @@ def _declared(graph: Graph, name: str, shape, ref, kind: str, threshold: float |
                       else (0 if kind == "ctc" else None), None, layout)
 
 
-def _infer(graph: Graph, name: str, shape: list[int], ref: np.ndarray, inputs, other_softmax: set[str]) -> OutputKind:
+def _unit(ref: np.ndarray) -> bool:
+    return bool(ref.size) and np.nanmin(ref) >= 0 and np.nanmax(ref) <= 1
+
+
+def _infer(graph: Graph, name: str, shape: list[int], ref: np.ndarray, inputs, other_softmax: set[str],
+           other_scores: set[str] = frozenset()) -> OutputKind:
     if _is_state(graph, shape, inputs):
         return OutputKind("state", "shaped like an input of a recurrent graph")
     layout = _detection_layout(shape, ref)
@@ -112,10 +130,13 @@ def _infer(graph: Graph, name: str, shape: list[int], ref: np.ndarray, inputs, o
     axis = _class_axis(graph, name, shape, ref)
     if len(big) == 2 and axis is not None and shape[axis] == big[-1] and len(shape) == 3:
         return _sequence(graph, shape, ref, axis)
-    unit = bool(ref.size) and np.nanmin(ref) >= 0 and np.nanmax(ref) <= 1
+    unit = _unit(ref)
     if len(big) >= 2 and unit:
         channel = _channel_axis(graph, name, shape, ref)
         return OutputKind("scores", "a map of values in [0, 1]", DEFAULT_THRESHOLD["scores"], channel)
+    segment = _segment_axis(graph, name, shape, ref) if len(big) >= 3 and not other_scores else None
+    if segment is not None:
+        return OutputKind("tags", "a class per pixel: a segmenter's logits from a convolution", axis=segment)
     if len(big) == 1:
         return _vector(graph, name, shape, ref, axis, other_softmax, unit)
     return OutputKind("regression", "values with no class or score structure")
@@ -160,6 +181,21 @@ def _channel_axis(graph: Graph, name: str, shape, ref) -> int | None:
     if node is not None and node.op_type in CHANNELS_FIRST:
         return _carried(1, perms, len(shape))
     return 1 if len(shape) >= 3 else None
+
+
+def _segment_axis(graph: Graph, name: str, shape, ref: np.ndarray) -> int | None:
+    """The class axis of a segmenter's logit map (see the module's doc), or None."""
+    node, perms = graph.source(name, ELEMENTWISE | RESIZE)
+    if node is None or node.op_type not in CHANNELS_FIRST:
+        return None
+    axis = _carried(1, perms, len(shape))
+    plane = [d for k, d in enumerate(shape) if k != axis and d > 1]
+    if axis is None or not SEGMENT_CLASSES[0] <= shape[axis] <= SEGMENT_CLASSES[1] or len(plane) != 2 \
+            or min(plane) < 4 or not ref.size or not np.isfinite(ref).all():
+        return None
+    top = np.sort(np.moveaxis(ref, axis + 1, -1).reshape(-1, shape[axis]), axis=1)[:, -2:]
+    span = float(ref.max() - ref.min())
+    return axis if span > 0 and np.median(top[:, 1] - top[:, 0]) >= DECISIVE * span else None
 
 
 def _sequence(graph: Graph, shape: list[int], ref: np.ndarray, axis: int) -> OutputKind:

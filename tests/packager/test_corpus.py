@@ -40,6 +40,8 @@ def test_corpus_model_builds_and_runs(entry, tmp_path, record_property):
         got = result.int8[name]
         assert got.shape == ref.shape and got.shape[0] == entry.counts[1]
         assert np.isfinite(got).all()
+    if entry.kinds:
+        assert [o["kind"]["kind"] for o in manifest["outputs"]] == list(entry.kinds)
     precision = manifest["precision"]
     assert precision["meets_bar"] and not precision["accepted_low_fidelity"], precision["shortfalls"]
     steps = precision["steps"]

@@ -131,3 +131,52 @@ def test_declared_kinds_win_and_are_checked():
             parse_declared([bad], ["probs"])
     with pytest.raises(UserError, match="twice"):
         parse_declared(["probs=tags", "probs=ctc"], ["probs"])
+
+
+def _segmenter(channels_last: bool = False, classes: int = 6):
+    """Conv -> Relu -> 1x1 Conv (class logits) -> Resize x2, optionally transposed to channels-last."""
+    nodes = [helper.make_node("Conv", ["x", "w1"], ["f"]), helper.make_node("Relu", ["f"], ["r"]),
+             helper.make_node("Conv", ["r", "w2"], ["logits"]),
+             helper.make_node("Resize", ["logits", "", "scales"], ["up" if channels_last else "seg"], mode="linear")]
+    shape = [1, classes, 16, 16]
+    if channels_last:
+        nodes.append(helper.make_node("Transpose", ["up"], ["seg"], perm=[0, 2, 3, 1]))
+        shape = [1, 16, 16, classes]
+    return graph(nodes, [("x", [1, 3, 8, 8])], [("seg", shape)],
+                 [("w1", np.ones((8, 3, 1, 1))), ("w2", np.ones((classes, 8, 1, 1))), ("scales", [1, 1, 2, 2])])
+
+
+def _logits(classes: int, lead: float, samples: int = 4, axis: int = 1):
+    """Logit maps whose best class leads the others by ``lead`` at every pixel (noise of 1 on top)."""
+    best = RNG.integers(0, classes, (samples, 16, 16))
+    x = RNG.normal(size=(samples, 16, 16, classes)) + lead * np.eye(classes)[best]
+    return np.moveaxis(x, -1, axis)[:, None]
+
+
+def test_a_segmenters_logits_are_a_class_per_pixel_on_the_conv_channel_axis():
+    kind = kinds_of(_segmenter(), {"seg": _logits(6, 0.0)})["seg"]  # even untrained logits lead by ~5%
+    assert kind.kind == "tags" and kind.axis == 1
+    last = kinds_of(_segmenter(channels_last=True), {"seg": _logits(6, 8.0, axis=3)})["seg"]
+    assert last.kind == "tags" and last.axis == 3
+    # declared on a map inferred as something else: still the convolution's channels, not the last axis
+    declared = kinds_of(_segmenter(), {"seg": _heatmap()}, parse_declared(["seg=tags"], ["seg"]))["seg"]
+    assert declared.kind == "tags" and declared.axis == 1
+
+
+def _heatmap():
+    """Keypoint heatmaps: one peak per channel on a background flat in every channel."""
+    heat = np.full((4, 1, 6, 16, 16), -0.01) + RNG.normal(0, 1e-4, (4, 1, 6, 16, 16))
+    heat[:, 0, :, 5, 7] = 1.0
+    return heat
+
+
+def test_maps_that_are_not_a_segmenters_logits_stay_regression():
+    # an image out (3 channels), and a heatmap whose background is flat in every channel
+    assert kinds_of(_segmenter(classes=3), {"seg": _logits(3, 8.0)})["seg"].kind == "regression"
+    assert kinds_of(_segmenter(), {"seg": _heatmap()})["seg"].kind == "regression"
+    # a box-offset map beside a score map (a proposal net's): regression, however decisive
+    model = _segmenter()
+    model.graph.node.append(helper.make_node("Sigmoid", ["logits"], ["face"]))
+    model.graph.output.append(helper.make_tensor_value_info("face", TensorProto.FLOAT, [1, 6, 8, 8]))
+    kinds = kinds_of(model, {"seg": _logits(6, 8.0), "face": RNG.uniform(0, 1, (4, 1, 6, 8, 8))})
+    assert kinds["seg"].kind == "regression" and kinds["face"].kind == "scores"
