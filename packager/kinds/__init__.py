@@ -7,8 +7,9 @@ kind, inferred from the graph and the float model's own values
 (:mod:`packager.kinds.infer`) or declared (``--output-kind NAME=KIND[:thr]``),
 and each kind has its task measure (:mod:`packager.kinds.measures`):
 
-  classes     top-1 / top-5 agreement along the class axis
-  tags        per-position top-1 agreement (a class per sequence position)
+  classes     top-1 / top-5 agreement along the class axis (a class id: equal)
+  tags        per-position top-1 agreement (a class per sequence position, or
+              per pixel of a segmenter; class ids from an ArgMax: equal)
   ctc         greedy CTC strings: exact-match rate and character error rate
   scores      per-channel score maps: F1 of the positions above the
               threshold, per channel on the model's real channel axis (and,

@@ -3,6 +3,8 @@
 Checked in this order, the first that fits wins (``--output-kind`` first of all):
 
   state       shaped like an input of a recurrent graph (LSTM/GRU/RNN/Loop/Scan)
+  tags        class ids from an ArgMax (ArgMin), one per position (a
+              segmenter that ends in its argmax); classes for a single id
   detections  [1, 4+C, N] or [1, N, 4+C] (N >= 32): four box values (width and
               height never negative), then C score rows in [0, 1]
   ctc / tags  a class per position: [1, T, C] or [T, 1, C] from a softmax or a
@@ -38,6 +40,7 @@ ELEMENTWISE = {"Sigmoid", "Relu", "Clip", "HardSigmoid", "Add", "Mul", "Sub", "D
                "BatchNormalization", "Transpose", "LeakyRelu", "PRelu"}
 SOFTMAX = {"Softmax", "LogSoftmax"}
 RESIZE = {"Resize", "Upsample"}
+ARGMAX = {"ArgMax", "ArgMin"}
 SEGMENT_CLASSES = (4, 1000)  # fewer: an image's channels or a flow field as likely as classes
 DECISIVE = 0.01  # median lead of the best channel over the second, as a share of the output's span
 # (a trained colour segmenter: 5%, its far classes' logits stretch the span; a heatmap's background: ~0)
@@ -123,6 +126,11 @@ def _infer(graph: Graph, name: str, shape: list[int], ref: np.ndarray, inputs, o
            other_scores: set[str] = frozenset()) -> OutputKind:
     if _is_state(graph, shape, inputs):
         return OutputKind("state", "shaped like an input of a recurrent graph")
+    node, _ = graph.source(name, PASSTHROUGH)
+    if node is not None and node.op_type in ARGMAX:  # class ids: the decision itself, compared as such
+        if len([d for d in shape if d > 1]) >= 1:
+            return OutputKind("tags", f"class ids from an {node.op_type}, one per position")
+        return OutputKind("classes", f"a class id from an {node.op_type}")
     layout = _detection_layout(shape, ref)
     if layout is not None:
         return OutputKind("detections", f"box + score head ({layout})", DEFAULT_THRESHOLD["detections"], layout=layout)

@@ -30,6 +30,8 @@ def measure(ref: np.ndarray, got: np.ndarray, kind: OutputKind) -> dict:
 
 def _task(ref: np.ndarray, got: np.ndarray, kind: OutputKind) -> dict:
     threshold = kind.threshold if kind.threshold is not None else DEFAULT_THRESHOLD.get(kind.kind)
+    if kind.kind in ("classes", "tags") and kind.axis is None and sequences.are_ids(ref):
+        return sequences.ids(ref, got, kind.kind)
     if kind.kind == "classes":
         return sequences.classes(ref, got, _axis(kind, ref))
     if kind.kind == "tags":

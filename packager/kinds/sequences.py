@@ -37,6 +37,20 @@ def tags(ref: np.ndarray, got: np.ndarray, axis: int) -> dict:
             "positions": int(same.shape[1])}
 
 
+def are_ids(values: np.ndarray) -> bool:
+    """Class ids (an ArgMax's output) rather than scores: every value a whole number."""
+    return bool(values.size) and bool(np.all(np.isfinite(values))) and bool(np.all(values == np.round(values)))
+
+
+def ids(ref: np.ndarray, got: np.ndarray, kind: str) -> dict:
+    """Class ids compared as they are: per position (tags), or the sample's id (classes)."""
+    same = ref.reshape(len(ref), -1) == got.reshape(len(got), -1)
+    if kind == "classes":
+        return {"top1_agreement": float(same.all(1).mean()), "top5_agreement": None}
+    return {"top1_agreement": float(same.mean()), "worst_sample_top1": float(same.mean(1).min()),
+            "positions": int(same.shape[1])}
+
+
 def _topk(r: np.ndarray, g: np.ndarray, k: int) -> float:
     """Mean over samples of |topk(ref) ∩ topk(got)| / k."""
     top_r = np.argsort(-r, axis=1)[:, :k]

@@ -180,3 +180,23 @@ def test_maps_that_are_not_a_segmenters_logits_stay_regression():
     model.graph.output.append(helper.make_tensor_value_info("face", TensorProto.FLOAT, [1, 6, 8, 8]))
     kinds = kinds_of(model, {"seg": _logits(6, 8.0), "face": RNG.uniform(0, 1, (4, 1, 6, 8, 8))})
     assert kinds["seg"].kind == "regression" and kinds["face"].kind == "scores"
+
+
+def test_class_ids_from_an_argmax_are_compared_as_ids():
+    model = _segmenter()
+    model.graph.node.append(helper.make_node("ArgMax", ["seg"], ["label"], axis=1, keepdims=0))
+    model.graph.node.append(helper.make_node("ArgMax", ["seg"], ["one"], axis=1, keepdims=0))
+    del model.graph.output[:]
+    model.graph.output.extend([helper.make_tensor_value_info("label", TensorProto.INT64, [1, 16, 16]),
+                               helper.make_tensor_value_info("one", TensorProto.INT64, [1])])
+    label = RNG.integers(0, 6, (4, 1, 16, 16))
+    kinds = kinds_of(model, {"label": label, "one": label[:, :, 0, 0]})
+    assert kinds["label"].kind == "tags" and kinds["label"].axis is None
+    assert kinds["one"].kind == "classes" and kinds["one"].axis is None
+    from packager.kinds.measures import measure
+
+    got = label.copy()
+    got[0, 0, :4, :] = (got[0, 0, :4, :] + 1) % 6  # a quarter of one sample's pixels differ
+    figures = measure(label, got, kinds["label"])
+    assert figures["top1_agreement"] == 1 - 64 / 1024 and figures["worst_sample_top1"] == 0.75
+    assert measure(label[:, :, 0, 0], got[:, :, 0, 0], kinds["one"])["top1_agreement"] == 0.75
