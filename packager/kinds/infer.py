@@ -8,15 +8,17 @@ Checked in this order, the first that fits wins (``--output-kind`` first of all)
   detections  [1, 4+C, N] or [1, N, 4+C] (N >= 32): four box values (width and
               height never negative), then C score rows in [0, 1]
   ctc / tags  a class per position: [1, T, C] or [T, 1, C] from a softmax or a
-              per-position linear layer; ctc when the model carries an alphabet
+              per-position linear layer (raw logits from MatMul/Gemm, no softmax
+              output beside them, decisive as a segmenter's below); ctc when the model carries an alphabet
               of C-1 or C-2 symbols in its metadata, or when one edge class (0
               or C-1) is the blank: the best class at >= 30% of positions,
               between non-blank runs (>= 2 runs a sample on average); else tags
   scores      a map of two or more axes with every value in [0, 1] (sigmoid or
               softmax maps); its channel axis is the softmax's axis, or axis 1
               of the convolution that made it, carried through transposes
-  tags        a segmenter's logits: a plane of 4..1000 channels from a
-              convolution (through elementwise ops and resizes), no score
+  tags        a segmenter's logits: a plane of 4..1000 channels straight from
+              a convolution (through resizes and transposes; an activation
+              after it makes a feature map, regression), no score
               output beside it, and decisive: at most positions the best
               channel leads the second by >= 1% of the output's span (a
               keypoint heatmap's flat background, an image's RGB, a box map
@@ -40,7 +42,9 @@ ELEMENTWISE = {"Sigmoid", "Relu", "Clip", "HardSigmoid", "Add", "Mul", "Sub", "D
                "BatchNormalization", "Transpose", "LeakyRelu", "PRelu"}
 SOFTMAX = {"Softmax", "LogSoftmax"}
 RESIZE = {"Resize", "Upsample"}
+LAYOUT_ONLY = {"Identity", "Cast", "Transpose", "Dropout"}
 ARGMAX = {"ArgMax", "ArgMin"}
+MATMUL = {"MatMul", "Gemm", "MatMulInteger", "QLinearMatMul"}
 SEGMENT_CLASSES = (4, 1000)  # fewer: an image's channels or a flow field as likely as classes
 DECISIVE = 0.01  # median lead of the best channel over the second, as a share of the output's span
 # (a trained colour segmenter: 5%, its far classes' logits stretch the span; a heatmap's background: ~0)
@@ -136,6 +140,8 @@ def _infer(graph: Graph, name: str, shape: list[int], ref: np.ndarray, inputs, o
         return OutputKind("detections", f"box + score head ({layout})", DEFAULT_THRESHOLD["detections"], layout=layout)
     big = [d for d in shape if d > 1]
     axis = _class_axis(graph, name, shape, ref)
+    if axis is None and len(big) == 2 and len(shape) == 3 and not other_softmax:
+        axis = _linear_axis(graph, name, shape, ref)  # a token classifier's raw logits
     if len(big) == 2 and axis is not None and shape[axis] == big[-1] and len(shape) == 3:
         return _sequence(graph, shape, ref, axis)
     unit = _unit(ref)
@@ -193,7 +199,7 @@ def _channel_axis(graph: Graph, name: str, shape, ref) -> int | None:
 
 def _segment_axis(graph: Graph, name: str, shape, ref: np.ndarray) -> int | None:
     """The class axis of a segmenter's logit map (see the module's doc), or None."""
-    node, perms = graph.source(name, ELEMENTWISE | RESIZE)
+    node, perms = graph.source(name, LAYOUT_ONLY | RESIZE)  # logits: a linear layer's, no activation after it
     if node is None or node.op_type not in CHANNELS_FIRST:
         return None
     axis = _carried(1, perms, len(shape))
@@ -201,9 +207,27 @@ def _segment_axis(graph: Graph, name: str, shape, ref: np.ndarray) -> int | None
     if axis is None or not SEGMENT_CLASSES[0] <= shape[axis] <= SEGMENT_CLASSES[1] or len(plane) != 2 \
             or min(plane) < 4 or not ref.size or not np.isfinite(ref).all():
         return None
-    top = np.sort(np.moveaxis(ref, axis + 1, -1).reshape(-1, shape[axis]), axis=1)[:, -2:]
+    return axis if _decisive(ref, axis) else None
+
+
+def _linear_axis(graph: Graph, name: str, shape, ref: np.ndarray) -> int | None:
+    """The class axis of per-position logits from a linear layer (MatMul/Gemm, plus a bias Add), when
+    decisive (a hidden state from a projection is not), or None."""
+    node, perms = graph.source(name, PASSTHROUGH)
+    if node is not None and node.op_type == "Add":
+        node = next((graph.nodes[i] for i in node.input if i in graph.nodes and graph.nodes[i].op_type in MATMUL),
+                    None)
+    if node is None or node.op_type not in MATMUL or not ref.size or not np.isfinite(ref).all():
+        return None
+    axis = _carried(len(shape) - 1, perms, len(shape))
+    return axis if axis is not None and shape[axis] >= 2 and _decisive(ref, axis) else None
+
+
+def _decisive(ref: np.ndarray, axis: int) -> bool:
+    """At most positions the best class leads the second by DECISIVE of the output's span."""
+    top = np.sort(np.moveaxis(ref, axis + 1, -1).reshape(-1, ref.shape[axis + 1]), axis=1)[:, -2:]
     span = float(ref.max() - ref.min())
-    return axis if span > 0 and np.median(top[:, 1] - top[:, 0]) >= DECISIVE * span else None
+    return span > 0 and float(np.median(top[:, 1] - top[:, 0])) >= DECISIVE * span
 
 
 def _sequence(graph: Graph, shape: list[int], ref: np.ndarray, axis: int) -> OutputKind:

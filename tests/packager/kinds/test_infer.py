@@ -174,6 +174,11 @@ def test_maps_that_are_not_a_segmenters_logits_stay_regression():
     # an image out (3 channels), and a heatmap whose background is flat in every channel
     assert kinds_of(_segmenter(classes=3), {"seg": _logits(3, 8.0)})["seg"].kind == "regression"
     assert kinds_of(_segmenter(), {"seg": _heatmap()})["seg"].kind == "regression"
+    # a feature map: an activation after the convolution, however decisive
+    features = _segmenter()
+    features.graph.node[-1].output[0] = "up"
+    features.graph.node.append(helper.make_node("HardSwish", ["up"], ["seg"]))
+    assert kinds_of(features, {"seg": _logits(6, 8.0)})["seg"].kind == "regression"
     # a box-offset map beside a score map (a proposal net's): regression, however decisive
     model = _segmenter()
     model.graph.node.append(helper.make_node("Sigmoid", ["logits"], ["face"]))
@@ -200,3 +205,21 @@ def test_class_ids_from_an_argmax_are_compared_as_ids():
     figures = measure(label, got, kinds["label"])
     assert figures["top1_agreement"] == 1 - 64 / 1024 and figures["worst_sample_top1"] == 0.75
     assert measure(label[:, :, 0, 0], got[:, :, 0, 0], kinds["one"])["top1_agreement"] == 0.75
+
+
+def test_raw_per_position_logits_from_a_linear_layer_are_tags_or_ctc():
+    """A token classifier exported without its softmax (a BERT NER head), a CRNN's raw [T, 1, C] logits."""
+    head = graph([helper.make_node("MatMul", ["x", "w"], ["m"]), helper.make_node("Add", ["m", "b"], ["logits"])],
+                 [("x", [1, 40, 8])], [("logits", [1, 40, 12])], [("w", np.ones((8, 12))), ("b", np.zeros(12))])
+    tags = kinds_of(head, {"logits": np.log(_sequence(0.0))})["logits"]
+    assert tags.kind == "tags" and tags.axis == 2
+    assert kinds_of(head, {"logits": np.log(_sequence(0.5))})["logits"].kind == "ctc"
+    crnn = graph([helper.make_node("MatMul", ["x", "w"], ["m"]),
+                  helper.make_node("Transpose", ["m"], ["logits"], perm=[1, 0, 2])],
+                 [("x", [1, 40, 8])], [("logits", [40, 1, 12])], [("w", np.ones((8, 12)))])
+    logits = np.log(_sequence(0.5)).transpose(0, 2, 1, 3)
+    ctc = kinds_of(crnn, {"logits": logits})["logits"]
+    assert ctc.kind == "ctc" and ctc.axis == 2
+    # values that move with the position and hardly between classes: no class leads, so regression (cosine)
+    ramp = np.linspace(-5, 5, 40)[None, None, :, None] + RNG.normal(0, 1e-3, (6, 1, 40, 12))
+    assert kinds_of(head, {"logits": ramp})["logits"].kind == "regression"
