@@ -45,6 +45,7 @@ class OutputKind:
     blank: int | None = None  # ctc: the blank class
     alphabet: tuple[str, ...] | None = None  # ctc: the symbols of classes 1.. (when the model carries them)
     layout: str | None = None  # detections: "rows" ([1, N, 4+C]) or "columns" ([1, 4+C, N])
+    objectness: bool | None = None  # detections: a 5th box value, the objectness the class scores multiply (YOLOv5)
 
     @classmethod
     def from_dict(cls, entry: dict) -> "OutputKind":

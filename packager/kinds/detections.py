@@ -30,9 +30,11 @@ def candidates(sample: np.ndarray, layout: str) -> np.ndarray:
     return head if layout == "rows" else head.T
 
 
-def decode(rows: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(boxes x1y1x2y2, scores, classes) after the threshold and class-aware NMS."""
-    scores_all = np.nan_to_num(rows[:, 4:], nan=-np.inf)
+def decode(rows: np.ndarray, threshold: float, objectness: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(boxes x1y1x2y2, scores, classes) after the threshold and class-aware NMS. With ``objectness`` (YOLOv5's
+    [cx, cy, w, h, obj, classes...]) a class's confidence is obj x its score, as YOLOv5's own post-process has it."""
+    scores_all = rows[:, 5:] * rows[:, 4:5] if objectness else rows[:, 4:]
+    scores_all = np.nan_to_num(scores_all, nan=-np.inf)
     classes = scores_all.argmax(1)
     scores = scores_all[np.arange(len(rows)), classes]
     keep = np.flatnonzero(scores > threshold)
@@ -67,12 +69,12 @@ def nms(boxes: np.ndarray, classes: np.ndarray, iou: float = NMS_IOU) -> np.ndar
     return np.flatnonzero(alive)
 
 
-def measure(ref: np.ndarray, got: np.ndarray, layout: str, threshold: float) -> dict:
+def measure(ref: np.ndarray, got: np.ndarray, layout: str, threshold: float, objectness: bool = False) -> dict:
     """Detections of both models on every sample, matched per class at IoU >= 0.5: precision, recall, F1."""
     wanted = found = matched = 0
     for r, g in zip(ref, got):
-        rb, _, rc = decode(candidates(r, layout), threshold)
-        gb, _, gc = decode(candidates(g, layout), threshold)
+        rb, _, rc = decode(candidates(r, layout), threshold, objectness)
+        gb, _, gc = decode(candidates(g, layout), threshold, objectness)
         wanted, found = wanted + len(rb), found + len(gb)
         for c in np.intersect1d(rc, gc):
             matched += greedy_matches(iou_matrix(rb[rc == c], gb[gc == c]), MATCH_IOU)

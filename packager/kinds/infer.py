@@ -6,7 +6,9 @@ Checked in this order, the first that fits wins (``--output-kind`` first of all)
   tags        class ids from an ArgMax (ArgMin), one per position (a
               segmenter that ends in its argmax); classes for a single id
   detections  [1, 4+C, N] or [1, N, 4+C] (N >= 32): four box values (width and
-              height never negative), then C score rows in [0, 1]
+              height never negative), then C score rows in [0, 1]; with an
+              objectness row first (YOLOv5's [1, N, 5+C]) when the model's
+              metadata names C classes
   ctc / tags  a class per position: [1, T, C] or [T, 1, C] from a softmax or a
               per-position linear layer (raw logits from MatMul/Gemm, no softmax
               output beside them, decisive as a segmenter's below); ctc when the model carries an alphabet
@@ -137,6 +139,11 @@ def _infer(graph: Graph, name: str, shape: list[int], ref: np.ndarray, inputs, o
         return OutputKind("classes", f"a class id from an {node.op_type}")
     layout = _detection_layout(shape, ref)
     if layout is not None:
+        width = min(shape[1], shape[2])
+        names = _class_names(graph.metadata)
+        if names == width - 5:
+            return OutputKind("detections", f"box + objectness + score head ({layout}; {names} class names in the "
+                              "model's metadata)", DEFAULT_THRESHOLD["detections"], layout=layout, objectness=True)
         return OutputKind("detections", f"box + score head ({layout})", DEFAULT_THRESHOLD["detections"], layout=layout)
     big = [d for d in shape if d > 1]
     axis = _class_axis(graph, name, shape, ref)
@@ -154,6 +161,17 @@ def _infer(graph: Graph, name: str, shape: list[int], ref: np.ndarray, inputs, o
     if len(big) == 1:
         return _vector(graph, name, shape, ref, axis, other_softmax, unit)
     return OutputKind("regression", "values with no class or score structure")
+
+
+def _class_names(metadata: dict[str, str]) -> int | None:
+    """How many class names the model carries (YOLOv5 and ultralytics exports: names = str of a dict or list)."""
+    import ast
+
+    try:
+        names = ast.literal_eval(metadata.get("names", ""))
+    except (ValueError, SyntaxError, MemoryError, RecursionError):
+        return None
+    return len(names) if isinstance(names, (dict, list, tuple)) else None
 
 
 def _is_state(graph: Graph, shape: list[int], inputs) -> bool:

@@ -42,7 +42,7 @@ def _task(ref: np.ndarray, got: np.ndarray, kind: OutputKind) -> dict:
         channels = maps.channel_figures(ref, got, kind.axis, threshold)
         return {"threshold": threshold, "axis": kind.axis, "channels": channels}
     if kind.kind == "detections":
-        return detections.measure(ref, got, kind.layout or "columns", threshold)
+        return detections.measure(ref, got, kind.layout or "columns", threshold, bool(kind.objectness))
     if kind.kind == "embedding":
         return {"neighbour_agreement": neighbours(ref, got)}
     return {}

@@ -223,3 +223,13 @@ def test_raw_per_position_logits_from_a_linear_layer_are_tags_or_ctc():
     # values that move with the position and hardly between classes: no class leads, so regression (cosine)
     ramp = np.linspace(-5, 5, 40)[None, None, :, None] + RNG.normal(0, 1e-3, (6, 1, 40, 12))
     assert kinds_of(head, {"logits": ramp})["logits"].kind == "regression"
+
+
+def test_a_yolov5_head_has_objectness_when_its_metadata_names_the_classes():
+    head = np.concatenate([RNG.uniform(0, 320, (3, 1, 64, 4)), RNG.uniform(0, 1, (3, 1, 64, 4))], axis=3)
+    for names, objectness in (("{0: 'person', 1: 'car', 2: 'dog'}", True), ("['person', 'car', 'dog', 'cat']", None),
+                              ("not python", None)):
+        model = graph([helper.make_node("Identity", ["x"], ["out"])], [("x", [1, 64, 8])], [("out", [1, 64, 8])],
+                      metadata={"stride": "32", "names": names})
+        kind = kinds_of(model, {"out": head})["out"]
+        assert kind.kind == "detections" and kind.layout == "rows" and kind.objectness is objectness

@@ -18,6 +18,17 @@ def test_nms_keeps_the_best_of_overlapping_boxes_of_one_class_only():
     assert boxes[0].tolist() == [40, 40, 60, 60]
 
 
+def test_yolov5_rows_multiply_objectness_into_the_class_scores():
+    rows = np.array([
+        [50, 50, 20, 20, 0.9, 0.8, 0.1],    # an object of class 0: 0.72
+        [150, 50, 20, 20, 0.1, 0.05, 0.9],  # background with a confident class score: 0.09, dropped
+        [250, 50, 20, 20, 0.5, 0.2, 0.6],   # class 1: 0.3
+    ])
+    boxes, scores, classes = detections.decode(rows, 0.25, objectness=True)
+    assert np.allclose(scores, [0.72, 0.3]) and classes.tolist() == [0, 1] and boxes[1].tolist() == [240, 40, 260, 60]
+    assert len(detections.decode(rows, 0.25)[0]) == 3  # the objectness read as a class: the background kept
+
+
 def test_columns_and_rows_layouts_decode_alike():
     rows = np.array([[50, 50, 20, 20, 0.9], [150, 50, 20, 20, 0.6]])
     a = detections.measure(rows.T[None, None], rows.T[None, None], "columns", 0.25)
