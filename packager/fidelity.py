@@ -59,11 +59,16 @@ def compare(refs: dict[str, np.ndarray], got: dict[str, np.ndarray], samples: in
         raise ValueError(f"no values for output(s) {missing} to compare")
     if kinds is None:
         kinds = infer_kinds(None, [], [(n, list(r.shape[1:])) for n, r in refs.items()], refs)
-    outputs = {name: measure(refs[name], got[name], kinds[name]) for name in refs}
+    outputs = {name: measure(refs[name], got[name], kinds[name], _boxes(kinds[name], refs, got)) for name in refs}
     for name, m in outputs.items():
         if m["kind"] == "regression":
             m["worst_channel"] = worst_channel(refs[name], got[name])
     return {"samples": samples, "outputs": outputs}
+
+
+def _boxes(kind: OutputKind, refs: dict, got: dict) -> tuple | None:
+    """(float's, the model's) boxes of detections whose boxes are another output."""
+    return (refs[kind.boxes], got[kind.boxes]) if kind.boxes in refs and kind.boxes in got else None
 
 
 def state_outputs(inputs: list[tuple[str, list[int]]], outputs: list[tuple[str, list[int]]]) -> set[str]:

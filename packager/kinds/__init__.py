@@ -15,7 +15,8 @@ and each kind has its task measure (:mod:`packager.kinds.measures`):
               threshold, per channel on the model's real channel axis (and,
               for 2-D maps, connected regions matched at IoU >= 0.5)
   detections  box + score heads decoded, NMS at the confidence threshold,
-              matched to the float detections at IoU >= 0.5, same class
+              matched to the float detections at IoU >= 0.5, same class (the
+              boxes may be another output: SSD, UltraFace)
   regression  cosine and relative error (landmarks, boxes, any value)
   embedding   cosine and nearest-neighbour agreement over the samples
   state       a recurrent state handed back to the model: cosine
@@ -46,6 +47,9 @@ class OutputKind:
     alphabet: tuple[str, ...] | None = None  # ctc: the symbols of classes 1.. (when the model carries them)
     layout: str | None = None  # detections: "rows" ([1, N, 4+C]) or "columns" ([1, 4+C, N])
     objectness: bool | None = None  # detections: a 5th box value, the objectness the class scores multiply (YOLOv5)
+    boxes: str | None = None  # detections: the output holding the boxes [1, N, 4] when apart from these scores
+    corners: bool | None = None  # detections with boxes apart: x1 y1 x2 y2 (else cx cy w h)
+    background: int | None = None  # detections: a softmax's background class, never a detection (SSD: 0)
 
     @classmethod
     def from_dict(cls, entry: dict) -> "OutputKind":

@@ -3,6 +3,9 @@
 Checked in this order, the first that fits wins (``--output-kind`` first of all):
 
   state       shaped like an input of a recurrent graph (LSTM/GRU/RNN/Loop/Scan)
+  detections  scores [1, N, C] in [0, 1] beside an output of boxes [1, N, 4]
+              (SSD, UltraFace, RetinaFace): corners or centre and size; a
+              softmax's class 0 is the background; the boxes are regression
   tags        class ids from an ArgMax (ArgMin), one per position (a
               segmenter that ends in its argmax); classes for a single id
   detections  [1, 4+C, N] or [1, N, 4+C] (N >= 32): four box values (width and
@@ -33,6 +36,8 @@ Checked in this order, the first that fits wins (``--output-kind`` first of all)
 """
 
 from __future__ import annotations
+
+import dataclasses
 
 import numpy as np
 
@@ -98,20 +103,67 @@ def infer_kinds(proto, inputs: list[tuple[str, list[int]]], outputs: list[tuple[
     declared = declared or {}
     softmaxed = {name for name, shape in outputs if _class_axis(graph, name, shape, refs[name]) is not None}
     scored = softmaxed | {name for name, _ in outputs if _unit(refs[name])}
+    split = _split_heads(outputs, refs)
+    boxes = {k.boxes: n for n, k in split.items()}
     kinds = {}
     for name, shape in outputs:
-        if name in declared:
-            kinds[name] = _declared(graph, name, shape, refs[name], *declared[name])
+        kind, threshold = declared.get(name, (None, None))
+        if name in split and kind in (None, "detections"):
+            kinds[name] = dataclasses.replace(split[name], **({"why": "declared", "threshold": threshold}
+                                                              if threshold is not None else {}))
+        elif name in boxes and kind is None:
+            kinds[name] = OutputKind("regression", f"the boxes of {boxes[name]}'s detections")
+        elif kind is not None:
+            kinds[name] = _declared(graph, name, shape, refs[name], kind, threshold)
         else:
             kinds[name] = _infer(graph, name, list(shape), refs[name], inputs, softmaxed - {name}, scored - {name})
     return kinds
 
 
+def _split_heads(outputs: list[tuple[str, list[int]]], refs: dict[str, np.ndarray]) -> dict[str, OutputKind]:
+    """Detections whose boxes are an output of their own (SSD, UltraFace, RetinaFace): scores [1, N, C] in
+    [0, 1] beside boxes [1, N, 4] of the same N >= 32, corners or centre and size. A softmax's class 0 is the
+    background. {scores output: its kind}."""
+    found: dict[str, OutputKind] = {}
+    for name, shape in outputs:
+        shape, ref = list(shape), refs[name]
+        if len(shape) != 3 or shape[0] != 1 or shape[1] < 32 or not _unit(ref):
+            continue
+        softmax = shape[2] >= 2 and bool(np.allclose(ref.sum(-1), 1, atol=1e-3))
+        for other, other_shape in outputs:
+            box = refs[other]
+            if other == name or list(other_shape) != [1, shape[1], 4] or other in {k.boxes for k in found.values()}:
+                continue
+            if shape[2] == 4 and (not softmax or np.allclose(box.sum(-1), 1, atol=1e-3)):
+                continue  # two [1, N, 4] outputs: the scores are the one whose rows sum to 1
+            corners = _box_format(box)
+            if corners is not None:
+                form = "corners" if corners else "centre and size"
+                found[name] = OutputKind("detections", f"scores beside the boxes of {other} ({form})",
+                                         DEFAULT_THRESHOLD["detections"], layout="rows", boxes=other, corners=corners,
+                                         background=0 if softmax else None)
+                break
+    return found
+
+
+def _box_format(boxes: np.ndarray) -> bool | None:
+    """True for corners (x1 y1 x2 y2, or y1 x1 y2 x2), False for centre and size, None for neither (encoded
+    offsets a post-process decodes with anchors the model does not carry)."""
+    b = boxes.reshape(-1, 4)
+    if not len(b) or not np.isfinite(b).all():
+        return None
+    if np.mean((b[:, 2] >= b[:, 0]) & (b[:, 3] >= b[:, 1])) >= 0.99:
+        return True
+    if np.mean((b[:, 2] >= 0) & (b[:, 3] >= 0)) >= 0.99 and np.max(b) > 0:
+        return False
+    return None
+
+
 def _declared(graph: Graph, name: str, shape, ref, kind: str, threshold: float | None) -> OutputKind:
     found = _infer(graph, name, list(shape), ref, [], set())
     if found.kind == kind:
-        return OutputKind(kind, "declared", threshold if threshold is not None else found.threshold, found.axis,
-                          found.blank, found.alphabet, found.layout)
+        return dataclasses.replace(found, why="declared",
+                                   threshold=threshold if threshold is not None else found.threshold)
     axis = _class_axis(graph, name, shape, ref)
     if kind == "tags" and axis is None and len([d for d in shape if d > 1]) >= 3:
         axis = _channel_axis(graph, name, shape, ref)  # a segmenter's logits: the convolution's channels

@@ -8,7 +8,7 @@ from ..layout import cosine
 from . import DEFAULT_THRESHOLD, OutputKind, detections, maps, sequences
 
 
-def measure(ref: np.ndarray, got: np.ndarray, kind: OutputKind) -> dict:
+def measure(ref: np.ndarray, got: np.ndarray, kind: OutputKind, boxes: tuple | None = None) -> dict:
     """The fidelity figures of stacked outputs (N samples, *ONNX shape) of one output.
 
     Returns:
@@ -25,7 +25,18 @@ def measure(ref: np.ndarray, got: np.ndarray, kind: OutputKind) -> dict:
         relative = float(np.linalg.norm(ref - got) / max(np.linalg.norm(ref), 1e-12))
     common = {"kind": kind.kind, "samples": len(ref), "cosine": float(np.mean(cosines)), "min_cosine": float(np.min(cosines)),
               "max_abs_error": float(err.max()), "mean_abs_error": float(err.mean()), "relative_error": relative}
+    if boxes is not None:  # detections whose boxes are another output: one row of boxes and scores per candidate
+        ref, got = (_rows(np.asarray(b, dtype=np.float64), s, kind) for b, s in zip(boxes, (ref, got)))
     return {**common, **_task(ref, got, kind)}
+
+
+def _rows(boxes: np.ndarray, scores: np.ndarray, kind: OutputKind) -> np.ndarray:
+    """[cx, cy, w, h, scores...] per candidate (corners turned into centre and size, the background dropped)."""
+    if kind.corners:
+        boxes = np.concatenate([(boxes[..., :2] + boxes[..., 2:]) / 2, boxes[..., 2:] - boxes[..., :2]], axis=-1)
+    if kind.background is not None:
+        scores = np.delete(scores, kind.background, axis=-1)
+    return np.concatenate([boxes, scores], axis=-1)
 
 
 def _task(ref: np.ndarray, got: np.ndarray, kind: OutputKind) -> dict:

@@ -233,3 +233,41 @@ def test_a_yolov5_head_has_objectness_when_its_metadata_names_the_classes():
                       metadata={"stride": "32", "names": names})
         kind = kinds_of(model, {"out": head})["out"]
         assert kind.kind == "detections" and kind.layout == "rows" and kind.objectness is objectness
+
+
+def _face_detector(n=64):
+    """UltraFace-like: a 2-way softmax per anchor [1, N, 2] beside decoded corner boxes [1, N, 4] in 0..1."""
+    model = graph([helper.make_node("Softmax", ["x"], ["scores"], axis=2), helper.make_node("Sigmoid", ["b"], ["boxes"])],
+                  [("x", [1, n, 2]), ("b", [1, n, 4])], [("scores", [1, n, 2]), ("boxes", [1, n, 4])])
+    face = RNG.uniform(0, 1, (3, 1, n, 1)) ** 8  # mostly background
+    x1y1 = RNG.uniform(0, 0.8, (3, 1, n, 2))
+    return model, {"scores": np.concatenate([1 - face, face], -1),
+                   "boxes": np.concatenate([x1y1, x1y1 + RNG.uniform(0.05, 0.2, (3, 1, n, 2))], -1)}
+
+
+def test_scores_beside_their_own_box_output_are_detections_with_the_background_dropped():
+    model, refs = _face_detector()
+    kinds = kinds_of(model, refs)
+    assert kinds["scores"].kind == "detections" and kinds["scores"].boxes == "boxes"
+    assert kinds["scores"].corners is True and kinds["scores"].background == 0
+    assert kinds["boxes"].kind == "regression"
+    declared = kinds_of(model, refs, parse_declared(["scores=detections:0.7"], ["scores", "boxes"]))["scores"]
+    assert declared.boxes == "boxes" and declared.threshold == 0.7 and declared.why == "declared"
+    # encoded offsets (no anchors in the model to decode them): no pairing, the softmax stays what it was
+    offsets = dict(refs, boxes=RNG.normal(size=refs["boxes"].shape))
+    assert kinds_of(model, offsets)["scores"].kind != "detections"
+
+
+def test_split_detections_are_measured_on_both_outputs():
+    from packager.fidelity import compare
+
+    model, refs = _face_detector()
+    kinds = kinds_of(model, refs)
+    faces = refs["scores"][..., 1] > 0.25
+    assert faces.sum() >= 5
+    same = compare(refs, refs, 3, kinds)["outputs"]["scores"]
+    assert same["f1"] == 1.0 and same["detections"] >= 1
+    moved = dict(refs, boxes=refs["boxes"] + np.array([2.0, 0, 2.0, 0]))  # every box moved off the image
+    assert compare(refs, moved, 3, kinds)["outputs"]["scores"]["f1"] == 0.0
+    lost = dict(refs, scores=np.concatenate([np.ones_like(refs["scores"][..., :1]), 0 * refs["scores"][..., 1:]], -1))
+    assert compare(refs, lost, 3, kinds)["outputs"]["scores"]["recall"] == 0.0
