@@ -13,11 +13,12 @@ Checked in this order, the first that fits wins (``--output-kind`` first of all)
               objectness row first (YOLOv5's [1, N, 5+C]) when the model's
               metadata names C classes
   ctc / tags  a class per position: [1, T, C] or [T, 1, C] from a softmax or a
-              per-position linear layer (raw logits from MatMul/Gemm, no softmax
-              output beside them, decisive as a segmenter's below); ctc when the model carries an alphabet
-              of C-1 or C-2 symbols in its metadata, or when one edge class (0
-              or C-1) is the blank: the best class at >= 30% of positions,
-              between non-blank runs (>= 2 runs a sample on average); else tags
+              per-position linear layer (raw logits from MatMul/Gemm, no
+              softmax output beside them, decisive as a segmenter's below);
+              ctc when the model carries an alphabet of C-1 or C-2 symbols in
+              its metadata, or when one edge class (0 or C-1) is the blank:
+              the best class at >= 30% of positions, between non-blank runs
+              (>= 2 runs a sample on average); else tags
   scores      a map of two or more axes with every value in [0, 1] (sigmoid or
               softmax maps); its channel axis is the softmax's axis, or axis 1
               of the convolution that made it, carried through transposes
