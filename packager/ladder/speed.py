@@ -9,6 +9,9 @@
   - full int8 (every compute op integer) is never passed over (its XNNPACK
     partitions are reported); an int8 model whose quantizer left some ops
     float (no int8 kernel) is judged as int8 with float islands;
+  - int8 with float islands and no int8 compute op left is float32 with
+    conversions around it: always passed over (a timing of it against
+    float32 is noise that flipped a build from run to run);
   - int8 with float islands whose float ops outnumber its int8 ops is a float
     model with conversions around it: passed over when slower than float32 on
     this host (float against float is a fair comparison anywhere);
@@ -39,6 +42,8 @@ def passed_over(step, reference) -> str | None:
     precision = step.model.precision
     if precision == "float32" or reference is None:
         return None
+    if precision == "int8+float" and step.integer_compute == 0:
+        return f"no int8 op left ({step.float_compute} float): float32 with conversions around it"
     if step.board_ms is not None and reference.board_ms is not None:
         if step.board_ms > reference.board_ms * SLOWER_THAN_FLOAT:
             return f"slower than float32 on the board ({step.board_ms:.2f} vs {reference.board_ms:.2f} ms)"
