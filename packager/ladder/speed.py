@@ -1,5 +1,7 @@
 """When a step that holds the bar is passed over for speed: decided for the board, not for this host.
 
+* Int8 with float islands and no int8 compute op left is float32 with
+  conversions around it: passed over wherever it is timed.
 * Timed on the board itself (``--bench-on``): a step slower than float32
   there by more than 10% is passed over, whatever it is.
 * Without the board, this host's kernel speed says nothing about an ARM
@@ -9,9 +11,8 @@
   - full int8 (every compute op integer) is never passed over (its XNNPACK
     partitions are reported); an int8 model whose quantizer left some ops
     float (no int8 kernel) is judged as int8 with float islands;
-  - int8 with float islands and no int8 compute op left is float32 with
-    conversions around it: always passed over (a timing of it against
-    float32 is noise that flipped a build from run to run);
+  - int8 with float islands and no int8 compute op left (above): a timing
+    of it against float32 is noise, which flipped a build from run to run;
   - int8 with float islands whose float ops outnumber its int8 ops is a float
     model with conversions around it: passed over when slower than float32 on
     this host (float against float is a fair comparison anywhere);

@@ -237,7 +237,8 @@ def test_a_yolov5_head_has_objectness_when_its_metadata_names_the_classes():
 
 def _face_detector(n=64):
     """UltraFace-like: a 2-way softmax per anchor [1, N, 2] beside decoded corner boxes [1, N, 4] in 0..1."""
-    model = graph([helper.make_node("Softmax", ["x"], ["scores"], axis=2), helper.make_node("Sigmoid", ["b"], ["boxes"])],
+    model = graph([helper.make_node("Softmax", ["x"], ["scores"], axis=2),
+                   helper.make_node("Sigmoid", ["b"], ["boxes"])],
                   [("x", [1, n, 2]), ("b", [1, n, 4])], [("scores", [1, n, 2]), ("boxes", [1, n, 4])])
     face = RNG.uniform(0, 1, (3, 1, n, 1)) ** 8  # mostly background
     x1y1 = RNG.uniform(0, 0.8, (3, 1, n, 2))
