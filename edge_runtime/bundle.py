@@ -26,7 +26,7 @@ from pathlib import Path
 
 from .errors import UserError
 from .manifest import validate
-from .signals import held
+from .signals import checkpoint, held
 from .trust import MAX_SIGNATURE_BYTES, SIGNATURE, check_signature
 
 SCHEMA_VERSION = 1
@@ -189,6 +189,7 @@ def open_bundle(path: str | os.PathLike) -> tuple[Path, dict]:
     manifest = _read_manifest_bytes(manifest_path.read_bytes(), manifest_path)
     check_signature(path)  # before the files: a manifest changed after signing is named as such
     verify(path, manifest)
+    checkpoint()  # a stop signal lost while unpacking or verifying ends the process here
     return path, manifest
 
 

@@ -87,6 +87,7 @@ def serve(bundle: str, host: str, port: int, limits: Limits, threads: int | None
     """
     from .. import load
     from ..bundle import open_bundle, sha256_file
+    from ..signals import checkpoint
     from ..interpreter import make_engine
     from ..model import Model
 
@@ -111,6 +112,7 @@ def serve(bundle: str, host: str, port: int, limits: Limits, threads: int | None
     service = Service(load_models, limits, manifest["name"], metrics)
     access = access or Access()
     access = dataclasses.replace(access, hosts=access.hosts | {host.lower().strip("[]")})
+    checkpoint()  # a stop signal lost before the port opens (see signals.checkpoint)
     sock = listen(host, port)
     server = make_server(service, access, verbose=verbose)
     bound = sock.getsockname()
