@@ -15,14 +15,14 @@ from tests.conftest import ROOT
 pytestmark = pytest.mark.slow
 
 
-def _leftovers(marker: str, workers_only: bool = False) -> list[str]:
+def _leftovers(marker: str) -> list[str]:
     """Processes whose TMPDIR is the build's private one or inside it (the build, and every worker it started
-    with TMPDIR in its work folder); only the workers with ``workers_only``."""
+    with TMPDIR in its work folder)."""
     found = []
     for proc in psutil.process_iter(["pid", "cmdline"]):
         try:
             tmp = proc.environ().get("TMPDIR", "")
-            if (tmp == marker and not workers_only) or tmp.startswith(marker + os.sep):
+            if tmp == marker or tmp.startswith(marker + os.sep):
                 found.append(f"{proc.pid} {' '.join(proc.info['cmdline'] or [])[:120]}")
         except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
             continue
@@ -51,12 +51,13 @@ def _start(digits, tmp_path, until: str) -> tuple[subprocess.Popen, str, list[st
 def test_a_signal_ends_every_worker_and_leaves_nothing(digits, tmp_path, sig, stage):
     proc, private, lines = _start(digits, tmp_path, stage)
     assert lines[-1].startswith(stage), "".join(lines)
-    # the signal lands while a worker runs: the conversion (5) or the ladder's own process (6). A fixed wait
-    # was not that: the digits ladder's process can be done in under 3 s, and the build with it.
+    # the signal lands while the stage's worker runs: the conversion (5) or the ladder's own process (6), the
+    # build's first child process after the stage line. A fixed wait of 3 s was not that: the digits ladder's
+    # process can be done sooner, and the build with it.
     deadline = time.monotonic() + 60
-    while not _leftovers(private, workers_only=True):
+    while not psutil.Process(proc.pid).children(recursive=True):
         assert proc.poll() is None and time.monotonic() < deadline, "no worker started"
-        time.sleep(0.02)
+        time.sleep(0.01)
     proc.send_signal(sig)
     rest = proc.stderr.read()
     proc.stderr.close()
