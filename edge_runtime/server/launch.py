@@ -87,9 +87,9 @@ def serve(bundle: str, host: str, port: int, limits: Limits, threads: int | None
     """
     from .. import load
     from ..bundle import open_bundle, sha256_file
-    from ..signals import checkpoint
     from ..interpreter import make_engine
     from ..model import Model
+    from ..signals import checkpoint
 
     folder, manifest = open_bundle(bundle)  # verify before opening a port
 
