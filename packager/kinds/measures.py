@@ -15,19 +15,31 @@ def measure(ref: np.ndarray, got: np.ndarray, kind: OutputKind, boxes: tuple | N
         {"kind", cosine (mean over samples), min_cosine, max_abs_error,
         mean_abs_error, relative_error, then the kind's own figures}.
     """
-    ref = np.asarray(ref, dtype=np.float64)
-    got = np.asarray(got, dtype=np.float64)
+    # float32 outputs stay float32 (sums accumulate in float64): a CTC head of 100 x 40 x 6625 took 2.3 s a
+    # judgement in float64 copies, and the ladder's searches judge dozens of candidates
+    dtype = np.result_type(np.asarray(ref).dtype, np.asarray(got).dtype, np.float32)
+    ref, got = np.asarray(ref, dtype=dtype), np.asarray(got, dtype=dtype)
     if ref.shape != got.shape or ref.ndim < 1:
         raise ValueError(f"cannot compare output of shape {got.shape} with reference of shape {ref.shape}")
     with np.errstate(invalid="ignore", over="ignore"):  # Inf outputs: reported as NaN, not raised
         cosines = [cosine(r, o) for r, o in zip(ref, got)]
-        err = np.abs(ref - got)
-        relative = float(np.linalg.norm(ref - got) / max(np.linalg.norm(ref), 1e-12))
+        err = np.abs(got - ref)
+        relative = float(np.sqrt(_squares(got - ref)) / max(np.sqrt(_squares(ref)), 1e-12))
     common = {"kind": kind.kind, "samples": len(ref), "cosine": float(np.mean(cosines)), "min_cosine": float(np.min(cosines)),
-              "max_abs_error": float(err.max()), "mean_abs_error": float(err.mean()), "relative_error": relative}
+              "max_abs_error": float(err.max()), "mean_abs_error": float(err.mean(dtype=np.float64)),
+              "relative_error": relative}
+    if kind.kind == "detections":  # box geometry (IoU at 0.5, NMS at 0.45) as before, in float64
+        ref, got = ref.astype(np.float64), got.astype(np.float64)
     if boxes is not None:  # detections whose boxes are another output: one row of boxes and scores per candidate
         ref, got = (_rows(np.asarray(b, dtype=np.float64), s, kind) for b, s in zip(boxes, (ref, got)))
     return {**common, **_task(ref, got, kind)}
+
+
+def _squares(values: np.ndarray) -> float:
+    """The sum of squares, accumulated in float64 a slice at a time (no float64 copy of the whole)."""
+    flat = values.reshape(-1)
+    return float(sum(np.dot(part, part) for part in (flat[i:i + (1 << 20)].astype(np.float64)
+                                                      for i in range(0, flat.size, 1 << 20))))
 
 
 def _rows(boxes: np.ndarray, scores: np.ndarray, kind: OutputKind) -> np.ndarray:

@@ -18,6 +18,29 @@ def test_nms_keeps_the_best_of_overlapping_boxes_of_one_class_only():
     assert boxes[0].tolist() == [40, 40, 60, 60]
 
 
+def _matrix_nms(boxes, classes, iou=detections.NMS_IOU):
+    """The textbook form: the whole IoU matrix, then one greedy pass."""
+    overlap = detections.iou_matrix(boxes, boxes)
+    overlap[classes[:, None] != classes[None, :]] = 0
+    alive = np.ones(len(boxes), dtype=bool)
+    for i in range(len(boxes)):
+        if alive[i]:
+            alive[i + 1:] &= overlap[i, i + 1:] <= iou
+    return np.flatnonzero(alive)
+
+
+def test_nms_keeps_what_the_whole_matrix_form_keeps():
+    """Crowded boxes of 3 classes, some empty (zero width) and some identical: the same indices kept."""
+    rng = np.random.default_rng(7)
+    for _ in range(20):
+        n = int(rng.integers(0, 400))
+        centre, size = rng.uniform(0, 100, (n, 2)), rng.uniform(0, 30, (n, 2)) * (rng.uniform(size=(n, 1)) > 0.05)
+        boxes = np.concatenate([centre - size / 2, centre + size / 2], 1)
+        boxes[: n // 10] = boxes[n // 10: 2 * (n // 10)]
+        classes = rng.integers(0, 3, n)
+        assert detections.nms(boxes, classes).tolist() == _matrix_nms(boxes, classes).tolist()
+
+
 def test_yolov5_rows_multiply_objectness_into_the_class_scores():
     rows = np.array([
         [50, 50, 20, 20, 0.9, 0.8, 0.1],    # an object of class 0: 0.72
