@@ -18,6 +18,7 @@ from edge_runtime.errors import UserError
 
 from .fidelity import RATES, Bar
 from .ladder import RATE_VALIDATION, VALIDATION, Bench, Ladder, Outcome, float_model
+from .ladder.rungs import SEARCH_CALIBRATION
 from .quantize import (
     Calibrated,
     Quantized,
@@ -57,9 +58,9 @@ class Candidates:
     def calibrated(self) -> Calibrated:
         return self._calibrate(self._float_tflite, self.conversion.in_maps)
 
-    def converter_int8(self, io_dtype: str | None = None) -> Quantized:
-        """The TFLite converter's full-integer model (its own calibration)."""
-        return converter_int8(self.conversion.saved_model, self.conversion.in_maps, self.calib,
+    def converter_int8(self, io_dtype: str | None = None, limit: int | None = None) -> Quantized:
+        """The TFLite converter's full-integer model (its own calibration, on at most ``limit`` samples)."""
+        return converter_int8(self.conversion.saved_model, self.conversion.in_maps, thinned(self.calib, limit),
                               io_dtype or self.io_dtype, self.per_tensor, self.verbose)
 
     def repaired(self) -> Calibrated | None:
@@ -77,11 +78,20 @@ class Candidates:
         except UserError as exc:
             warn(f"the repaired graph did not convert ({exc}); going on without it")
             return None
-        return self._calibrate(export_float(again.saved_model, self.verbose), again.in_maps)
+        return self._calibrate(export_float(again.saved_model, self.verbose), again.in_maps, SEARCH_CALIBRATION)
 
-    def _calibrate(self, float_tflite: bytes, in_maps) -> Calibrated:
-        return Calibrated(float_tflite, in_maps, self.calib, self.io_dtype, self.per_tensor, self.verbose,
-                          self.pinned)
+    def _calibrate(self, float_tflite: bytes, in_maps, limit: int | None = None) -> Calibrated:
+        return Calibrated(float_tflite, in_maps, thinned(self.calib, limit), self.io_dtype, self.per_tensor,
+                          self.verbose, self.pinned)
+
+
+def thinned(samples: dict[str, np.ndarray], limit: int | None) -> dict[str, np.ndarray]:
+    """At most ``limit`` of the samples, evenly spaced (a folder sorted by class keeps every class)."""
+    count = len(next(iter(samples.values()), ()))
+    if limit is None or count <= limit:
+        return samples
+    keep = np.unique(np.linspace(0, count - 1, limit).round().astype(int))
+    return {k: v[keep] for k, v in samples.items()}
 
 
 BAR_FLAGS = ("min_cosine", "min_top1", "min_f1", "min_channel_cosine", "min_detection_f1", "min_exact_match")

@@ -65,7 +65,7 @@ class FakeCandidates:
 
     def __init__(self, cal=None, converter=None):
         self.calibrated = cal or FakeCal()
-        self.converter_int8 = (lambda: converter) if converter is not None else None
+        self.converter_int8 = (lambda **kw: converter) if converter is not None else None
         self.float32 = Quantized(b"\0" * 400, "float32", False, {})
 
     def float16(self):
@@ -146,6 +146,14 @@ def test_islands_with_no_int8_op_left_are_passed_over_however_fast():
     assert outcome.chosen.model.precision == "dynamic"
 
 
+def test_the_island_search_never_tries_every_op_float():
+    """Only every op float would hold: the search stops a block short (7 of 8) and float16 ships."""
+    outcome, _ = _climb(lambda q: 0.0 if len(q.float_ops) == 16 or not q.precision.startswith("int8") else 0.5)
+    islands = [s for s in outcome.steps if s.model.precision == "int8+float"]
+    assert islands and max(len(s.model.float_ops) for s in islands) == 14 and not any(s.meets for s in islands)
+    assert outcome.chosen.model.precision == "dynamic"
+
+
 def test_a_few_float_islands_are_passed_over_only_when_the_delegate_splits_them_more():
     speed = {"int8": (3.0, 2), "int8+float": (20.0, 3), "float32": (5.0, 3)}
     outcome, _ = _climb(lambda q: 0.0 if q.precision != "int8" else 0.5, speed=lambda q: speed[q.precision],
@@ -155,6 +163,19 @@ def test_a_few_float_islands_are_passed_over_only_when_the_delegate_splits_them_
     outcome, _ = _climb(lambda q: 0.0 if q.precision != "int8" else 0.5, speed=lambda q: speed.get(q.precision, (5, 3)),
                         ops=lambda q: (2, 14))
     assert outcome.steps[-2].passed_over == "XNNPACK takes it in 9 pieces, float32 in 3"
+
+
+def test_dynamic_range_slower_than_float32_on_this_host_is_passed_over_in_one_piece_too():
+    """Float activations at every op: a float model by its op mix, timed against float32 fairly anywhere."""
+    speed = {"int8": (3.0, 2), "int8+float": (3.0, 2), "dynamic": (0.8, 1), "float16": (0.25, 1),
+             "float32": (0.24, 1)}
+    below_but_dynamic = lambda q: 0.0 if q.precision in ("dynamic", "float16", "float32") else 0.5  # noqa: E731
+    outcome, _ = _climb(below_but_dynamic, speed=lambda q: speed[q.precision])
+    dynamic = next(s for s in outcome.steps if s.model.precision == "dynamic")
+    assert dynamic.meets and dynamic.passed_over.startswith("float activations, slower than float32 (0.80 vs 0.24")
+    assert outcome.chosen.model.precision == "float16"
+    speed["dynamic"] = (0.25, 1)  # within 10% of float32: it ships
+    assert _climb(below_but_dynamic, speed=lambda q: speed[q.precision])[0].chosen.model.precision == "dynamic"
 
 
 def test_board_timings_decide_when_the_board_is_reached():
@@ -223,3 +244,28 @@ def test_the_converters_int8_is_tried_when_the_quantizers_min_max_misses():
     outcome = ladder.climb(FakeCandidates(converter=converter))
     assert [s.name for s in outcome.steps] == ["int8, min/max", "int8, TFLite converter"]
     assert outcome.chosen.model is converter
+
+
+class RepairedCal(FakeCal):
+    """The repaired graph's calibration: its int8 models carry a marker byte the noise functions read."""
+
+    def int8(self, ranges=None, float_scopes=()):
+        q = super().int8(ranges, float_scopes)
+        q.tflite = b"\1" * 100
+        return q
+
+
+def _repaired_climb(noise):
+    candidates = FakeCandidates()
+    candidates.repaired = lambda: RepairedCal()
+    ladder = Ladder(FakeBench(noise), Bar(), "int8", say=lambda text: None)
+    return ladder.climb(candidates)
+
+
+@pytest.mark.parametrize("repair, searched", [(0.3, False), (0.1, True)])
+def test_the_repaired_graph_s_ranges_are_searched_only_when_the_repair_helped_min_max(repair, searched):
+    """min/max at noise 0.2; the repaired graph's at ``repair``: worse (0.3) skips its range search."""
+    outcome = _repaired_climb(lambda q: repair if q.tflite[:1] == b"\1" else 0.2)
+    names = [s.name for s in outcome.steps]
+    assert names[:3] == ["int8, min/max", "int8, ranges per tensor", "int8 repaired, min/max"]
+    assert ("int8 repaired, ranges per tensor" in names) is searched
