@@ -119,7 +119,7 @@ class Ladder:
         step = Step(name, q, report, missing, ms, partitions, time.perf_counter() - started, note,
                     self.bench.board_speed(q) if not missing else None, floats, integers)
         if step.meets and self.precision != "int8":
-            step.passed_over = passed_over(step, self.float32) or ""
+            step.passed_over = passed_over(step, self.float32, self.fp16_arithmetic) or ""
         self.steps.append(step)
         self.say(line(step, self.steps[0].latency_ms))
         for text in step.missing[:MAX_SHOWN]:

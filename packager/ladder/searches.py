@@ -33,8 +33,9 @@ def ranges_per_tensor(cal: Calibrated, judge: Callable[[Quantized], float]) -> t
 
 
 def float_islands(cal: Calibrated, ranges: dict | None, judge: Callable[[Quantized], float]) -> tuple[Quantized, str]:
-    """The fewest blocks of ops left float that bring ``judge`` to the target, and a note. Every block float
-    is never tried: no int8 op left is float32 with conversions around it (passed over wherever it holds)."""
+    """The fewest blocks of ops left float that bring ``judge`` to the target, and a note. A choice that
+    leaves every op float after the shrink is no step: float32 with conversions around it (passed over
+    wherever it holds), so it is not measured."""
     scopes = [s for t, s in op_scopes(cal.float_tflite) if s and t not in ("QUANTIZE", "DEQUANTIZE")]
     size = max(1, -(-len(scopes) // ISLAND_BLOCKS))
     blocks = [scopes[i:i + size] for i in range(0, len(scopes), size)]
@@ -46,8 +47,6 @@ def float_islands(cal: Calibrated, ranges: dict | None, judge: Callable[[Quantiz
     chosen: list[list[str]] = []
     best = -math.inf
     for i in gains:
-        if len(chosen) + 1 == len(blocks):
-            break
         chosen.append(blocks[i])
         best = score(chosen)
         if best >= SEARCH_TARGET:
@@ -55,8 +54,9 @@ def float_islands(cal: Calibrated, ranges: dict | None, judge: Callable[[Quantiz
     if best >= SEARCH_TARGET:
         chosen = _shrink(chosen, score)
     flat = [s for b in chosen for s in b]
-    if not flat:
-        raise QuantizerFailed(f"{len(scopes)} op(s) in one block: float islands would leave no int8 op")
+    if len(flat) == len(scopes):
+        raise QuantizerFailed(f"no choice of float islands short of all {len(scopes)} ops reached the bar on the "
+                              "validation samples: that is float32 with conversions around it")
     return cal.int8(ranges, flat), f"{len(flat)} of {len(scopes)} ops float"
 
 

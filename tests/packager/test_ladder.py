@@ -112,7 +112,8 @@ def test_float_islands_keep_only_the_block_that_matters():
 
 def test_when_no_integer_step_holds_the_cheapest_float_precision_that_does_ships():
     outcome, _ = _climb(lambda q: {"float16": 0.0, "float32": 0.0}.get(q.precision, 0.5))
-    assert [s.model.precision for s in outcome.steps] == ["int8", "int8", "int8+float", "dynamic", "float16"]
+    # the island search ends with every op float (no step: float32 with conversions)
+    assert [s.model.precision for s in outcome.steps] == ["int8", "int8", "dynamic", "float16"]
     assert outcome.chosen.model.precision == "float16"
     assert "below it: int8, min/max" in outcome.why
 
@@ -146,12 +147,15 @@ def test_islands_with_no_int8_op_left_are_passed_over_however_fast():
     assert outcome.chosen.model.precision == "dynamic"
 
 
-def test_the_island_search_never_tries_every_op_float():
-    """Only every op float would hold: the search stops a block short (7 of 8) and float16 ships."""
-    outcome, _ = _climb(lambda q: 0.0 if len(q.float_ops) == 16 or not q.precision.startswith("int8") else 0.5)
-    islands = [s for s in outcome.steps if s.model.precision == "int8+float"]
-    assert islands and max(len(s.model.float_ops) for s in islands) == 14 and not any(s.meets for s in islands)
-    assert outcome.chosen.model.precision == "dynamic"
+def test_islands_that_leave_every_op_float_are_not_a_step():
+    """Only every op float would hold: no islands step is measured, and float16 ships (dynamic range is below)."""
+    said = []
+    ladder = Ladder(FakeBench(lambda q: 0.0 if len(q.float_ops) == 16 or q.precision in ("float16", "float32")
+                              else 0.5), Bar(), say=said.append)
+    outcome = ladder.climb(FakeCandidates())
+    assert not [s for s in outcome.steps if s.model.precision == "int8+float"]
+    assert any(text.startswith("float islands skipped: no choice of float islands short of all 16 ops") for text in said)
+    assert outcome.chosen.model.precision == "float16"
 
 
 def test_a_few_float_islands_are_passed_over_only_when_the_delegate_splits_them_more():
@@ -176,6 +180,19 @@ def test_dynamic_range_slower_than_float32_on_this_host_is_passed_over_in_one_pi
     assert outcome.chosen.model.precision == "float16"
     speed["dynamic"] = (0.25, 1)  # within 10% of float32: it ships
     assert _climb(below_but_dynamic, speed=lambda q: speed[q.precision])[0].chosen.model.precision == "dynamic"
+
+
+@pytest.mark.parametrize("fp16, ships", [(False, "float32"), (None, "float32"), (True, "float16")])
+def test_float16_slower_than_float32_here_is_passed_over_unless_the_cpus_compute_in_float16(fp16, ships):
+    """float16 at 0.064 ms (2 pieces) against float32's 0.050 (1): float against float on a Cortex-A72."""
+    speed = {"float16": (0.064, 2), "float32": (0.050, 1)}
+    ladder = Ladder(FakeBench(lambda q: 0.0 if q.precision.startswith("float") else 0.5,
+                              speed=lambda q: speed.get(q.precision, (1.0, 1))),
+                    Bar(), say=lambda text: None, fp16_arithmetic=fp16)
+    outcome = ladder.climb(FakeCandidates())
+    assert outcome.chosen.model.precision == ships
+    if ships == "float32":
+        assert outcome.steps[-2].passed_over.startswith("float32 compute on these CPUs, slower than float32 (0.06 vs")
 
 
 def test_board_timings_decide_when_the_board_is_reached():
