@@ -64,6 +64,10 @@ def ladder(result) -> str:
         return "-" if value is None else format(value, spec)
 
     rows = [f"  {result.entry.name}: {result.manifest['precision']['why']}"]
+    reference = result.manifest["precision"].get("float32_reference") or {}
+    if reference.get("latency_ms") is not None:
+        rows.append(f"     {'(float32 reference, timed first)':<34} {'':>14} {'':>10} {'':>9} {'':>9} "
+                    f"{reference['latency_ms']:>8.3f} ms part {reference['partitions']:>2}")
     for s in result.manifest["precision"]["steps"]:
         chosen = "*" if s["step"] == result.manifest["precision"]["step"] else " "
         verdict = ("passed over: " + s["passed_over"]) if s.get("passed_over") else (

@@ -34,6 +34,7 @@ import numpy as np
 
 from edge_runtime.errors import UserError
 
+from .int8_reads import argmax_reads_int8
 from .int8_spelling import respell
 from .layout import TensorMap
 from .quiet import captured_output
@@ -213,6 +214,7 @@ class Calibrated:
             except Exception as exc:  # the Quantizer raises ValueError/RuntimeError on ops it cannot take
                 raise QuantizerFailed(f"LiteRT Quantizer could not quantize the model: {_first_line(exc)}",
                                       "run with -v for its log") from None
+        model, _ = argmax_reads_int8(model)  # LiteRT Quantizer leaves ARG_MAX float (packager.int8_reads)
         strict = not float_scopes and _all_integer(model)
         return Quantized(model, "int8+float" if float_scopes else "int8", strict, tensor_facts(model), rec,
                          list(float_scopes), log.text(), ranges, self.respelled or None)
