@@ -21,8 +21,7 @@
     reference kernels, on any CPU);
   - dynamic range (int8 weights, float activations: every op boundary is
     float, a float model by its op mix) is passed over when slower than
-    float32 on this host, as a mostly-float step is: what ships is never
-    slower than float32 where it was timed, and float16 or float32 follow;
+    float32 on this host, as a mostly-float step is;
   - float16 runs as float32 on CPUs without FP16 arithmetic (Cortex-A72, A53):
     a smaller file, never a speed-up there. On those targets (or targets not
     known to have it) it is passed over when XNNPACK takes it in more pieces
