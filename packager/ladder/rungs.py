@@ -125,8 +125,7 @@ def _repair_helped(climb: Climb) -> bool:
     if not _repairable(climb):
         return False
     repaired = next((s for s in climb.steps if s.name == "int8 repaired, min/max"), None)
-    return repaired is not None and bool(climb.steps) and \
-        margin(repaired.report, climb.bar) > margin(climb.steps[0].report, climb.bar)
+    return repaired is not None and margin(repaired.report, climb.bar) > margin(climb.steps[0].report, climb.bar)
 
 
 def _floats_allowed(climb: Climb) -> bool:
