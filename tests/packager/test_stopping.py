@@ -29,6 +29,18 @@ def _leftovers(marker: str) -> list[str]:
     return found
 
 
+def _workers(pid: int) -> list[psutil.Process]:
+    """The build's child processes that are a stage's workers (not multiprocessing's resource tracker)."""
+    found = []
+    for child in psutil.Process(pid).children(recursive=True):
+        try:
+            if "resource_tracker" not in " ".join(child.cmdline()):
+                found.append(child)
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            continue
+    return found
+
+
 def _start(digits, tmp_path, until: str) -> tuple[subprocess.Popen, str, list[str]]:
     """A real build, started with a private TMPDIR, read until a stage line shows."""
     private = tmp_path / "tmp"
@@ -51,11 +63,11 @@ def _start(digits, tmp_path, until: str) -> tuple[subprocess.Popen, str, list[st
 def test_a_signal_ends_every_worker_and_leaves_nothing(digits, tmp_path, sig, stage):
     proc, private, lines = _start(digits, tmp_path, stage)
     assert lines[-1].startswith(stage), "".join(lines)
-    # the signal lands while the stage's worker runs: the conversion (5) or the ladder's own process (6), the
-    # build's first child process after the stage line. A fixed wait of 3 s was not that: the digits ladder's
-    # process can be done sooner, and the build with it.
+    # the signal lands while the stage's worker runs: the conversion (5) or the ladder's own process (6). A fixed
+    # wait of 3 s was not that (the digits ladder's process can be done sooner, and the build with it), nor was
+    # "any child": multiprocessing's resource tracker is a child too, started before the ladder's process.
     deadline = time.monotonic() + 60
-    while not psutil.Process(proc.pid).children(recursive=True):
+    while not _workers(proc.pid):
         assert proc.poll() is None and time.monotonic() < deadline, "no worker started"
         time.sleep(0.01)
     proc.send_signal(sig)
