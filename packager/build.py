@@ -32,6 +32,7 @@ from .report import say as _say
 from .signing import check_key
 from .source import IMAGE_FORMAT, as_frames, load_source, read_samples
 from .staging import check_runs, stage_target
+from .stopping import checkpoint
 from .wheels import device_wheels
 
 
@@ -109,6 +110,8 @@ def _run(opts, plan, signer, board, say) -> list[BuildResult]:
     """Stages 1–9, once the options, targets, key and board checked out."""
     from .workspace import workspace
 
+    say = _checked(say)
+
     say(1, f"loading {opts.model}")
     source = load_source(opts, plan.input_shapes)
     say(2, f"reading calibration data from {opts.calibration}")
@@ -134,6 +137,15 @@ def _run(opts, plan, signer, board, say) -> list[BuildResult]:
         published = publish_all([(private / n, m) for n, m in zip(names, manifests)], signer, plan.out_dir)
     fingerprint = signer.fingerprint if signer else None
     return [BuildResult(folder, archive, manifest, fingerprint) for folder, archive, manifest in published]
+
+
+def _checked(say: Callable[[int, str], None]) -> Callable[[int, str], None]:
+    """``say`` that first raises again a stop signal whose exception was swallowed (packager.stopping)."""
+    def checked(stage: int, text: str) -> None:
+        checkpoint()
+        say(stage, text)
+
+    return checked
 
 
 def _choose(opts, plan, source, samples, graph, conversion, work: Path, say, board) -> Shipped:

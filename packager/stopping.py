@@ -26,18 +26,44 @@ class Stopped(BaseException):
         self.name = signal.Signals(signum).name
 
 
+_pending: int | None = None  # the stop signal that arrived, kept in case its exception is swallowed
+
+
 def _stop(signum, frame):
+    global _pending
+    _pending = signum
     for sig in (*STOPPING, signal.SIGINT):
         signal.signal(sig, signal.SIG_IGN)  # the cleanup on the way out must not be cut short
     raise Stopped(signum)
 
 
+def _interrupt(signum, frame):
+    global _pending
+    _pending = signum
+    raise KeyboardInterrupt  # what Python's own handler raises (click makes it Abort)
+
+
+def checkpoint() -> None:
+    """Raise again a stop whose exception Python swallowed: raised inside a finalizer it is only printed
+    ("Exception ignored in ...") and the build went on to write its bundle and exit 0 after a Ctrl-C (seen
+    in full-suite runs). Called before each stage starts, never on the way out."""
+    if _pending == signal.SIGINT:
+        raise KeyboardInterrupt
+    if _pending is not None:
+        raise Stopped(_pending)
+
+
 @contextlib.contextmanager
 def stop_on_signals():
-    """SIGTERM/SIGHUP raise Stopped for the duration (main thread only); the old handlers come back after."""
+    """SIGTERM/SIGHUP raise Stopped, SIGINT KeyboardInterrupt, for the duration (main thread only), and each is
+    remembered for checkpoint(); the old handlers come back after."""
+    global _pending
+    _pending = None
     old = {sig: signal.signal(sig, _stop) for sig in STOPPING}
+    old[signal.SIGINT] = signal.signal(signal.SIGINT, _interrupt)
     try:
         yield
     finally:
         for sig, handler in old.items():
             signal.signal(sig, handler)
+        _pending = None
